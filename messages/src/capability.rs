@@ -1,0 +1,1 @@
+//! capability (being written).

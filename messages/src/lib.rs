@@ -1,0 +1,29 @@
+//! netrun's vocabulary: everything that crosses a process boundary.
+//!
+//! This crate is pure data. It knows identities ([`Identity`], [`NodeId`], [`EntityId`],
+//! [`OriginHash`]), the fixed-layout packet and routing headers, the control envelope that
+//! carries every subprotocol message, channel names, permission tokens, capability sets and
+//! signed announcements, and causal event chains. It opens no sockets or files and reads no
+//! clocks: wall-clock time is always an argument.
+//!
+//! Every decoder of untrusted bytes is total: it returns a typed error, never panics, and
+//! bounds every length and count before it allocates.
+
+pub mod capability;
+pub mod causal;
+pub mod channel;
+pub mod envelope;
+pub mod error;
+pub mod header;
+pub mod identity;
+pub mod ids;
+pub mod routing;
+pub mod token;
+
+pub use channel::{ChannelHash, ChannelName, ChannelNameError};
+pub use envelope::{Envelope, Subprotocol, TraceContext};
+pub use error::DecodeError;
+pub use header::{Header, PacketFlags, PacketKind};
+pub use identity::{Identity, Signature, SignatureError};
+pub use ids::{EntityId, NodeId, OriginHash};
+pub use routing::RoutingHeader;

@@ -1,0 +1,1 @@
+//! netrun public API.

@@ -1,0 +1,1 @@
+//! netrun protocol cores (sans-IO).
