@@ -1,1 +1,26 @@
-//! netrun actors.
+//! netrun's shell: ractor actors, each owning one resource and driving one runtime core.
+//!
+//! ```text
+//!            Node::send ──seal──▶ UDP socket ◀── UdpTransport (owns the socket)
+//!                                    │ recv batches
+//!                                    ▼
+//!                  receive loop: parse header ─ lookup PeerTable ─ open in place
+//!                     │ data ──▶ bounded inbound queue ──▶ Node::recv
+//!                     │ heartbeats/control (one message per session per batch)
+//!                     ▼
+//!                  Session{peer} actor: liveness core, heartbeats, PeerUp/Suspected/Down
+//!                     ▲ spawns, rotates, forwards handshakes
+//!                  Sessions actor: handshake responder core, connect requests
+//! ```
+//!
+//! Per-packet work never crosses a mailbox: the receive loop and `Node::send` use the keys
+//! that session actors publish in the shared [`wire::Wire`]. Actors own lifecycles and
+//! decisions that are not per packet.
+
+pub mod control;
+pub mod events;
+pub mod session;
+pub mod sessions;
+pub mod stats;
+pub mod transport;
+pub mod wire;

@@ -1,1 +1,23 @@
-//! netrun public API.
+//! netrun: a latency-first, end-to-end encrypted mesh runtime built as a supervised actor
+//! system.
+//!
+//! This crate is the public API and the `netrun` binary. It assembles the supervision tree
+//! from the lower crates (`netrun-supervisor` → `netrun-actors` → `netrun-runtime` →
+//! `netrun-messages`), reads configuration, installs logging and trace export, and chooses
+//! exit codes. Nothing below it does any of those.
+
+pub mod config;
+pub mod control;
+pub mod identity_file;
+pub mod telemetry;
+mod node;
+
+pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
+pub use netrun_actors::events::PeerEvent;
+pub use netrun_actors::session::{ConnectError, PeerInfo, PeerState};
+pub use netrun_actors::stats::TransportSnapshot;
+pub use netrun_actors::transport::Received;
+pub use netrun_actors::wire::SendError;
+
+pub use identity_file::{IdentityFile, IdentityFileError};
+pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};

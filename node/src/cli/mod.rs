@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod identity;
 mod start;
 
@@ -60,6 +61,10 @@ pub(crate) struct ClientArgs {
 enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
     Start(start::StartArgs),
+    /// Show a running node: id, uptime, supervision tree, counters.
+    Status(ClientArgs),
+    /// List a running node's peers: id, address, state, RTT.
+    Peers(ClientArgs),
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
@@ -79,6 +84,8 @@ pub(crate) fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Start(args) => start::run(args),
+        Command::Status(args) => client::status(args),
+        Command::Peers(args) => client::peers(args),
         Command::Identity { action } => identity::run(action),
     };
     ExitCode::from(code)

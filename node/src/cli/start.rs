@@ -1,10 +1,13 @@
-//! `netrun start`: run a node.
+//! `netrun start`: run a node in the foreground.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use netrun::config::{Config, Overrides, ProcessEnv};
+use netrun::control::CONTROL_SOCKET;
 use netrun::identity_file::IDENTITY_FILE;
-use netrun::{Identity, IdentityFile};
+use netrun::{Identity, IdentityFile, Node};
+use tracing::{info, warn};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 
@@ -35,17 +38,106 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let path = config.data_dir.join(IDENTITY_FILE);
-    let identity = match Identity::load_or_create(&path) {
+    netrun::telemetry::init(&config.telemetry);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    };
+    let code = runtime.block_on(run_node(config));
+    netrun::telemetry::shutdown();
+    code
+}
+
+async fn run_node(config: Config) -> u8 {
+    if let Err(e) = create_private_dir(&config.data_dir) {
+        return fail(EXIT_FAILURE, format!("data directory {}: {e}", config.data_dir.display()));
+    }
+    let identity = match Identity::load_or_create(&config.data_dir.join(IDENTITY_FILE)) {
         Ok(i) => i,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
+    let psk = match config.psk {
+        Some(psk) => psk,
+        None => {
+            warn!("no mesh PSK configured: using the PUBLIC development PSK");
+            eprintln!(
+                "netrun: WARNING: no mesh PSK configured (set NETRUN_PSK or `psk` in the config);\n\
+                 netrun: WARNING: using the public development PSK — anyone can join this mesh"
+            );
+            netrun::DEVELOPMENT_PSK
+        }
+    };
+    let mut builder = Node::builder()
+        .identity(identity)
+        .bind(config.bind)
+        .bind_fallback(config.bind_is_default)
+        .psk(psk)
+        .session_timing(config.session)
+        .control_socket(config.data_dir.join(CONTROL_SOCKET));
+    for peer in &config.peers {
+        builder = builder.peer(peer.addr, peer.public_key);
+    }
+    let node = match builder.start().await {
+        Ok(n) => n,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
     let line = serde_json::json!({
-        "node_id": identity.node_id().to_string(),
-        "addr": config.bind.to_string(),
-        "public_key": identity.entity_id().to_hex(),
+        "node_id": node.node_id().to_string(),
+        "addr": node.local_addr().to_string(),
+        "public_key": node.public_key().to_hex(),
     });
-    println!("{line}");
-    eprintln!("netrun: identity ready; the node runtime (sessions, transport) is not built yet");
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        warn!("stdout is closed; continuing");
+    }
+    drop(stdout);
+    info!(node = %node.node_id(), addr = %node.local_addr(), data_dir = %config.data_dir.display(), "node running");
+
+    wait_for_signal().await;
+    info!("shutting down");
+    // A second signal during shutdown exits at once.
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("netrun: second signal, exiting now");
+        std::process::exit(130);
+    });
+    node.shutdown().await;
+    info!("stopped");
     EXIT_OK
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
 }

@@ -1,0 +1,385 @@
+//! The session actor: handshake (initiator), key publication, heartbeats, liveness.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use netrun_messages::{NodeId, PacketFlags, PacketKind};
+use netrun_runtime::handshake::{Established, HandshakeBackoff, Initiator};
+use netrun_runtime::liveness::{Liveness, LivenessEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand_core::{OsRng, RngCore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, info_span, warn};
+
+use super::{
+    ConnectError, ControlFrame, PeerInfo, PeerState, SessionArgs, SessionMsg, SessionStart,
+};
+use crate::events::PeerEvent;
+use crate::stats::TransportStats;
+use crate::wire::{PeerKeys, Wire};
+
+/// The `Session{peer}` actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionActor;
+
+/// A session actor's state.
+#[derive(Debug)]
+pub struct SessionState {
+    args: Shared,
+    phase: Phase,
+    waiters: Vec<RpcReplyPort<Result<NodeId, ConnectError>>>,
+    tick: Option<JoinHandle<()>>,
+    epoch: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    wire: Arc<Wire>,
+    identity: Arc<netrun_messages::Identity>,
+    psk: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    peer: netrun_messages::EntityId,
+    peer_node: NodeId,
+    addr: std::net::SocketAddr,
+    liveness: netrun_runtime::liveness::LivenessConfig,
+    backoff: HandshakeBackoff,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Handshaking { initiator: Box<Initiator>, attempt: u32 },
+    Up(Box<Up>),
+    Closed,
+}
+
+#[derive(Debug)]
+struct Up {
+    keys: Arc<PeerKeys>,
+    liveness: Liveness,
+    initiator: bool,
+    established_at: Instant,
+    seen_ms: u64,
+    announced: bool,
+    suspected: bool,
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let peer_node = args.peer.node_id();
+        let shared = Shared {
+            wire: args.wire,
+            identity: args.identity,
+            psk: args.psk,
+            peer: args.peer,
+            peer_node,
+            addr: args.addr,
+            liveness: args.liveness,
+            backoff: HandshakeBackoff::default(),
+        };
+        let mut state =
+            SessionState { args: shared, phase: Phase::Closed, waiters: Vec::new(), tick: None, epoch: 0 };
+        match args.start {
+            SessionStart::Initiate { waiters } => {
+                state.waiters = waiters;
+                state.begin_attempt(&myself, 1).await;
+            }
+            SessionStart::Accepted(established) => {
+                state.install(&myself, *established, false);
+            }
+        }
+        let period = tick_period(state.args.liveness.heartbeat_interval);
+        state.tick = Some(myself.send_interval(period, || SessionMsg::Tick));
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _span = info_span!("session", node = %state.args.wire.local(), peer = %state.args.peer_node)
+            .entered();
+        match message {
+            SessionMsg::Control { epoch, frames } => {
+                if epoch == state.epoch {
+                    state.on_frames(frames).await;
+                }
+            }
+            SessionMsg::HandshakeResponse(datagram) => state.on_response(&myself, &datagram),
+            SessionMsg::Rotate(established) => {
+                info!("peer rotated the session");
+                state.install(&myself, *established, false);
+            }
+            SessionMsg::Tick => state.on_tick(&myself).await,
+            SessionMsg::Retry { attempt } => {
+                if matches!(state.phase, Phase::Handshaking { attempt: a, .. } if a == attempt) {
+                    if attempt >= state.args.backoff.max_attempts() {
+                        warn!(addr = %state.args.addr, attempts = attempt, "handshake timed out");
+                        TransportStats::bump(&state.args.wire.stats().handshake_failures);
+                        let error = ConnectError::Timeout { addr: state.args.addr, attempts: attempt };
+                        state.fail_waiters(&error);
+                        state.phase = Phase::Closed;
+                        myself.stop(Some("handshake timed out".into()));
+                    } else {
+                        state.begin_attempt(&myself, attempt + 1).await;
+                    }
+                }
+            }
+            SessionMsg::WaitUp(reply) => match &state.phase {
+                Phase::Up(_) => {
+                    let _ = reply.send(Ok(state.args.peer_node));
+                }
+                Phase::Handshaking { .. } => state.waiters.push(reply),
+                Phase::Closed => {
+                    let _ = reply.send(Err(ConnectError::Closed));
+                }
+            },
+            SessionMsg::Info(reply) => {
+                let _ = reply.send(state.info());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(tick) = state.tick.take() {
+            tick.abort();
+        }
+        state.fail_waiters(&ConnectError::Closed);
+        if let Phase::Up(up) = &state.phase {
+            state.args.wire.withdraw(state.args.peer_node, up.keys.epoch);
+            if up.announced {
+                state.args.wire.emit(PeerEvent::Down { node: state.args.peer_node });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    async fn begin_attempt(&mut self, myself: &ActorRef<SessionMsg>, attempt: u32) {
+        let handshake_id = OsRng.next_u64();
+        let now = Instant::now().into_std();
+        match Initiator::start(now, &self.args.identity, self.args.peer, &self.args.psk, handshake_id) {
+            Ok((initiator, datagram)) => {
+                debug!(attempt, "sending handshake");
+                if let Err(e) = self.args.wire.send_raw(self.args.addr, &datagram).await {
+                    debug!(error = %e, "handshake send failed; will retry");
+                }
+                self.phase = Phase::Handshaking { initiator: Box::new(initiator), attempt };
+                let delay = self.args.backoff.delay(attempt);
+                myself.send_after(delay, move || SessionMsg::Retry { attempt });
+            }
+            Err(e) => {
+                TransportStats::bump(&self.args.wire.stats().handshake_failures);
+                let error = ConnectError::Handshake { addr: self.args.addr, source: e };
+                self.fail_waiters(&error);
+                self.phase = Phase::Closed;
+                myself.stop(Some("handshake could not start".into()));
+            }
+        }
+    }
+
+    fn on_response(&mut self, myself: &ActorRef<SessionMsg>, datagram: &[u8]) {
+        let Phase::Handshaking { initiator, .. } = &mut self.phase else {
+            return;
+        };
+        let now = Instant::now().into_std();
+        match initiator.handle_response(now, datagram) {
+            Ok(established) => self.install(myself, established, true),
+            Err(e) if e.is_stale() => debug!(error = %e, "ignored a stale handshake response"),
+            Err(e) => {
+                warn!(addr = %self.args.addr, error = %e, "handshake failed");
+                TransportStats::bump(&self.args.wire.stats().handshake_failures);
+                let error = ConnectError::Handshake { addr: self.args.addr, source: e };
+                self.fail_waiters(&error);
+                self.phase = Phase::Closed;
+                myself.stop(Some("handshake failed".into()));
+            }
+        }
+    }
+
+    /// Publishes new keys (a first establishment or a rotation).
+    fn install(&mut self, myself: &ActorRef<SessionMsg>, established: Established, initiator: bool) {
+        self.epoch = self.args.wire.next_epoch();
+        let now_ms = self.args.wire.now_ms();
+        let keys = Arc::new(PeerKeys {
+            node: established.peer_node,
+            entity: established.peer,
+            addr: self.args.addr,
+            tx: established.tx,
+            rx: established.rx,
+            session: myself.clone(),
+            epoch: self.epoch,
+            last_heard_ms: AtomicU64::new(now_ms),
+            // The initiator authenticated the responder's message; the responder waits for
+            // the initiator's first sealed packet (key confirmation).
+            confirmed: AtomicBool::new(initiator),
+        });
+        self.args.wire.publish(Arc::clone(&keys));
+        TransportStats::bump(&self.args.wire.stats().handshakes_ok);
+        let now = Instant::now();
+        let (announced, was_initiator) = match &self.phase {
+            Phase::Up(up) => (up.announced, up.initiator),
+            _ => (false, initiator),
+        };
+        self.phase = Phase::Up(Box::new(Up {
+            keys,
+            liveness: Liveness::new(self.args.liveness, now.into_std()),
+            initiator: was_initiator || initiator,
+            established_at: now,
+            seen_ms: now_ms,
+            announced,
+            suspected: false,
+        }));
+        if initiator {
+            self.announce_up();
+            // Key confirmation for the responder: an authenticated packet right away.
+            let wire = Arc::clone(&self.args.wire);
+            let node = self.args.peer_node;
+            tokio::spawn(async move {
+                if let Err(e) = wire.send(node, PacketKind::Heartbeat, 0, PacketFlags::NONE, &[]).await {
+                    debug!(error = %e, "key-confirmation heartbeat not sent");
+                }
+            });
+        }
+    }
+
+    fn announce_up(&mut self) {
+        if let Phase::Up(up) = &mut self.phase {
+            if !up.announced {
+                up.announced = true;
+                info!(addr = %self.args.addr, "peer up");
+                self.args.wire.emit(PeerEvent::Up { node: self.args.peer_node, addr: self.args.addr });
+            }
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Ok(self.args.peer_node));
+        }
+    }
+
+    async fn on_frames(&mut self, frames: Vec<ControlFrame>) {
+        let now = Instant::now().into_std();
+        for frame in frames {
+            if frame.kind != PacketKind::Heartbeat {
+                continue;
+            }
+            let Phase::Up(up) = &mut self.phase else { return };
+            if let Some(reply) = up.liveness.on_heartbeat(now, frame.stream) {
+                let wire = Arc::clone(&self.args.wire);
+                let keys = Arc::clone(&up.keys);
+                if let Err(e) =
+                    wire.send_with(&keys, PacketKind::Heartbeat, reply, PacketFlags::NONE, &[]).await
+                {
+                    debug!(error = %e, "heartbeat reply not sent");
+                }
+            }
+        }
+        self.on_heard();
+    }
+
+    /// Feeds the data path's last-heard time into the liveness core.
+    fn on_heard(&mut self) {
+        let Phase::Up(up) = &mut self.phase else { return };
+        let heard = up.keys.last_heard_ms.load(Ordering::Relaxed);
+        if heard > up.seen_ms {
+            up.seen_ms = heard;
+            up.liveness.on_authenticated_packet(self.args.wire.instant_of(heard).into_std());
+        }
+        if up.keys.confirmed.load(Ordering::Acquire) {
+            self.announce_up();
+        }
+    }
+
+    async fn on_tick(&mut self, myself: &ActorRef<SessionMsg>) {
+        self.on_heard();
+        let now = Instant::now();
+        let Phase::Up(up) = &mut self.phase else { return };
+        if !up.keys.confirmed.load(Ordering::Acquire)
+            && now.duration_since(up.established_at) > self.args.liveness.fail_after
+        {
+            warn!("peer never confirmed the session keys (wrong PSK?)");
+            TransportStats::bump(&self.args.wire.stats().handshake_failures);
+            self.phase = Phase::Closed;
+            myself.stop(Some("unconfirmed".into()));
+            return;
+        }
+        while let Some(event) = up.liveness.poll(now.into_std()) {
+            match event {
+                LivenessEvent::Suspected => {
+                    up.suspected = true;
+                    warn!("peer suspected");
+                    self.args.wire.emit(PeerEvent::Suspected { node: self.args.peer_node });
+                }
+                LivenessEvent::Recovered => {
+                    up.suspected = false;
+                    info!("peer recovered");
+                    self.args.wire.emit(PeerEvent::Recovered { node: self.args.peer_node });
+                }
+                LivenessEvent::Failed => {
+                    warn!("peer down");
+                    myself.stop(Some("peer failed".into()));
+                    return;
+                }
+            }
+        }
+        if up.keys.tx.needs_rekey() {
+            info!("session keys reached their rekey limit; closing so the peers re-handshake");
+            myself.stop(Some("rekey".into()));
+            return;
+        }
+        if let Some(probe) = up.liveness.poll_heartbeat(now.into_std()) {
+            let keys = Arc::clone(&up.keys);
+            if let Err(e) =
+                self.args.wire.send_with(&keys, PacketKind::Heartbeat, probe, PacketFlags::NONE, &[]).await
+            {
+                debug!(error = %e, "heartbeat not sent");
+            }
+        }
+    }
+
+    fn fail_waiters(&mut self, error: &ConnectError) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    fn info(&self) -> PeerInfo {
+        let (state, rtt, initiator) = match &self.phase {
+            Phase::Up(up) => (
+                if up.suspected { PeerState::Suspected } else { PeerState::Up },
+                up.liveness.rtt(),
+                up.initiator,
+            ),
+            Phase::Handshaking { .. } | Phase::Closed => (PeerState::Connecting, None, true),
+        };
+        PeerInfo {
+            node: self.args.peer_node,
+            entity: self.args.peer,
+            addr: self.args.addr,
+            state,
+            rtt,
+            initiator,
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// How often a session checks liveness: a quarter heartbeat, at least every 10 ms.
+fn tick_period(heartbeat: Duration) -> Duration {
+    (heartbeat / 4).max(Duration::from_millis(10))
+}

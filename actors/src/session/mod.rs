@@ -1,0 +1,166 @@
+//! `Session{peer}`: one actor per peer.
+//!
+//! The actor drives the handshake (as initiator) and the liveness core for one peer,
+//! publishes the established keys in the [`Wire`](crate::wire::Wire) for the data path,
+//! answers heartbeats, and emits `PeerUp / PeerSuspected / PeerRecovered / PeerDown`.
+//! The responder side of a handshake runs in the Sessions actor, which hands the
+//! established keys to a new session actor (or to the existing one, for a rotation).
+//!
+//! Lifecycle: `Handshaking` (initiator only; retries with bounded backoff, a fresh
+//! ephemeral per attempt) → `Up` (keys published; for a responder, unconfirmed until the
+//! first authenticated packet) → `Suspected` ↔ `Up` → the actor stops when the peer is
+//! declared failed, the session idles out, the handshake gives up, or it is closed. Keys
+//! are withdrawn from the wire in `post_stop`, so a crashed session never leaves keys
+//! behind.
+
+mod actor;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
+use netrun_runtime::handshake::{Established, HandshakeError};
+use netrun_runtime::liveness::LivenessConfig;
+use ractor::RpcReplyPort;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+pub use actor::SessionActor;
+
+use crate::wire::Wire;
+
+/// A sealed, authenticated packet for a session, opened by the receive loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlFrame {
+    /// Heartbeat, Control or Stream.
+    pub kind: PacketKind,
+    /// The header's stream field (for heartbeats: `probe << 1 | is_reply`).
+    pub stream: u64,
+    /// Header flags.
+    pub flags: PacketFlags,
+    /// The plaintext.
+    pub payload: Bytes,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Handshake in progress.
+    Connecting,
+    /// Established and heard from recently.
+    Up,
+    /// Established but silent past the suspect threshold.
+    Suspected,
+}
+
+/// What `Node::peers` reports about one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerInfo {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// The peer's public key.
+    pub entity: EntityId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Session state.
+    pub state: PeerState,
+    /// Smoothed round-trip time, once a heartbeat was answered.
+    pub rtt: Option<Duration>,
+    /// Whether this node initiated the session.
+    pub initiator: bool,
+    /// Rotation count of this session's keys.
+    pub epoch: u64,
+}
+
+/// Why `connect` failed.
+#[derive(Debug, Clone, Error)]
+pub enum ConnectError {
+    /// The handshake completed but authentication failed: wrong mesh PSK, or the peer is
+    /// not the identity we expected.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The peer address.
+        addr: SocketAddr,
+        /// What failed.
+        source: HandshakeError,
+    },
+    /// No answer after every retry.
+    #[error(
+        "no handshake answer from {addr} after {attempts} attempts (unreachable, not running, or a different mesh PSK)"
+    )]
+    Timeout {
+        /// The peer address.
+        addr: SocketAddr,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The peer's public key is not a valid ed25519 key.
+    #[error("the public key for {0} is not a valid ed25519 key")]
+    BadPublicKey(SocketAddr),
+    /// Connecting to ourselves.
+    #[error("refusing to connect to this node's own identity")]
+    SelfConnect,
+    /// The session ended before it was established.
+    #[error("the session closed before it was established")]
+    Closed,
+}
+
+/// How a session actor starts.
+#[derive(Debug)]
+pub enum SessionStart {
+    /// Initiate a handshake; reply to these waiters when it completes or fails.
+    Initiate {
+        /// Callers of `connect`.
+        waiters: Vec<RpcReplyPort<Result<NodeId, ConnectError>>>,
+    },
+    /// The Sessions actor accepted the peer's handshake and sent the response.
+    Accepted(Box<Established>),
+}
+
+/// Startup inputs of a session actor.
+#[derive(Debug)]
+pub struct SessionArgs {
+    /// The shared data path.
+    pub wire: Arc<Wire>,
+    /// This node's identity.
+    pub identity: Arc<Identity>,
+    /// The mesh PSK.
+    pub psk: Arc<Zeroizing<[u8; 32]>>,
+    /// The peer's public key.
+    pub peer: EntityId,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Liveness timing.
+    pub liveness: LivenessConfig,
+    /// Initiator or responder.
+    pub start: SessionStart,
+}
+
+/// Messages a session actor handles.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// Authenticated packets from one receive batch, for the keys of `epoch`.
+    Control {
+        /// Key epoch the frames were opened with.
+        epoch: u64,
+        /// The frames, in arrival order.
+        frames: Vec<ControlFrame>,
+    },
+    /// A handshake response datagram addressed to this session (initiator side).
+    HandshakeResponse(Bytes),
+    /// The peer rotated the session (fresh ephemeral, same static): new keys.
+    Rotate(Box<Established>),
+    /// Periodic liveness work.
+    Tick,
+    /// Handshake retry timer.
+    Retry {
+        /// The attempt this timer was set for (stale timers are ignored).
+        attempt: u32,
+    },
+    /// Reply when the session is up (or failed).
+    WaitUp(RpcReplyPort<Result<NodeId, ConnectError>>),
+    /// Report this session's state.
+    Info(RpcReplyPort<PeerInfo>),
+}

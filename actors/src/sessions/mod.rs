@@ -1,0 +1,100 @@
+//! `Sessions`: the parent of every session actor and the responder side of handshakes.
+//!
+//! The actor owns the handshake responder core. Handshake datagrams arrive from the
+//! transport in batches; first messages are answered here (rotation and replay rules are
+//! decided by the core, with the live session's facts as input, so decision and insert
+//! happen in one actor turn), responses are forwarded to the initiating session actor.
+//! `connect` requests spawn initiator sessions; static peers are reconnected with backoff
+//! when their session ends. Session actors are linked children: when one stops, its entry
+//! is removed.
+//!
+//! Simultaneous open: if both nodes initiate at once, the initiation of the node with the
+//! lower node id wins; the other node answers it and hands the keys to its own session
+//! actor.
+
+mod actor;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use netrun_messages::{EntityId, Identity, NodeId};
+use netrun_runtime::liveness::LivenessConfig;
+use ractor::{Actor, ActorCell, ActorRef, RpcReplyPort, SpawnErr};
+use zeroize::Zeroizing;
+
+pub use actor::SessionsActor;
+
+use crate::session::{ConnectError, PeerInfo};
+use crate::wire::Wire;
+
+/// Startup inputs of the Sessions actor.
+#[derive(Debug)]
+pub struct SessionsArgs {
+    /// The shared data path.
+    pub wire: Arc<Wire>,
+    /// This node's identity.
+    pub identity: Arc<Identity>,
+    /// The mesh PSK.
+    pub psk: Arc<Zeroizing<[u8; 32]>>,
+    /// Liveness timing for every session.
+    pub liveness: LivenessConfig,
+    /// Peers to connect at start and to reconnect whenever their session ends.
+    pub static_peers: Vec<(SocketAddr, EntityId)>,
+}
+
+/// Messages the Sessions actor handles.
+#[derive(Debug)]
+pub enum SessionsMsg {
+    /// Handshake datagrams from one receive batch.
+    Handshakes(Vec<(SocketAddr, Bytes)>),
+    /// Open (or join) a session with `peer` at `addr`.
+    Connect {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The peer's public key.
+        peer: EntityId,
+        /// Answered when the session is up or has failed.
+        reply: RpcReplyPort<Result<NodeId, ConnectError>>,
+    },
+    /// Report every session.
+    Peers(RpcReplyPort<Vec<PeerInfo>>),
+    /// Periodic reconnect work.
+    Tick,
+}
+
+/// A handle to the Sessions actor.
+#[derive(Debug, Clone)]
+pub struct SessionsHandle {
+    actor: ActorRef<SessionsMsg>,
+}
+
+impl SessionsHandle {
+    /// Spawns the Sessions actor, linked to `supervisor` when given.
+    pub async fn spawn(args: SessionsArgs, supervisor: Option<ActorCell>) -> Result<Self, SpawnErr> {
+        let (actor, _) = match supervisor {
+            Some(sup) => Actor::spawn_linked(None, SessionsActor, args, sup).await?,
+            None => Actor::spawn(None, SessionsActor, args).await?,
+        };
+        Ok(Self { actor })
+    }
+
+    /// The actor (the transport sends handshake batches to it).
+    pub fn actor(&self) -> &ActorRef<SessionsMsg> {
+        &self.actor
+    }
+
+    /// Opens a session and waits until it is up or has failed.
+    pub async fn connect(&self, addr: SocketAddr, peer: EntityId) -> Result<NodeId, ConnectError> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.actor
+            .send_message(SessionsMsg::Connect { addr, peer, reply: tx.into() })
+            .map_err(|_| ConnectError::Closed)?;
+        rx.await.map_err(|_| ConnectError::Closed)?
+    }
+
+    /// Every session and its state.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        ractor::call!(self.actor, SessionsMsg::Peers).unwrap_or_default()
+    }
+}

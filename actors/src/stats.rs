@@ -1,0 +1,82 @@
+//! Counters for the data path. Every drop has a counter; silence is a signal.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of the counters.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct TransportSnapshot {
+            $($(#[$fmeta])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> TransportSnapshot {
+                TransportSnapshot { $($field: self.$field.load(Relaxed),)* }
+            }
+        }
+
+        impl TransportSnapshot {
+            /// `(name, value)` for every counter, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Transport and session counters shared by the receive loop, the send path and the
+    /// session actors.
+    TransportStats {
+        /// Datagrams received.
+        rx_packets,
+        /// Bytes received.
+        rx_bytes,
+        /// Datagrams sent.
+        tx_packets,
+        /// Bytes sent.
+        tx_bytes,
+        /// Application datagrams delivered to the inbound queue.
+        delivered,
+        /// Dropped: the inbound queue was full (policy: drop newest).
+        dropped_queue_full,
+        /// Dropped: the datagram did not parse (bad version, kind, lengths).
+        dropped_malformed,
+        /// Dropped: larger than the largest packet netrun accepts.
+        dropped_oversize,
+        /// Dropped: addressed to another node (no route yet).
+        dropped_not_for_us,
+        /// Dropped: sealed packet from a node with no session.
+        dropped_no_session,
+        /// Dropped: the replay window refused the counter.
+        dropped_replay,
+        /// Dropped: the AEAD tag did not verify.
+        dropped_auth,
+        /// Dropped: a control batch for a session whose actor is gone.
+        dropped_session_gone,
+        /// Handshakes completed.
+        handshakes_ok,
+        /// Handshakes that failed (authentication, identity, timeout).
+        handshake_failures,
+        /// Handshake first messages dropped as replays.
+        handshake_replays,
+        /// Socket errors on receive or send.
+        socket_errors,
+    }
+}
+
+impl TransportStats {
+    /// Adds one to a counter.
+    #[inline]
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}

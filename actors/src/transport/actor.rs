@@ -1,0 +1,86 @@
+//! The transport actor: binds, publishes the socket, supervises its receive task.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::{TransportArgs, TransportMsg, rx};
+use crate::wire::Wire;
+
+/// The `UdpTransport` actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UdpTransport;
+
+/// State of a running transport.
+#[derive(Debug)]
+pub struct TransportState {
+    wire: Arc<Wire>,
+    local_addr: SocketAddr,
+    rx_task: JoinHandle<()>,
+}
+
+impl Actor for UdpTransport {
+    type Msg = TransportMsg;
+    type State = TransportState;
+    type Arguments = TransportArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let socket = match UdpSocket::bind(args.bind).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && args.fallback_to_ephemeral => {
+                let mut any = args.bind;
+                any.set_port(0);
+                warn!(requested = %args.bind, "udp port in use; binding an ephemeral port");
+                UdpSocket::bind(any).await?
+            }
+            Err(e) => return Err(Box::new(e)),
+        };
+        let socket = Arc::new(socket);
+        let local_addr = socket.local_addr()?;
+        args.wire.set_socket(Some(Arc::clone(&socket)));
+        info!(node = %args.wire.local(), addr = %local_addr, "transport bound");
+        let rx_task = tokio::spawn(rx::receive_loop(
+            socket,
+            Arc::clone(&args.wire),
+            args.inbound,
+            myself,
+        ));
+        Ok(TransportState { wire: args.wire, local_addr, rx_task })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TransportMsg::LocalAddr(reply) => {
+                let _ = reply.send(state.local_addr);
+            }
+            TransportMsg::ReceiveFailed(reason) => {
+                return Err(reason.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.rx_task.abort();
+        state.wire.set_socket(None);
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The receive loop: batches, header parse, key lookup, open in place, dispatch.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use netrun_messages::header::MAX_PACKET_LEN;
+use netrun_messages::{NodeId, PacketKind, RoutingHeader};
+use netrun_runtime::crypto::{OpenError, open_datagram};
+use ractor::ActorRef;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{MAX_BATCH, Received, TransportMsg};
+use crate::session::{ControlFrame, SessionMsg};
+use crate::sessions::SessionsMsg;
+use crate::stats::TransportStats;
+use crate::wire::Wire;
+
+/// Consecutive socket errors after which the loop gives up and fails the transport.
+const MAX_CONSECUTIVE_ERRORS: u32 = 16;
+
+/// Runs until the socket fails for good or the task is aborted.
+pub(super) async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    wire: Arc<Wire>,
+    inbound: mpsc::Sender<Received>,
+    transport: ActorRef<TransportMsg>,
+) {
+    // One extra byte detects datagrams larger than netrun ever sends.
+    let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
+    let mut batch = Batch::default();
+    let mut errors = 0u32;
+    loop {
+        if let Err(e) = socket.readable().await {
+            let _ = transport.send_message(TransportMsg::ReceiveFailed(e.to_string()));
+            return;
+        }
+        for _ in 0..MAX_BATCH {
+            match socket.try_recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    errors = 0;
+                    handle_datagram(&wire, &inbound, &mut batch, &mut buf[..len], from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_transient(&e) => {
+                    TransportStats::bump(&wire.stats().socket_errors);
+                }
+                Err(e) => {
+                    TransportStats::bump(&wire.stats().socket_errors);
+                    errors += 1;
+                    if errors >= MAX_CONSECUTIVE_ERRORS {
+                        let _ = transport.send_message(TransportMsg::ReceiveFailed(e.to_string()));
+                        return;
+                    }
+                    warn!(error = %e, "udp receive error; backing off");
+                    tokio::time::sleep(Duration::from_millis(1 << errors.min(10))).await;
+                    break;
+                }
+            }
+        }
+        batch.flush(&wire);
+    }
+}
+
+/// Errors a UDP socket reports for one datagram (ICMP feedback), not for the socket.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
+
+/// What one batch collected for actors: one message per destination when flushed.
+#[derive(Default)]
+struct Batch {
+    control: HashMap<NodeId, (ActorRef<SessionMsg>, u64, Vec<ControlFrame>)>,
+    handshakes: Vec<(SocketAddr, Bytes)>,
+}
+
+impl Batch {
+    fn flush(&mut self, wire: &Wire) {
+        for (_, (actor, epoch, frames)) in self.control.drain() {
+            let count = frames.len() as u64;
+            if actor.send_message(SessionMsg::Control { epoch, frames }).is_err() {
+                wire.stats()
+                    .dropped_session_gone
+                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if !self.handshakes.is_empty() {
+            let handshakes = std::mem::take(&mut self.handshakes);
+            match wire.sessions() {
+                Some(sessions) => {
+                    let _ = sessions.send_message(SessionsMsg::Handshakes(handshakes));
+                }
+                None => {
+                    let n = handshakes.len() as u64;
+                    wire.stats().dropped_no_session.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn handle_datagram(
+    wire: &Wire,
+    inbound: &mpsc::Sender<Received>,
+    batch: &mut Batch,
+    datagram: &mut [u8],
+    from: SocketAddr,
+) {
+    let stats = wire.stats();
+    TransportStats::bump(&stats.rx_packets);
+    stats.rx_bytes.fetch_add(datagram.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if datagram.len() > MAX_PACKET_LEN {
+        TransportStats::bump(&stats.dropped_oversize);
+        return;
+    }
+    let Ok(routing) = RoutingHeader::parse(datagram) else {
+        TransportStats::bump(&stats.dropped_malformed);
+        return;
+    };
+    if routing.dst != wire.local() {
+        TransportStats::bump(&stats.dropped_not_for_us);
+        return;
+    }
+    if !routing.kind.is_sealed() {
+        batch.handshakes.push((from, Bytes::copy_from_slice(datagram)));
+        return;
+    }
+    let Some(keys) = wire.peer(routing.src) else {
+        TransportStats::bump(&stats.dropped_no_session);
+        return;
+    };
+    let (header, range) = match open_datagram(&keys.rx, datagram) {
+        Ok(opened) => opened,
+        Err(e) => {
+            count_open_error(stats, &e);
+            debug!(peer = %routing.src, error = %e, "dropped sealed packet");
+            return;
+        }
+    };
+    keys.touch(wire.now_ms());
+    let payload = Bytes::copy_from_slice(&datagram[range]);
+    match header.kind {
+        PacketKind::Data => {
+            let received =
+                Received { peer: header.src, stream: header.stream, flags: header.flags, payload };
+            match inbound.try_send(received) {
+                Ok(()) => TransportStats::bump(&stats.delivered),
+                Err(_) => TransportStats::bump(&stats.dropped_queue_full),
+            }
+        }
+        kind => {
+            let frame = ControlFrame { kind, stream: header.stream, flags: header.flags, payload };
+            batch
+                .control
+                .entry(header.src)
+                .or_insert_with(|| (keys.session.clone(), keys.epoch, Vec::new()))
+                .2
+                .push(frame);
+        }
+    }
+}
+
+fn count_open_error(stats: &TransportStats, e: &OpenError) {
+    let counter = match e {
+        OpenError::Replay(_) | OpenError::TooOld(_) | OpenError::TooFarAhead(_) => {
+            &stats.dropped_replay
+        }
+        OpenError::Authentication => &stats.dropped_auth,
+        _ => &stats.dropped_malformed,
+    };
+    TransportStats::bump(counter);
+}

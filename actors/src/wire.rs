@@ -1,0 +1,274 @@
+//! The shared data path: the socket, the keys session actors publish, and the counters.
+//!
+//! [`Wire`] is what lets per-packet work skip mailboxes. Session actors insert and remove
+//! [`PeerKeys`]; the transport's receive loop and [`Wire::send`] read them. Keys are
+//! replaced as a whole (a new `Arc`), so a reader never sees half a rotation.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use netrun_messages::header::{DEFAULT_TTL, MAX_PAYLOAD_LEN};
+use netrun_messages::{EntityId, Header, NodeId, PacketFlags, PacketKind};
+use netrun_runtime::crypto::{RxKey, SealError, TxKey, seal_datagram};
+use ractor::ActorRef;
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::events::{EVENT_CAPACITY, PeerEvent};
+use crate::session::SessionMsg;
+use crate::sessions::SessionsMsg;
+use crate::stats::TransportStats;
+
+/// Keys and address of one established session, as the data path needs them.
+pub struct PeerKeys {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// The peer's public key.
+    pub entity: EntityId,
+    /// Where to send.
+    pub addr: SocketAddr,
+    /// Sealing key and counter.
+    pub tx: TxKey,
+    /// Opening key and replay window.
+    pub rx: RxKey,
+    /// The session actor that owns these keys.
+    pub session: ActorRef<SessionMsg>,
+    /// Incremented on every rotation of this peer's session.
+    pub epoch: u64,
+    /// When an authenticated packet was last received (ms on the wire clock).
+    pub last_heard_ms: AtomicU64,
+    /// Whether the peer has proven it holds these keys (any authenticated packet).
+    pub confirmed: AtomicBool,
+}
+
+impl PeerKeys {
+    /// Records an authenticated packet.
+    #[inline]
+    pub fn touch(&self, now_ms: u64) {
+        self.last_heard_ms.store(now_ms, Ordering::Relaxed);
+        if !self.confirmed.load(Ordering::Relaxed) {
+            self.confirmed.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerKeys")
+            .field("node", &self.node)
+            .field("addr", &self.addr)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a datagram could not be sent.
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// There is no established session with that node.
+    #[error("no session with node {0}")]
+    NotConnected(NodeId),
+    /// The payload is larger than one datagram carries.
+    #[error("payload of {len} bytes exceeds the {max}-byte datagram limit")]
+    TooLarge {
+        /// The payload size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The session's keys are exhausted; it is rekeying.
+    #[error("session keys need rotation: {0}")]
+    Seal(#[from] SealError),
+    /// The transport is not running.
+    #[error("the transport is not running")]
+    Closed,
+    /// The socket refused the datagram.
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The state shared by the transport, the session actors and the node handle.
+#[derive(Debug)]
+pub struct Wire {
+    local: NodeId,
+    socket: ArcSwapOption<UdpSocket>,
+    peers: DashMap<NodeId, Arc<PeerKeys>>,
+    stats: TransportStats,
+    origin: Instant,
+    events: broadcast::Sender<PeerEvent>,
+    epochs: AtomicU64,
+    sessions: ArcSwapOption<ActorRef<SessionsMsg>>,
+}
+
+thread_local! {
+    /// One send buffer per thread: sealing never allocates on the fast path.
+    static SEND_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(netrun_messages::header::MAX_PACKET_LEN));
+}
+
+impl Wire {
+    /// A wire for the node `local`, with no socket yet.
+    pub fn new(local: NodeId) -> Arc<Self> {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Arc::new(Self {
+            local,
+            socket: ArcSwapOption::empty(),
+            peers: DashMap::new(),
+            stats: TransportStats::default(),
+            origin: Instant::now(),
+            events,
+            epochs: AtomicU64::new(0),
+            sessions: ArcSwapOption::empty(),
+        })
+    }
+
+    /// This node's id.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    /// Milliseconds since the wire was created (monotonic; follows tokio's paused clock).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `ms` milliseconds after the wire was created.
+    pub fn instant_of(&self, ms: u64) -> Instant {
+        self.origin + std::time::Duration::from_millis(ms)
+    }
+
+    /// The Sessions actor, where handshake datagrams go (set while it runs).
+    pub fn sessions(&self) -> Option<Arc<ActorRef<SessionsMsg>>> {
+        self.sessions.load_full()
+    }
+
+    pub(crate) fn set_sessions(&self, sessions: Option<ActorRef<SessionsMsg>>) {
+        self.sessions.store(sessions.map(Arc::new));
+    }
+
+    /// A key epoch no other session of this wire has used.
+    pub(crate) fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The current socket, if the transport is running.
+    pub fn socket(&self) -> Option<Arc<UdpSocket>> {
+        self.socket.load_full()
+    }
+
+    pub(crate) fn set_socket(&self, socket: Option<Arc<UdpSocket>>) {
+        self.socket.store(socket);
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &TransportStats {
+        &self.stats
+    }
+
+    /// The keys of an established session.
+    #[inline]
+    pub fn peer(&self, node: NodeId) -> Option<Arc<PeerKeys>> {
+        self.peers.get(&node).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Every established session.
+    pub fn peers(&self) -> Vec<Arc<PeerKeys>> {
+        self.peers.iter().map(|e| Arc::clone(e.value())).collect()
+    }
+
+    pub(crate) fn publish(&self, keys: Arc<PeerKeys>) {
+        self.peers.insert(keys.node, keys);
+    }
+
+    /// Removes `node`'s keys if they are still the given epoch's (a newer rotation stays).
+    pub(crate) fn withdraw(&self, node: NodeId, epoch: u64) {
+        self.peers.remove_if(&node, |_, keys| keys.epoch == epoch);
+    }
+
+    /// Subscribes to peer events.
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: PeerEvent) {
+        // No subscriber is not an error: events are advisory.
+        let _ = self.events.send(event);
+    }
+
+    /// Seals `payload` for `peer` and sends it, without any actor hop.
+    pub async fn send(
+        &self,
+        peer: NodeId,
+        kind: PacketKind,
+        stream: u64,
+        flags: PacketFlags,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(SendError::TooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN });
+        }
+        let keys = self.peer(peer).ok_or(SendError::NotConnected(peer))?;
+        self.send_with(&keys, kind, stream, flags, payload).await
+    }
+
+    /// Seals and sends with known keys.
+    pub async fn send_with(
+        &self,
+        keys: &PeerKeys,
+        kind: PacketKind,
+        stream: u64,
+        flags: PacketFlags,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let socket = self.socket().ok_or(SendError::Closed)?;
+        let mut header = Header::new(kind, self.local, keys.node);
+        header.ttl = DEFAULT_TTL;
+        header.stream = stream;
+        header.flags = flags;
+        // Fast path: seal into the thread's buffer and try a non-blocking send.
+        let pending = SEND_BUF.with(|buf| -> Result<Option<Vec<u8>>, SendError> {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            seal_datagram(&keys.tx, header, payload, &mut buf)?;
+            match socket.try_send_to(&buf, keys.addr) {
+                Ok(_) => {
+                    self.count_tx(buf.len());
+                    Ok(None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some(buf.clone())),
+                Err(e) => {
+                    TransportStats::bump(&self.stats.socket_errors);
+                    Err(SendError::Io(e))
+                }
+            }
+        })?;
+        if let Some(datagram) = pending {
+            socket.send_to(&datagram, keys.addr).await.inspect_err(|_| {
+                TransportStats::bump(&self.stats.socket_errors);
+            })?;
+            self.count_tx(datagram.len());
+        }
+        Ok(())
+    }
+
+    /// Sends an already-built datagram (handshake messages).
+    pub async fn send_raw(&self, addr: SocketAddr, datagram: &[u8]) -> Result<(), SendError> {
+        let socket = self.socket().ok_or(SendError::Closed)?;
+        socket.send_to(datagram, addr).await.inspect_err(|_| {
+            TransportStats::bump(&self.stats.socket_errors);
+        })?;
+        self.count_tx(datagram.len());
+        Ok(())
+    }
+
+    fn count_tx(&self, len: usize) {
+        self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,93 @@
+//! Client subcommands that talk to a running node: `status`, `peers`.
+
+use netrun::config::{ProcessEnv, default_data_dir};
+use netrun::control::{ClientError, request};
+use serde_json::Value;
+
+use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, fail};
+
+/// No node is running at the data directory.
+const EXIT_NOT_RUNNING: u8 = 3;
+/// The control socket refused us.
+const EXIT_PERMISSION: u8 = 4;
+
+pub(crate) fn status(args: ClientArgs) -> u8 {
+    call(&args, "status", |v| {
+        println!("node id     {}", text(v, "node_id"));
+        println!("public key  {}", text(v, "public_key"));
+        println!("address     {}", text(v, "addr"));
+        let uptime = v.get("uptime_ms").and_then(Value::as_u64).unwrap_or(0);
+        println!("uptime      {}.{:03} s", uptime / 1000, uptime % 1000);
+        println!("peers       {}", v.get("peers").and_then(Value::as_u64).unwrap_or(0));
+        println!("tree");
+        if let Some(tree) = v.get("tree") {
+            print_tree(tree, 1);
+        }
+    })
+}
+
+pub(crate) fn peers(args: ClientArgs) -> u8 {
+    call(&args, "peers", |v| {
+        let peers = v.as_array().cloned().unwrap_or_default();
+        if peers.is_empty() {
+            println!("no peers");
+            return;
+        }
+        println!("{:<16}  {:<21}  {:<10}  {:>9}", "NODE", "ADDRESS", "STATE", "RTT");
+        for p in peers {
+            let rtt = p
+                .get("rtt_ms")
+                .and_then(Value::as_f64)
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms"));
+            println!(
+                "{:<16}  {:<21}  {:<10}  {:>9}",
+                text(&p, "node_id"),
+                text(&p, "addr"),
+                text(&p, "state"),
+                rtt
+            );
+        }
+    })
+}
+
+fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(&ProcessEnv));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(request(&data_dir, op)) {
+        Ok(value) => {
+            if args.json {
+                println!("{value}");
+            } else {
+                human(&value);
+            }
+            EXIT_OK
+        }
+        Err(e @ ClientError::NotRunning(..)) => fail(EXIT_NOT_RUNNING, e),
+        Err(e @ ClientError::PermissionDenied(_)) => fail(EXIT_PERMISSION, e),
+        Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn print_tree(node: &Value, depth: usize) {
+    let name = text(node, "name");
+    let mut line = format!("{}{}", "  ".repeat(depth), name);
+    if let Some(state) = node.get("state").and_then(Value::as_str) {
+        line.push_str(&format!("  [{state}]"));
+    }
+    if let Some(restarts) = node.get("restarts").and_then(Value::as_u64) {
+        line.push_str(&format!("  restarts={restarts}"));
+    }
+    println!("{line}");
+    if let Some(children) = node.get("children").and_then(Value::as_array) {
+        for child in children {
+            print_tree(child, depth + 1);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The control protocol: JSON lines over the node's Unix socket.
+//!
+//! Request: `{"op": "status"}` or `{"op": "peers"}`. Response: `{"ok": true, "result": …}`
+//! or `{"ok": false, "error": "…"}`. The `result` objects are the `--json` output of the
+//! matching CLI commands, a stable contract for scripts.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Weak;
+
+use netrun_actors::control::{ControlService, Reply};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::node::{Inner, Node};
+
+/// Name of the control socket inside a node's data directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+#[derive(Debug, Deserialize)]
+struct Request {
+    op: String,
+}
+
+/// The control service of a node (holds only a weak reference to it).
+pub(crate) fn service(node: Weak<Inner>) -> ControlService {
+    std::sync::Arc::new(move |line: String| -> Reply {
+        let node = node.clone();
+        Box::pin(async move {
+            let Some(inner) = node.upgrade() else {
+                return json!({"ok": false, "error": "node is shutting down"}).to_string();
+            };
+            let node = Node::from_inner(inner);
+            let response = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => match req.op.as_str() {
+                    "status" => json!({"ok": true, "result": status(&node).await}),
+                    "peers" => json!({"ok": true, "result": peers(&node).await}),
+                    other => json!({"ok": false, "error": format!("unknown op {other:?}")}),
+                },
+                Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+            };
+            response.to_string()
+        })
+    })
+}
+
+/// The `status` result.
+pub async fn status(node: &Node) -> Value {
+    let stats: serde_json::Map<String, Value> =
+        node.stats().fields().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({
+        "node_id": node.node_id().to_string(),
+        "public_key": node.public_key().to_hex(),
+        "addr": node.local_addr().to_string(),
+        "uptime_ms": u64::try_from(node.uptime().as_millis()).unwrap_or(u64::MAX),
+        "peers": node.peers().await.len(),
+        "tree": node.tree().await,
+        "stats": stats,
+    })
+}
+
+/// The `peers` result.
+pub async fn peers(node: &Node) -> Value {
+    let peers: Vec<Value> = node
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| {
+            json!({
+                "node_id": p.node.to_string(),
+                "public_key": p.entity.to_hex(),
+                "addr": p.addr.to_string(),
+                "state": format!("{:?}", p.state).to_lowercase(),
+                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "initiator": p.initiator,
+            })
+        })
+        .collect();
+    Value::Array(peers)
+}
+
+/// Why a client request failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No socket at the path: no node is running there.
+    #[error("no node is running at {0} (start one with `netrun start --data-dir {1}`)")]
+    NotRunning(PathBuf, PathBuf),
+    /// The socket exists but we may not use it.
+    #[error("permission denied on {0}; run as the user that started the node")]
+    PermissionDenied(PathBuf),
+    /// The node answered with an error.
+    #[error("the node refused the request: {0}")]
+    Refused(String),
+    /// Talking to the socket failed.
+    #[error("control socket {0}: {1}")]
+    Io(PathBuf, io::Error),
+    /// The answer was not valid JSON.
+    #[error("unreadable answer from the node: {0}")]
+    BadAnswer(String),
+}
+
+/// Sends one request to the node whose data directory is `data_dir`.
+pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
+    let path = data_dir.join(CONTROL_SOCKET);
+    let stream = UnixStream::connect(&path).await.map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(path.clone(), data_dir.to_path_buf())
+        }
+        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.clone()),
+        _ => ClientError::Io(path.clone(), e),
+    })?;
+    let (read, mut write) = stream.into_split();
+    let line = format!("{}\n", json!({ "op": op }));
+    write.write_all(line.as_bytes()).await.map_err(|e| ClientError::Io(path.clone(), e))?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| ClientError::Io(path.clone(), e))?;
+    let value: Value =
+        serde_json::from_str(answer.trim()).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+    if value.get("ok") == Some(&Value::Bool(true)) {
+        Ok(value.get("result").cloned().unwrap_or(Value::Null))
+    } else {
+        let error = value.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+        Err(ClientError::Refused(error.to_string()))
+    }
+}

@@ -1,0 +1,318 @@
+//! The `Node`: a running netrun node and its builder.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use netrun::{Identity, Node};
+//!
+//! let a = Node::builder().identity(Identity::generate()).bind("127.0.0.1:0".parse()?).psk([7; 32]).start().await?;
+//! let b = Node::builder().bind("127.0.0.1:0".parse()?).psk([7; 32]).start().await?;
+//! let peer = a.connect(b.local_addr(), b.public_key()).await?;
+//! a.send(peer, b"hello").await?;
+//! let received = b.recv().await.expect("a datagram");
+//! assert_eq!(&received.payload[..], b"hello");
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg};
+use netrun_actors::events::PeerEvent;
+use netrun_actors::session::{ConnectError, PeerInfo};
+use netrun_actors::sessions::{SessionsArgs, SessionsHandle};
+use netrun_actors::stats::TransportSnapshot;
+use netrun_actors::transport::{Received, TransportArgs, TransportHandle};
+use netrun_actors::wire::{SendError, Wire};
+use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
+use netrun_runtime::liveness::LivenessConfig;
+use ractor::ActorRef;
+use thiserror::Error;
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::time::Instant;
+use tracing::info;
+use zeroize::Zeroizing;
+
+use crate::config::SessionTiming;
+
+/// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
+pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
+
+/// The PSK a node uses when none is configured. Public knowledge: it keeps development
+/// meshes apart from nothing, which is why `netrun start` warns loudly when it is used.
+pub const DEVELOPMENT_PSK: [u8; 32] = *b"netrun development psk, insecure";
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The session timing is invalid.
+    #[error("invalid session timing: {0}")]
+    Timing(String),
+    /// An actor did not start (for example the UDP address could not be bound).
+    #[error("{what} did not start: {source}")]
+    Spawn {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        source: ractor::SpawnErr,
+    },
+}
+
+/// Builds and starts a [`Node`].
+#[derive(Debug)]
+pub struct NodeBuilder {
+    identity: Option<Identity>,
+    bind: SocketAddr,
+    bind_fallback: bool,
+    psk: Option<[u8; 32]>,
+    peers: Vec<(SocketAddr, EntityId)>,
+    timing: SessionTiming,
+    inbound_capacity: usize,
+    control_socket: Option<PathBuf>,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        Self {
+            identity: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind_fallback: false,
+            psk: None,
+            peers: Vec::new(),
+            timing: SessionTiming::default(),
+            inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            control_socket: None,
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// The node's identity (default: a new ephemeral one; its node id changes every run).
+    #[must_use]
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// UDP address to bind (default `127.0.0.1:0`).
+    #[must_use]
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// If the bind port is taken, bind an ephemeral port instead of failing.
+    #[must_use]
+    pub fn bind_fallback(mut self, fallback: bool) -> Self {
+        self.bind_fallback = fallback;
+        self
+    }
+
+    /// The 32-byte mesh PSK (default: [`DEVELOPMENT_PSK`]).
+    #[must_use]
+    pub fn psk(mut self, psk: [u8; 32]) -> Self {
+        self.psk = Some(psk);
+        self
+    }
+
+    /// A static peer: connected at start and reconnected whenever its session ends.
+    #[must_use]
+    pub fn peer(mut self, addr: SocketAddr, public_key: EntityId) -> Self {
+        self.peers.push((addr, public_key));
+        self
+    }
+
+    /// Heartbeat and failure-detection timing.
+    #[must_use]
+    pub fn session_timing(mut self, timing: SessionTiming) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Capacity of the inbound datagram queue.
+    #[must_use]
+    pub fn inbound_capacity(mut self, capacity: usize) -> Self {
+        self.inbound_capacity = capacity.max(1);
+        self
+    }
+
+    /// Serve the local control socket (for `netrun status`, `netrun peers`) at `path`.
+    #[must_use]
+    pub fn control_socket(mut self, path: PathBuf) -> Self {
+        self.control_socket = Some(path);
+        self
+    }
+
+    /// Starts the node: binds UDP, starts the session layer, connects static peers.
+    pub async fn start(self) -> Result<Node, StartError> {
+        let identity = Arc::new(self.identity.unwrap_or_else(Identity::generate));
+        let liveness = LivenessConfig {
+            heartbeat_interval: self.timing.heartbeat_interval,
+            suspect_after: self.timing.suspect_after,
+            fail_after: self.timing.fail_after,
+            idle_timeout: self.timing.idle_timeout,
+        };
+        liveness.validate().map_err(|e| StartError::Timing(e.to_string()))?;
+        let wire = Wire::new(identity.node_id());
+        let psk = Arc::new(Zeroizing::new(self.psk.unwrap_or(DEVELOPMENT_PSK)));
+        let sessions = SessionsHandle::spawn(
+            SessionsArgs {
+                wire: Arc::clone(&wire),
+                identity: Arc::clone(&identity),
+                psk,
+                liveness,
+                static_peers: self.peers,
+            },
+            None,
+        )
+        .await
+        .map_err(|source| StartError::Spawn { what: "sessions", source })?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
+        let transport = match TransportHandle::spawn(
+            TransportArgs {
+                bind: self.bind,
+                fallback_to_ephemeral: self.bind_fallback,
+                wire: Arc::clone(&wire),
+                inbound: inbound_tx,
+            },
+            None,
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(source) => {
+                sessions.actor().stop(None);
+                return Err(StartError::Spawn { what: "udp transport", source });
+            }
+        };
+        let local_addr = transport.local_addr().await.unwrap_or(self.bind);
+        info!(node = %identity.node_id(), addr = %local_addr, "node started");
+        let node = Node {
+            inner: Arc::new(Inner {
+                identity,
+                wire,
+                transport,
+                sessions,
+                local_addr,
+                inbound: Mutex::new(inbound_rx),
+                started: Instant::now(),
+                control: std::sync::OnceLock::new(),
+            }),
+        };
+        if let Some(path) = self.control_socket {
+            let args = ControlArgs { path, service: crate::control::service(Arc::downgrade(&node.inner)) };
+            match ControlActor::spawn(args, None).await {
+                Ok(actor) => {
+                    let _ = node.inner.control.set(actor);
+                }
+                Err(source) => {
+                    node.shutdown().await;
+                    return Err(StartError::Spawn { what: "control socket", source });
+                }
+            }
+        }
+        Ok(node)
+    }
+}
+
+/// A running node. Cheap to clone; every clone drives the same node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    identity: Arc<Identity>,
+    wire: Arc<Wire>,
+    transport: TransportHandle,
+    sessions: SessionsHandle,
+    local_addr: SocketAddr,
+    inbound: Mutex<mpsc::Receiver<Received>>,
+    started: Instant,
+    control: std::sync::OnceLock<ActorRef<ControlMsg>>,
+}
+
+impl Node {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// The live supervision tree as JSON.
+    pub async fn tree(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": "root",
+            "children": [
+                {"name": "transport", "children": [{"name": "udp_transport", "state": "running"}]},
+                {"name": "sessions", "children": self.peers().await.iter().map(|p| serde_json::json!({"name": format!("session/{}", p.node), "state": format!("{:?}", p.state).to_lowercase()})).collect::<Vec<_>>()},
+                {"name": "control", "state": if self.inner.control.get().is_some() { "running" } else { "absent" }},
+            ]
+        })
+    }
+
+    /// A builder with defaults.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.identity.node_id()
+    }
+
+    /// This node's public key.
+    pub fn public_key(&self) -> EntityId {
+        self.inner.identity.entity_id()
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// How long the node has been running.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Opens a session with the node at `addr` whose public key is `public_key`, and waits
+    /// until it is established (or has failed: wrong PSK, wrong identity, no answer).
+    pub async fn connect(&self, addr: SocketAddr, public_key: EntityId) -> Result<NodeId, ConnectError> {
+        self.inner.sessions.connect(addr, public_key).await
+    }
+
+    /// Every peer with a session: id, address, state, RTT.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        self.inner.sessions.peers().await
+    }
+
+    /// Sends one datagram to `peer`, sealed end to end. Best effort: UDP may lose it.
+    pub async fn send(&self, peer: NodeId, payload: &[u8]) -> Result<(), SendError> {
+        self.inner.wire.send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload).await
+    }
+
+    /// The next datagram received from any peer; `None` after shutdown.
+    pub async fn recv(&self) -> Option<Received> {
+        self.inner.inbound.lock().await.recv().await
+    }
+
+    /// Subscribes to peer events (up, suspected, recovered, down).
+    pub fn events(&self) -> broadcast::Receiver<PeerEvent> {
+        self.inner.wire.subscribe()
+    }
+
+    /// Transport and session counters.
+    pub fn stats(&self) -> TransportSnapshot {
+        self.inner.wire.stats().snapshot()
+    }
+
+    /// Stops the node: sessions first (their keys are withdrawn), then the transport.
+    pub async fn shutdown(&self) {
+        if let Some(control) = self.inner.control.get() {
+            let _ = control.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
+        }
+        let _ = self.inner.sessions.actor().stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
+        let _ = self.inner.transport.actor().stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
+    }
+}
