@@ -11,3 +11,4 @@
 //! - [`liveness`]: RTT estimation and the per-peer failure detector driven by heartbeats.
 
 pub mod crypto;
+pub mod handshake;
