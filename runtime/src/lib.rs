@@ -12,3 +12,4 @@
 
 pub mod crypto;
 pub mod handshake;
+pub mod liveness;
