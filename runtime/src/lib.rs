@@ -1,1 +1,15 @@
 //! netrun protocol cores (sans-IO).
+//!
+//! Every core is a plain struct driven by its caller: inputs go in through `handle_*` /
+//! `on_*` methods that take the current time, outputs come out as return values or through
+//! `poll_*`, and `poll_timeout` says when to call again. No core opens a socket, reads a
+//! clock or draws from a global RNG, so a deterministic simulation can drive all of them.
+//!
+//! - [`crypto`]: per-packet AEAD, replay window, send/receive keys, datagram seal/open.
+//! - [`handshake`]: the Noise `IKpsk2` handshake that produces session keys, the
+//!   session-rotation rules and the retry backoff.
+//! - [`liveness`]: RTT estimation and the per-peer failure detector driven by heartbeats.
+
+pub mod crypto;
+pub mod handshake;
+pub mod liveness;
