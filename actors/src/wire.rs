@@ -211,7 +211,10 @@ impl Wire {
         payload: &[u8],
     ) -> Result<(), SendError> {
         if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(SendError::TooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN });
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD_LEN,
+            });
         }
         let keys = self.peer(peer).ok_or(SendError::NotConnected(peer))?;
         self.send_with(&keys, kind, stream, flags, payload).await
@@ -249,9 +252,12 @@ impl Wire {
             }
         })?;
         if let Some(datagram) = pending {
-            socket.send_to(&datagram, keys.addr).await.inspect_err(|_| {
-                TransportStats::bump(&self.stats.socket_errors);
-            })?;
+            socket
+                .send_to(&datagram, keys.addr)
+                .await
+                .inspect_err(|_| {
+                    TransportStats::bump(&self.stats.socket_errors);
+                })?;
             self.count_tx(datagram.len());
         }
         Ok(())

@@ -48,7 +48,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -195,7 +198,9 @@ impl Env for ProcessEnv {
 
 impl<const N: usize> Env for [(&str, &str); N] {
     fn var(&self, name: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string())
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_string())
     }
 }
 
@@ -218,7 +223,11 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(|| default_data_dir(env));
 
-        let bind_text = overrides.bind.clone().or_else(|| env.var("NETRUN_BIND")).or(file.bind);
+        let bind_text = overrides
+            .bind
+            .clone()
+            .or_else(|| env.var("NETRUN_BIND"))
+            .or(file.bind);
         let bind_is_default = bind_text.is_none();
         let bind = match bind_text {
             Some(text) => parse_addr("bind", &text)?,
@@ -247,25 +256,42 @@ impl Config {
         }
 
         let defaults = SessionTiming::default();
-        let ms = |field: &str, value: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
-            match value {
-                None => Ok(default),
-                Some(0) => Err(ConfigError::new(format!("session.{field}"), "must be greater than zero")),
-                Some(v) if v > 24 * 3600 * 1000 => {
-                    Err(ConfigError::new(format!("session.{field}"), "must be at most one day"))
+        let ms =
+            |field: &str, value: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
+                match value {
+                    None => Ok(default),
+                    Some(0) => Err(ConfigError::new(
+                        format!("session.{field}"),
+                        "must be greater than zero",
+                    )),
+                    Some(v) if v > 24 * 3600 * 1000 => Err(ConfigError::new(
+                        format!("session.{field}"),
+                        "must be at most one day",
+                    )),
+                    Some(v) => Ok(Duration::from_millis(v)),
                 }
-                Some(v) => Ok(Duration::from_millis(v)),
-            }
-        };
+            };
         let session = SessionTiming {
             heartbeat_interval: ms(
                 "heartbeat_interval_ms",
                 file.session.heartbeat_interval_ms,
                 defaults.heartbeat_interval,
             )?,
-            suspect_after: ms("suspect_after_ms", file.session.suspect_after_ms, defaults.suspect_after)?,
-            fail_after: ms("fail_after_ms", file.session.fail_after_ms, defaults.fail_after)?,
-            idle_timeout: ms("idle_timeout_ms", file.session.idle_timeout_ms, defaults.idle_timeout)?,
+            suspect_after: ms(
+                "suspect_after_ms",
+                file.session.suspect_after_ms,
+                defaults.suspect_after,
+            )?,
+            fail_after: ms(
+                "fail_after_ms",
+                file.session.fail_after_ms,
+                defaults.fail_after,
+            )?,
+            idle_timeout: ms(
+                "idle_timeout_ms",
+                file.session.idle_timeout_ms,
+                defaults.idle_timeout,
+            )?,
         };
         if session.suspect_after <= session.heartbeat_interval {
             return Err(ConfigError::new(
@@ -288,7 +314,9 @@ impl Config {
 
         let telemetry = TelemetryConfig {
             log: env.var("NETRUN_LOG").or(file.telemetry.log),
-            otlp_endpoint: env.var("OTEL_EXPORTER_OTLP_ENDPOINT").or(file.telemetry.otlp_endpoint),
+            otlp_endpoint: env
+                .var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .or(file.telemetry.otlp_endpoint),
             otlp_protocol: match env.var("OTEL_EXPORTER_OTLP_PROTOCOL") {
                 Some(p) if p == "grpc" => OtlpProtocol::Grpc,
                 Some(p) if p.starts_with("http") => OtlpProtocol::Http,
@@ -302,7 +330,15 @@ impl Config {
             },
         };
 
-        Ok(Self { data_dir, bind, bind_is_default, psk, peers, session, telemetry })
+        Ok(Self {
+            data_dir,
+            bind,
+            bind_is_default,
+            psk,
+            peers,
+            session,
+            telemetry,
+        })
     }
 }
 
@@ -319,8 +355,9 @@ pub fn default_data_dir(env: &impl Env) -> PathBuf {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+    })?;
     toml::from_str(&text).map_err(|e| {
         let field = e.message().split('`').nth(1).unwrap_or("file").to_string();
         ConfigError::new(field, format!("{}: {}", path.display(), e.message()))
@@ -329,22 +366,30 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.trim().parse().map_err(|_| {
-        ConfigError::new(field, format!("{text:?} is not an IP:PORT address (e.g. 127.0.0.1:9470)"))
+        ConfigError::new(
+            field,
+            format!("{text:?} is not an IP:PORT address (e.g. 127.0.0.1:9470)"),
+        )
     })
 }
 
 fn parse_key(field: &str, text: &str) -> Result<EntityId, ConfigError> {
-    EntityId::from_hex(text).ok_or_else(|| {
-        ConfigError::new(field, "expected a 64-hex-character ed25519 public key")
-    })
+    EntityId::from_hex(text)
+        .ok_or_else(|| ConfigError::new(field, "expected a 64-hex-character ed25519 public key"))
 }
 
 /// Parses `ADDR=PUBKEY`.
 pub fn parse_peer(field: &str, text: &str) -> Result<PeerConfig, ConfigError> {
     let (addr, key) = text.trim().split_once('=').ok_or_else(|| {
-        ConfigError::new(field, format!("{text:?} is not ADDR=PUBKEY (e.g. 127.0.0.1:9470=ab12…)"))
+        ConfigError::new(
+            field,
+            format!("{text:?} is not ADDR=PUBKEY (e.g. 127.0.0.1:9470=ab12…)"),
+        )
     })?;
-    Ok(PeerConfig { addr: parse_addr(field, addr)?, public_key: parse_key(field, key)? })
+    Ok(PeerConfig {
+        addr: parse_addr(field, addr)?,
+        public_key: parse_key(field, key)?,
+    })
 }
 
 /// Parses a 64-hex-character PSK.
@@ -414,18 +459,33 @@ mod tests {
     fn errors_name_the_field() {
         let dir = tempfile::tempdir().expect("tmp");
         let cases = [
-            ("[session]\nheartbeat_interval_ms = 0\n", "session.heartbeat_interval_ms"),
-            ("[session]\nsuspect_after_ms = 100\n", "session.suspect_after_ms"),
+            (
+                "[session]\nheartbeat_interval_ms = 0\n",
+                "session.heartbeat_interval_ms",
+            ),
+            (
+                "[session]\nsuspect_after_ms = 100\n",
+                "session.suspect_after_ms",
+            ),
             ("bind = \"nowhere\"\n", "bind"),
             ("bogus = 1\n", "bogus"),
-            ("[[peers]]\naddr = \"127.0.0.1:1\"\npublic_key = \"zz\"\n", "peers[0].public_key"),
+            (
+                "[[peers]]\naddr = \"127.0.0.1:1\"\npublic_key = \"zz\"\n",
+                "peers[0].public_key",
+            ),
         ];
         for (text, field) in cases {
-            let over = Overrides { config_file: Some(write(dir.path(), text)), ..Overrides::default() };
+            let over = Overrides {
+                config_file: Some(write(dir.path(), text)),
+                ..Overrides::default()
+            };
             let err = Config::load(&over, &[]).expect_err(text);
             assert_eq!(err.field, field, "{text}: {err}");
         }
-        let over = Overrides { peers: vec!["127.0.0.1:1".into()], ..Overrides::default() };
+        let over = Overrides {
+            peers: vec!["127.0.0.1:1".into()],
+            ..Overrides::default()
+        };
         assert_eq!(Config::load(&over, &[]).expect_err("peer").field, "--peer");
     }
 }

@@ -49,8 +49,12 @@ pub(crate) fn service(node: Weak<Inner>) -> ControlService {
 
 /// The `status` result.
 pub async fn status(node: &Node) -> Value {
-    let stats: serde_json::Map<String, Value> =
-        node.stats().fields().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let stats: serde_json::Map<String, Value> = node
+        .stats()
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     json!({
         "node_id": node.node_id().to_string(),
         "public_key": node.public_key().to_hex(),
@@ -105,16 +109,21 @@ pub enum ClientError {
 /// Sends one request to the node whose data directory is `data_dir`.
 pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
     let path = data_dir.join(CONTROL_SOCKET);
-    let stream = UnixStream::connect(&path).await.map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            ClientError::NotRunning(path.clone(), data_dir.to_path_buf())
-        }
-        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.clone()),
-        _ => ClientError::Io(path.clone(), e),
-    })?;
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning(path.clone(), data_dir.to_path_buf())
+            }
+            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.clone()),
+            _ => ClientError::Io(path.clone(), e),
+        })?;
     let (read, mut write) = stream.into_split();
     let line = format!("{}\n", json!({ "op": op }));
-    write.write_all(line.as_bytes()).await.map_err(|e| ClientError::Io(path.clone(), e))?;
+    write
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| ClientError::Io(path.clone(), e))?;
     let mut answer = String::new();
     BufReader::new(read)
         .read_line(&mut answer)
@@ -125,7 +134,10 @@ pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
     if value.get("ok") == Some(&Value::Bool(true)) {
         Ok(value.get("result").cloned().unwrap_or(Value::Null))
     } else {
-        let error = value.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+        let error = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
         Err(ClientError::Refused(error.to_string()))
     }
 }

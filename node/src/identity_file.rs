@@ -64,7 +64,9 @@ pub trait IdentityFile: Sized {
 impl IdentityFile for Identity {
     fn load_or_create(path: &Path) -> Result<Self, IdentityFileError> {
         match Self::load(path) {
-            Err(IdentityFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(IdentityFileError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
                 let identity = Identity::generate();
                 match identity.save_new(path) {
                     Ok(()) => Ok(identity),
@@ -78,12 +80,18 @@ impl IdentityFile for Identity {
     }
 
     fn load(path: &Path) -> Result<Self, IdentityFileError> {
-        let io_err = |source| IdentityFileError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| IdentityFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut file = OpenOptions::new().read(true).open(path).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         check_mode(path, &meta)?;
         if meta.len() != 32 {
-            return Err(IdentityFileError::WrongLength { path: path.to_path_buf(), len: meta.len() });
+            return Err(IdentityFileError::WrongLength {
+                path: path.to_path_buf(),
+                len: meta.len(),
+            });
         }
         let mut seed = Seed::default();
         file.read_exact(seed.bytes_mut()).map_err(io_err)?;
@@ -91,7 +99,10 @@ impl IdentityFile for Identity {
     }
 
     fn save_new(&self, path: &Path) -> Result<(), IdentityFileError> {
-        let io_err = |source| IdentityFileError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| IdentityFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(io_err)?;
         }
@@ -119,7 +130,10 @@ fn check_mode(path: &Path, meta: &fs::Metadata) -> Result<(), IdentityFileError>
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(IdentityFileError::InsecurePermissions { path: path.to_path_buf(), mode });
+        return Err(IdentityFileError::InsecurePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -166,7 +180,10 @@ mod tests {
             let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        assert!(matches!(a.save_new(&path), Err(IdentityFileError::AlreadyExists(_))));
+        assert!(matches!(
+            a.save_new(&path),
+            Err(IdentityFileError::AlreadyExists(_))
+        ));
     }
 
     #[cfg(unix)]
@@ -178,7 +195,10 @@ mod tests {
         Identity::load_or_create(&path).expect("create");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
         let err = Identity::load(&path).expect_err("must refuse");
-        assert!(matches!(err, IdentityFileError::InsecurePermissions { mode: 0o640, .. }));
+        assert!(matches!(
+            err,
+            IdentityFileError::InsecurePermissions { mode: 0o640, .. }
+        ));
         assert!(err.to_string().contains("chmod 600"));
     }
 
@@ -193,7 +213,14 @@ mod tests {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        options.open(&path).expect("open").write_all(&[1; 31]).expect("write");
-        assert!(matches!(Identity::load(&path), Err(IdentityFileError::WrongLength { len: 31, .. })));
+        options
+            .open(&path)
+            .expect("open")
+            .write_all(&[1; 31])
+            .expect("write");
+        assert!(matches!(
+            Identity::load(&path),
+            Err(IdentityFileError::WrongLength { len: 31, .. })
+        ));
     }
 }

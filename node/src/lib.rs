@@ -9,15 +9,15 @@
 pub mod config;
 pub mod control;
 pub mod identity_file;
-pub mod telemetry;
 mod node;
+pub mod telemetry;
 
-pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
 pub use netrun_actors::events::PeerEvent;
 pub use netrun_actors::session::{ConnectError, PeerInfo, PeerState};
 pub use netrun_actors::stats::TransportSnapshot;
 pub use netrun_actors::transport::Received;
 pub use netrun_actors::wire::SendError;
+pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
 
 pub use identity_file::{IdentityFile, IdentityFileError};
 pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};

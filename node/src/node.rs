@@ -152,8 +152,11 @@ impl NodeBuilder {
             suspect_after: self.timing.suspect_after,
             fail_after: self.timing.fail_after,
             idle_timeout: self.timing.idle_timeout,
+            ..LivenessConfig::default()
         };
-        liveness.validate().map_err(|e| StartError::Timing(e.to_string()))?;
+        liveness
+            .validate()
+            .map_err(|e| StartError::Timing(e.to_string()))?;
         let wire = Wire::new(identity.node_id());
         let psk = Arc::new(Zeroizing::new(self.psk.unwrap_or(DEVELOPMENT_PSK)));
         let sessions = SessionsHandle::spawn(
@@ -167,7 +170,10 @@ impl NodeBuilder {
             None,
         )
         .await
-        .map_err(|source| StartError::Spawn { what: "sessions", source })?;
+        .map_err(|source| StartError::Spawn {
+            what: "sessions",
+            source,
+        })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
         let transport = match TransportHandle::spawn(
             TransportArgs {
@@ -183,7 +189,10 @@ impl NodeBuilder {
             Ok(t) => t,
             Err(source) => {
                 sessions.actor().stop(None);
-                return Err(StartError::Spawn { what: "udp transport", source });
+                return Err(StartError::Spawn {
+                    what: "udp transport",
+                    source,
+                });
             }
         };
         let local_addr = transport.local_addr().await.unwrap_or(self.bind);
@@ -201,14 +210,20 @@ impl NodeBuilder {
             }),
         };
         if let Some(path) = self.control_socket {
-            let args = ControlArgs { path, service: crate::control::service(Arc::downgrade(&node.inner)) };
+            let args = ControlArgs {
+                path,
+                service: crate::control::service(Arc::downgrade(&node.inner)),
+            };
             match ControlActor::spawn(args, None).await {
                 Ok(actor) => {
                     let _ = node.inner.control.set(actor);
                 }
                 Err(source) => {
                     node.shutdown().await;
-                    return Err(StartError::Spawn { what: "control socket", source });
+                    return Err(StartError::Spawn {
+                        what: "control socket",
+                        source,
+                    });
                 }
             }
         }
@@ -278,7 +293,11 @@ impl Node {
 
     /// Opens a session with the node at `addr` whose public key is `public_key`, and waits
     /// until it is established (or has failed: wrong PSK, wrong identity, no answer).
-    pub async fn connect(&self, addr: SocketAddr, public_key: EntityId) -> Result<NodeId, ConnectError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        public_key: EntityId,
+    ) -> Result<NodeId, ConnectError> {
         self.inner.sessions.connect(addr, public_key).await
     }
 
@@ -289,7 +308,10 @@ impl Node {
 
     /// Sends one datagram to `peer`, sealed end to end. Best effort: UDP may lose it.
     pub async fn send(&self, peer: NodeId, payload: &[u8]) -> Result<(), SendError> {
-        self.inner.wire.send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload).await
+        self.inner
+            .wire
+            .send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload)
+            .await
     }
 
     /// The next datagram received from any peer; `None` after shutdown.
@@ -310,9 +332,21 @@ impl Node {
     /// Stops the node: sessions first (their keys are withdrawn), then the transport.
     pub async fn shutdown(&self) {
         if let Some(control) = self.inner.control.get() {
-            let _ = control.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
+            let _ = control
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+                .await;
         }
-        let _ = self.inner.sessions.actor().stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
-        let _ = self.inner.transport.actor().stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2))).await;
+        let _ = self
+            .inner
+            .sessions
+            .actor()
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+            .await;
+        let _ = self
+            .inner
+            .transport
+            .actor()
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+            .await;
     }
 }

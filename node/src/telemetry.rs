@@ -16,8 +16,13 @@ pub fn init(config: &TelemetryConfig) {
         .and_then(|d| EnvFilter::try_new(d).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
 }
 
 /// Flushes whatever the exporters hold.

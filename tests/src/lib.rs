@@ -1,1 +1,120 @@
-//! Shared helpers for netrun integration tests.
+//! Shared helpers for netrun's integration tests: quick nodes on loopback and a UDP relay
+//! that can record, replay, tamper with and black-hole traffic between two nodes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use netrun::config::SessionTiming;
+use netrun::{Identity, Node};
+use tokio::net::UdpSocket;
+use tokio::sync::Mutex;
+
+/// The PSK tests use unless they test a wrong one.
+pub const TEST_PSK: [u8; 32] = [0x42; 32];
+
+/// Fast timing so liveness tests finish in well under a second.
+pub fn fast_timing() -> SessionTiming {
+    SessionTiming {
+        heartbeat_interval: Duration::from_millis(50),
+        suspect_after: Duration::from_millis(200),
+        fail_after: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(2000),
+    }
+}
+
+/// A node on `127.0.0.1:0` with the test PSK.
+pub async fn node() -> Node {
+    node_with(Identity::generate(), TEST_PSK, SessionTiming::default()).await
+}
+
+/// A node on `127.0.0.1:0` with the given identity, PSK and timing.
+pub async fn node_with(identity: Identity, psk: [u8; 32], timing: SessionTiming) -> Node {
+    Node::builder()
+        .identity(identity)
+        .psk(psk)
+        .session_timing(timing)
+        .start()
+        .await
+        .expect("node starts on loopback")
+}
+
+/// A UDP relay between one client and one server address: datagrams from the client go
+/// to `server`, datagrams from the server go back to the last client address. It can
+/// record what passes, inject datagrams, and drop everything.
+#[derive(Debug)]
+pub struct Relay {
+    socket: Arc<UdpSocket>,
+    /// Datagrams that passed client → server, in order.
+    pub to_server: Arc<Mutex<Vec<Vec<u8>>>>,
+    blackhole: Arc<AtomicBool>,
+    server: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Starts a relay in front of `server`.
+    pub async fn start(server: SocketAddr) -> Self {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
+        let to_server = Arc::new(Mutex::new(Vec::new()));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let task = {
+            let socket = Arc::clone(&socket);
+            let to_server = Arc::clone(&to_server);
+            let blackhole = Arc::clone(&blackhole);
+            tokio::spawn(async move {
+                let mut client: Option<SocketAddr> = None;
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                        return;
+                    };
+                    if blackhole.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if from == server {
+                        if let Some(c) = client {
+                            let _ = socket.send_to(&buf[..n], c).await;
+                        }
+                    } else {
+                        client = Some(from);
+                        to_server.lock().await.push(buf[..n].to_vec());
+                        let _ = socket.send_to(&buf[..n], server).await;
+                    }
+                }
+            })
+        };
+        Self {
+            socket,
+            to_server,
+            blackhole,
+            server,
+            task,
+        }
+    }
+
+    /// The address clients send to.
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("relay addr")
+    }
+
+    /// Sends `datagram` to the server as if the client had sent it.
+    pub async fn inject(&self, datagram: &[u8]) {
+        self.socket
+            .send_to(datagram, self.server)
+            .await
+            .expect("inject");
+    }
+
+    /// Drops every datagram in both directions from now on (or passes them again).
+    pub fn set_blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -56,7 +56,9 @@ pub struct ControlArgs {
 
 impl std::fmt::Debug for ControlArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlArgs").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("ControlArgs")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +79,10 @@ pub enum ControlMsg {}
 
 /// Binds the control socket, refusing to steal one a live node serves.
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let io_err = |source| ControlError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if path.exists() {
         match UnixStream::connect(path).await {
             Ok(_) => return Err(ControlError::InUse(path.to_path_buf())),
@@ -146,7 +151,10 @@ impl Actor for ControlActor {
                 });
             }
         });
-        Ok(ControlState { path: args.path, accept })
+        Ok(ControlState {
+            path: args.path,
+            accept,
+        })
     }
 
     async fn post_stop(
@@ -162,17 +170,19 @@ impl Actor for ControlActor {
 
 async fn serve(stream: UnixStream, service: ControlService) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read).take(MAX_LINE as u64 + 1);
+    let mut reader = BufReader::new(read.take(MAX_LINE as u64 + 1));
     let mut line = String::new();
     loop {
         line.clear();
-        reader.set_limit(MAX_LINE as u64 + 1);
+        reader.get_mut().set_limit(MAX_LINE as u64 + 1);
         let n = reader.read_line(&mut line).await?;
         if n == 0 {
             return Ok(());
         }
         if n > MAX_LINE {
-            write.write_all(b"{\"ok\":false,\"error\":\"request line too long\"}\n").await?;
+            write
+                .write_all(b"{\"ok\":false,\"error\":\"request line too long\"}\n")
+                .await?;
             return Ok(());
         }
         let mut response = service(line.trim_end().to_string()).await;

@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use netrun_messages::{NodeId, PacketFlags, PacketKind};
-use netrun_runtime::handshake::{Established, HandshakeBackoff, Initiator};
-use netrun_runtime::liveness::{Liveness, LivenessEvent};
+use netrun_runtime::handshake::{
+    BackoffConfig, Established, HandshakeBackoff, HandshakeError, Initiator,
+};
+use netrun_runtime::liveness::{HeartbeatProbe, Liveness, LivenessEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand_core::{OsRng, RngCore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
     ConnectError, ControlFrame, PeerInfo, PeerState, SessionArgs, SessionMsg, SessionStart,
@@ -48,7 +50,10 @@ struct Shared {
 
 #[derive(Debug)]
 enum Phase {
-    Handshaking { initiator: Box<Initiator>, attempt: u32 },
+    Handshaking {
+        initiator: Box<Initiator>,
+        attempt: u32,
+    },
     Up(Box<Up>),
     Closed,
 }
@@ -83,17 +88,25 @@ impl Actor for SessionActor {
             peer_node,
             addr: args.addr,
             liveness: args.liveness,
-            backoff: HandshakeBackoff::default(),
+            backoff: HandshakeBackoff::new(BackoffConfig {
+                max_attempts: CONNECT_ATTEMPTS,
+                ..BackoffConfig::default()
+            }),
         };
-        let mut state =
-            SessionState { args: shared, phase: Phase::Closed, waiters: Vec::new(), tick: None, epoch: 0 };
+        let mut state = SessionState {
+            args: shared,
+            phase: Phase::Closed,
+            waiters: Vec::new(),
+            tick: None,
+            epoch: 0,
+        };
         match args.start {
             SessionStart::Initiate { waiters } => {
                 state.waiters = waiters;
                 state.begin_attempt(&myself, 1).await;
             }
             SessionStart::Accepted(established) => {
-                state.install(&myself, *established, false);
+                state.install(&myself, *established, false)?;
             }
         }
         let period = tick_period(state.args.liveness.heartbeat_interval);
@@ -107,32 +120,57 @@ impl Actor for SessionActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let _span = info_span!("session", node = %state.args.wire.local(), peer = %state.args.peer_node)
-            .entered();
+        let span =
+            info_span!("session", node = %state.args.wire.local(), peer = %state.args.peer_node);
+        self.dispatch(myself, message, state).instrument(span).await
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(tick) = state.tick.take() {
+            tick.abort();
+        }
+        state.fail_waiters(&ConnectError::Closed);
+        if let Phase::Up(up) = &state.phase {
+            state
+                .args
+                .wire
+                .withdraw(state.args.peer_node, up.keys.epoch);
+            if up.announced {
+                state.args.wire.emit(PeerEvent::Down {
+                    node: state.args.peer_node,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionActor {
+    async fn dispatch(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::Control { epoch, frames } => {
                 if epoch == state.epoch {
                     state.on_frames(frames).await;
                 }
             }
-            SessionMsg::HandshakeResponse(datagram) => state.on_response(&myself, &datagram),
+            SessionMsg::HandshakeResponse(datagram) => state.on_response(&myself, &datagram)?,
             SessionMsg::Rotate(established) => {
                 info!("peer rotated the session");
-                state.install(&myself, *established, false);
+                state.install(&myself, *established, false)?;
             }
             SessionMsg::Tick => state.on_tick(&myself).await,
             SessionMsg::Retry { attempt } => {
                 if matches!(state.phase, Phase::Handshaking { attempt: a, .. } if a == attempt) {
-                    if attempt >= state.args.backoff.max_attempts() {
-                        warn!(addr = %state.args.addr, attempts = attempt, "handshake timed out");
-                        TransportStats::bump(&state.args.wire.stats().handshake_failures);
-                        let error = ConnectError::Timeout { addr: state.args.addr, attempts: attempt };
-                        state.fail_waiters(&error);
-                        state.phase = Phase::Closed;
-                        myself.stop(Some("handshake timed out".into()));
-                    } else {
-                        state.begin_attempt(&myself, attempt + 1).await;
-                    }
+                    state.begin_attempt(&myself, attempt + 1).await;
                 }
             }
             SessionMsg::WaitUp(reply) => match &state.phase {
@@ -150,43 +188,50 @@ impl Actor for SessionActor {
         }
         Ok(())
     }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(tick) = state.tick.take() {
-            tick.abort();
-        }
-        state.fail_waiters(&ConnectError::Closed);
-        if let Phase::Up(up) = &state.phase {
-            state.args.wire.withdraw(state.args.peer_node, up.keys.epoch);
-            if up.announced {
-                state.args.wire.emit(PeerEvent::Down { node: state.args.peer_node });
-            }
-        }
-        Ok(())
-    }
 }
 
 impl SessionState {
     async fn begin_attempt(&mut self, myself: &ActorRef<SessionMsg>, attempt: u32) {
+        let Some(wait) = self.args.backoff.next_attempt() else {
+            warn!(addr = %self.args.addr, attempts = attempt - 1, "handshake timed out");
+            TransportStats::bump(&self.args.wire.stats().handshake_failures);
+            let error = ConnectError::Timeout {
+                addr: self.args.addr,
+                attempts: attempt - 1,
+            };
+            self.fail_waiters(&error);
+            self.phase = Phase::Closed;
+            myself.stop(Some("handshake timed out".into()));
+            return;
+        };
         let handshake_id = OsRng.next_u64();
         let now = Instant::now().into_std();
-        match Initiator::start(now, &self.args.identity, self.args.peer, &self.args.psk, handshake_id) {
+        let identity = &self.args.identity;
+        match Initiator::start(
+            now,
+            identity,
+            self.args.peer,
+            &self.args.psk,
+            handshake_id,
+            &mut OsRng,
+        ) {
             Ok((initiator, datagram)) => {
                 debug!(attempt, "sending handshake");
                 if let Err(e) = self.args.wire.send_raw(self.args.addr, &datagram).await {
                     debug!(error = %e, "handshake send failed; will retry");
                 }
-                self.phase = Phase::Handshaking { initiator: Box::new(initiator), attempt };
-                let delay = self.args.backoff.delay(attempt);
-                myself.send_after(delay, move || SessionMsg::Retry { attempt });
+                self.phase = Phase::Handshaking {
+                    initiator: Box::new(initiator),
+                    attempt,
+                };
+                myself.send_after(wait, move || SessionMsg::Retry { attempt });
             }
             Err(e) => {
                 TransportStats::bump(&self.args.wire.stats().handshake_failures);
-                let error = ConnectError::Handshake { addr: self.args.addr, source: e };
+                let error = ConnectError::Handshake {
+                    addr: self.args.addr,
+                    source: Arc::new(e),
+                };
                 self.fail_waiters(&error);
                 self.phase = Phase::Closed;
                 myself.stop(Some("handshake could not start".into()));
@@ -194,27 +239,42 @@ impl SessionState {
         }
     }
 
-    fn on_response(&mut self, myself: &ActorRef<SessionMsg>, datagram: &[u8]) {
+    fn on_response(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        datagram: &[u8],
+    ) -> Result<(), ActorProcessingErr> {
         let Phase::Handshaking { initiator, .. } = &mut self.phase else {
-            return;
+            return Ok(());
         };
         let now = Instant::now().into_std();
         match initiator.handle_response(now, datagram) {
-            Ok(established) => self.install(myself, established, true),
-            Err(e) if e.is_stale() => debug!(error = %e, "ignored a stale handshake response"),
+            Ok(established) => self.install(myself, established, true)?,
+            Err(e @ (HandshakeError::UnknownHandshake(_) | HandshakeError::Finished)) => {
+                debug!(error = %e, "ignored a stale handshake response")
+            }
             Err(e) => {
                 warn!(addr = %self.args.addr, error = %e, "handshake failed");
                 TransportStats::bump(&self.args.wire.stats().handshake_failures);
-                let error = ConnectError::Handshake { addr: self.args.addr, source: e };
+                let error = ConnectError::Handshake {
+                    addr: self.args.addr,
+                    source: Arc::new(e),
+                };
                 self.fail_waiters(&error);
                 self.phase = Phase::Closed;
                 myself.stop(Some("handshake failed".into()));
             }
         }
+        Ok(())
     }
 
     /// Publishes new keys (a first establishment or a rotation).
-    fn install(&mut self, myself: &ActorRef<SessionMsg>, established: Established, initiator: bool) {
+    fn install(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        established: Established,
+        initiator: bool,
+    ) -> Result<(), ActorProcessingErr> {
         self.epoch = self.args.wire.next_epoch();
         let now_ms = self.args.wire.now_ms();
         let keys = Arc::new(PeerKeys {
@@ -239,7 +299,7 @@ impl SessionState {
         };
         self.phase = Phase::Up(Box::new(Up {
             keys,
-            liveness: Liveness::new(self.args.liveness, now.into_std()),
+            liveness: Liveness::new(self.args.liveness, now.into_std())?,
             initiator: was_initiator || initiator,
             established_at: now,
             seen_ms: now_ms,
@@ -252,11 +312,15 @@ impl SessionState {
             let wire = Arc::clone(&self.args.wire);
             let node = self.args.peer_node;
             tokio::spawn(async move {
-                if let Err(e) = wire.send(node, PacketKind::Heartbeat, 0, PacketFlags::NONE, &[]).await {
+                if let Err(e) = wire
+                    .send(node, PacketKind::Heartbeat, 0, PacketFlags::NONE, &[])
+                    .await
+                {
                     debug!(error = %e, "key-confirmation heartbeat not sent");
                 }
             });
         }
+        Ok(())
     }
 
     fn announce_up(&mut self) {
@@ -264,7 +328,10 @@ impl SessionState {
             if !up.announced {
                 up.announced = true;
                 info!(addr = %self.args.addr, "peer up");
-                self.args.wire.emit(PeerEvent::Up { node: self.args.peer_node, addr: self.args.addr });
+                self.args.wire.emit(PeerEvent::Up {
+                    node: self.args.peer_node,
+                    addr: self.args.addr,
+                });
             }
         }
         for waiter in self.waiters.drain(..) {
@@ -278,12 +345,17 @@ impl SessionState {
             if frame.kind != PacketKind::Heartbeat {
                 continue;
             }
-            let Phase::Up(up) = &mut self.phase else { return };
-            if let Some(reply) = up.liveness.on_heartbeat(now, frame.stream) {
+            let Phase::Up(up) = &mut self.phase else {
+                return;
+            };
+            let probe = HeartbeatProbe::from_stream(frame.stream);
+            if let Some(reply) = up.liveness.on_heartbeat(now, probe) {
+                let reply = reply.to_stream();
                 let wire = Arc::clone(&self.args.wire);
                 let keys = Arc::clone(&up.keys);
-                if let Err(e) =
-                    wire.send_with(&keys, PacketKind::Heartbeat, reply, PacketFlags::NONE, &[]).await
+                if let Err(e) = wire
+                    .send_with(&keys, PacketKind::Heartbeat, reply, PacketFlags::NONE, &[])
+                    .await
                 {
                     debug!(error = %e, "heartbeat reply not sent");
                 }
@@ -294,11 +366,14 @@ impl SessionState {
 
     /// Feeds the data path's last-heard time into the liveness core.
     fn on_heard(&mut self) {
-        let Phase::Up(up) = &mut self.phase else { return };
+        let Phase::Up(up) = &mut self.phase else {
+            return;
+        };
         let heard = up.keys.last_heard_ms.load(Ordering::Relaxed);
         if heard > up.seen_ms {
             up.seen_ms = heard;
-            up.liveness.on_authenticated_packet(self.args.wire.instant_of(heard).into_std());
+            up.liveness
+                .on_authenticated_packet(self.args.wire.instant_of(heard).into_std());
         }
         if up.keys.confirmed.load(Ordering::Acquire) {
             self.announce_up();
@@ -308,7 +383,9 @@ impl SessionState {
     async fn on_tick(&mut self, myself: &ActorRef<SessionMsg>) {
         self.on_heard();
         let now = Instant::now();
-        let Phase::Up(up) = &mut self.phase else { return };
+        let Phase::Up(up) = &mut self.phase else {
+            return;
+        };
         if !up.keys.confirmed.load(Ordering::Acquire)
             && now.duration_since(up.established_at) > self.args.liveness.fail_after
         {
@@ -323,15 +400,19 @@ impl SessionState {
                 LivenessEvent::Suspected => {
                     up.suspected = true;
                     warn!("peer suspected");
-                    self.args.wire.emit(PeerEvent::Suspected { node: self.args.peer_node });
+                    self.args.wire.emit(PeerEvent::Suspected {
+                        node: self.args.peer_node,
+                    });
                 }
                 LivenessEvent::Recovered => {
                     up.suspected = false;
                     info!("peer recovered");
-                    self.args.wire.emit(PeerEvent::Recovered { node: self.args.peer_node });
+                    self.args.wire.emit(PeerEvent::Recovered {
+                        node: self.args.peer_node,
+                    });
                 }
-                LivenessEvent::Failed => {
-                    warn!("peer down");
+                LivenessEvent::Failed | LivenessEvent::IdleTimeout => {
+                    warn!(?event, "peer down");
                     myself.stop(Some("peer failed".into()));
                     return;
                 }
@@ -343,9 +424,13 @@ impl SessionState {
             return;
         }
         if let Some(probe) = up.liveness.poll_heartbeat(now.into_std()) {
+            let probe = probe.to_stream();
             let keys = Arc::clone(&up.keys);
-            if let Err(e) =
-                self.args.wire.send_with(&keys, PacketKind::Heartbeat, probe, PacketFlags::NONE, &[]).await
+            if let Err(e) = self
+                .args
+                .wire
+                .send_with(&keys, PacketKind::Heartbeat, probe, PacketFlags::NONE, &[])
+                .await
             {
                 debug!(error = %e, "heartbeat not sent");
             }
@@ -361,8 +446,12 @@ impl SessionState {
     fn info(&self) -> PeerInfo {
         let (state, rtt, initiator) = match &self.phase {
             Phase::Up(up) => (
-                if up.suspected { PeerState::Suspected } else { PeerState::Up },
-                up.liveness.rtt(),
+                if up.suspected {
+                    PeerState::Suspected
+                } else {
+                    PeerState::Up
+                },
+                up.liveness.rtt().srtt(),
                 up.initiator,
             ),
             Phase::Handshaking { .. } | Phase::Closed => (PeerState::Connecting, None, true),
@@ -378,6 +467,10 @@ impl SessionState {
         }
     }
 }
+
+/// Handshake attempts before `connect` reports a timeout (about 5.5 s with the default
+/// 100 ms × attempt schedule).
+const CONNECT_ATTEMPTS: u32 = 10;
 
 /// How often a session checks liveness: a quarter heartbeat, at least every 10 ms.
 fn tick_period(heartbeat: Duration) -> Duration {

@@ -84,7 +84,7 @@ pub enum ConnectError {
         /// The peer address.
         addr: SocketAddr,
         /// What failed.
-        source: HandshakeError,
+        source: Arc<HandshakeError>,
     },
     /// No answer after every retry.
     #[error(

@@ -7,8 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::{EntityId, Header, NodeId, PacketKind};
-use netrun_runtime::handshake::{Established, HandshakeError, LiveSession, Responder};
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use netrun_runtime::handshake::{
+    Established, HandshakeError, LiveSession, Responder, ResponderConfig,
+};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use rand_core::OsRng;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -74,14 +79,30 @@ impl Actor for SessionsActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let responder = Responder::new(&args.identity, &args.psk);
+        let responder = Responder::new(
+            (*args.identity).clone(),
+            &args.psk,
+            ResponderConfig {
+                session_timeout: args.liveness.idle_timeout,
+                confirm_timeout: args.liveness.fail_after,
+                ..ResponderConfig::default()
+            },
+        );
         let now = Instant::now();
         let reconnect = args
             .static_peers
             .iter()
             .filter(|(_, peer)| *peer != args.identity.entity_id())
             .map(|&(addr, peer)| {
-                (peer.node_id(), Reconnect { addr, peer, next: now, delay: Duration::from_millis(250) })
+                (
+                    peer.node_id(),
+                    Reconnect {
+                        addr,
+                        peer,
+                        next: now,
+                        delay: Duration::from_millis(250),
+                    },
+                )
             })
             .collect();
         args.wire.set_sessions(Some(myself.clone()));
@@ -109,7 +130,9 @@ impl Actor for SessionsActor {
                     state.on_handshake(&myself, from, datagram).await;
                 }
             }
-            SessionsMsg::Connect { addr, peer, reply } => state.connect(&myself, addr, peer, Some(reply)).await,
+            SessionsMsg::Connect { addr, peer, reply } => {
+                state.connect(&myself, addr, peer, Some(reply)).await
+            }
             SessionsMsg::Peers(reply) => state.peers(reply),
             SessionsMsg::Tick => state.on_tick(&myself).await,
         }
@@ -150,7 +173,12 @@ impl Actor for SessionsActor {
 }
 
 impl SessionsState {
-    async fn on_handshake(&mut self, myself: &ActorRef<SessionsMsg>, from: SocketAddr, datagram: Bytes) {
+    async fn on_handshake(
+        &mut self,
+        myself: &ActorRef<SessionsMsg>,
+        from: SocketAddr,
+        datagram: Bytes,
+    ) {
         let stats = self.args.wire.stats();
         let Ok((header, _)) = Header::parse(&datagram) else {
             TransportStats::bump(&stats.dropped_malformed);
@@ -159,7 +187,9 @@ impl SessionsState {
         match header.kind {
             PacketKind::HandshakeResponse => match self.sessions.get(&header.src) {
                 Some(entry) => {
-                    let _ = entry.actor.send_message(SessionMsg::HandshakeResponse(datagram));
+                    let _ = entry
+                        .actor
+                        .send_message(SessionMsg::HandshakeResponse(datagram));
                 }
                 None => TransportStats::bump(&stats.dropped_no_session),
             },
@@ -190,8 +220,10 @@ impl SessionsState {
         }
         let live = existing.and_then(|entry| {
             let keys = self.args.wire.peer(header.src)?;
-            let last_heard =
-                self.args.wire.instant_of(keys.last_heard_ms.load(std::sync::atomic::Ordering::Relaxed));
+            let last_heard = self.args.wire.instant_of(
+                keys.last_heard_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             let facts = entry.accepted.unwrap_or(LiveFacts {
                 static_key: keys.entity.x25519_public().unwrap_or_default(),
                 ephemeral: [0; 32],
@@ -200,11 +232,13 @@ impl SessionsState {
                 static_key: facts.static_key,
                 initiator_ephemeral: facts.ephemeral,
                 last_heard: last_heard.into_std(),
-                timeout: self.args.liveness.idle_timeout,
             })
         });
         let now = Instant::now().into_std();
-        match self.responder.handle_init(now, datagram, live.as_ref()) {
+        match self
+            .responder
+            .handle_init(now, datagram, live.as_ref(), &mut OsRng)
+        {
             Ok((established, response)) => {
                 if let Err(e) = self.args.wire.send_raw(from, &response).await {
                     debug!(error = %e, "handshake response not sent");
@@ -220,7 +254,12 @@ impl SessionsState {
         }
     }
 
-    async fn accept(&mut self, myself: &ActorRef<SessionsMsg>, from: SocketAddr, established: Established) {
+    async fn accept(
+        &mut self,
+        myself: &ActorRef<SessionsMsg>,
+        from: SocketAddr,
+        established: Established,
+    ) {
         let node = established.peer_node;
         let facts = LiveFacts {
             static_key: established.peer.x25519_public().unwrap_or_default(),
@@ -230,7 +269,9 @@ impl SessionsState {
             if entry.addr == from {
                 entry.accepted = Some(facts);
                 entry.initiating = false;
-                let _ = entry.actor.send_message(SessionMsg::Rotate(Box::new(established)));
+                let _ = entry
+                    .actor
+                    .send_message(SessionMsg::Rotate(Box::new(established)));
                 return;
             }
             // The peer came back from another address: replace the session.
@@ -313,12 +354,24 @@ impl SessionsState {
         initiating: bool,
     ) {
         self.by_actor.insert(actor.get_id(), node);
-        self.sessions.insert(node, Entry { actor, addr, accepted, initiating });
+        self.sessions.insert(
+            node,
+            Entry {
+                actor,
+                addr,
+                accepted,
+                initiating,
+            },
+        );
     }
 
     fn forget(&mut self, cell: &ActorCell) {
         if let Some(node) = self.by_actor.remove(&cell.get_id()) {
-            if self.sessions.get(&node).is_some_and(|e| e.actor.get_id() == cell.get_id()) {
+            if self
+                .sessions
+                .get(&node)
+                .is_some_and(|e| e.actor.get_id() == cell.get_id())
+            {
                 self.sessions.remove(&node);
             }
         }

@@ -71,7 +71,10 @@ pub struct SessionsHandle {
 
 impl SessionsHandle {
     /// Spawns the Sessions actor, linked to `supervisor` when given.
-    pub async fn spawn(args: SessionsArgs, supervisor: Option<ActorCell>) -> Result<Self, SpawnErr> {
+    pub async fn spawn(
+        args: SessionsArgs,
+        supervisor: Option<ActorCell>,
+    ) -> Result<Self, SpawnErr> {
         let (actor, _) = match supervisor {
             Some(sup) => Actor::spawn_linked(None, SessionsActor, args, sup).await?,
             None => Actor::spawn(None, SessionsActor, args).await?,
@@ -88,7 +91,11 @@ impl SessionsHandle {
     pub async fn connect(&self, addr: SocketAddr, peer: EntityId) -> Result<NodeId, ConnectError> {
         let (tx, rx) = ractor::concurrency::oneshot();
         self.actor
-            .send_message(SessionsMsg::Connect { addr, peer, reply: tx.into() })
+            .send_message(SessionsMsg::Connect {
+                addr,
+                peer,
+                reply: tx.into(),
+            })
             .map_err(|_| ConnectError::Closed)?;
         rx.await.map_err(|_| ConnectError::Closed)?
     }

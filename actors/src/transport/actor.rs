@@ -54,7 +54,11 @@ impl Actor for UdpTransport {
             args.inbound,
             myself,
         ));
-        Ok(TransportState { wire: args.wire, local_addr, rx_task })
+        Ok(TransportState {
+            wire: args.wire,
+            local_addr,
+            rx_task,
+        })
     }
 
     async fn handle(

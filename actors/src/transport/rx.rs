@@ -71,7 +71,9 @@ pub(super) async fn receive_loop(
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }
 
@@ -86,7 +88,10 @@ impl Batch {
     fn flush(&mut self, wire: &Wire) {
         for (_, (actor, epoch, frames)) in self.control.drain() {
             let count = frames.len() as u64;
-            if actor.send_message(SessionMsg::Control { epoch, frames }).is_err() {
+            if actor
+                .send_message(SessionMsg::Control { epoch, frames })
+                .is_err()
+            {
                 wire.stats()
                     .dropped_session_gone
                     .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
@@ -100,7 +105,9 @@ impl Batch {
                 }
                 None => {
                     let n = handshakes.len() as u64;
-                    wire.stats().dropped_no_session.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    wire.stats()
+                        .dropped_no_session
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
@@ -116,7 +123,9 @@ fn handle_datagram(
 ) {
     let stats = wire.stats();
     TransportStats::bump(&stats.rx_packets);
-    stats.rx_bytes.fetch_add(datagram.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .rx_bytes
+        .fetch_add(datagram.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if datagram.len() > MAX_PACKET_LEN {
         TransportStats::bump(&stats.dropped_oversize);
         return;
@@ -130,7 +139,9 @@ fn handle_datagram(
         return;
     }
     if !routing.kind.is_sealed() {
-        batch.handshakes.push((from, Bytes::copy_from_slice(datagram)));
+        batch
+            .handshakes
+            .push((from, Bytes::copy_from_slice(datagram)));
         return;
     }
     let Some(keys) = wire.peer(routing.src) else {
@@ -149,15 +160,24 @@ fn handle_datagram(
     let payload = Bytes::copy_from_slice(&datagram[range]);
     match header.kind {
         PacketKind::Data => {
-            let received =
-                Received { peer: header.src, stream: header.stream, flags: header.flags, payload };
+            let received = Received {
+                peer: header.src,
+                stream: header.stream,
+                flags: header.flags,
+                payload,
+            };
             match inbound.try_send(received) {
                 Ok(()) => TransportStats::bump(&stats.delivered),
                 Err(_) => TransportStats::bump(&stats.dropped_queue_full),
             }
         }
         kind => {
-            let frame = ControlFrame { kind, stream: header.stream, flags: header.flags, payload };
+            let frame = ControlFrame {
+                kind,
+                stream: header.stream,
+                flags: header.flags,
+                payload,
+            };
             batch
                 .control
                 .entry(header.src)

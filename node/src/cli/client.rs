@@ -18,7 +18,10 @@ pub(crate) fn status(args: ClientArgs) -> u8 {
         println!("address     {}", text(v, "addr"));
         let uptime = v.get("uptime_ms").and_then(Value::as_u64).unwrap_or(0);
         println!("uptime      {}.{:03} s", uptime / 1000, uptime % 1000);
-        println!("peers       {}", v.get("peers").and_then(Value::as_u64).unwrap_or(0));
+        println!(
+            "peers       {}",
+            v.get("peers").and_then(Value::as_u64).unwrap_or(0)
+        );
         println!("tree");
         if let Some(tree) = v.get("tree") {
             print_tree(tree, 1);
@@ -33,7 +36,10 @@ pub(crate) fn peers(args: ClientArgs) -> u8 {
             println!("no peers");
             return;
         }
-        println!("{:<16}  {:<21}  {:<10}  {:>9}", "NODE", "ADDRESS", "STATE", "RTT");
+        println!(
+            "{:<16}  {:<21}  {:<10}  {:>9}",
+            "NODE", "ADDRESS", "STATE", "RTT"
+        );
         for p in peers {
             let rtt = p
                 .get("rtt_ms")
@@ -51,8 +57,14 @@ pub(crate) fn peers(args: ClientArgs) -> u8 {
 }
 
 fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(&ProcessEnv));
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };

@@ -20,7 +20,10 @@ pub(crate) fn run(action: IdentityAction) -> u8 {
         IdentityAction::Show(a) => (a, false),
         IdentityAction::New(a) => (a, true),
     };
-    let overrides = Overrides { data_dir: args.data_dir.clone(), ..Overrides::default() };
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
     let config = match Config::load(&overrides, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
@@ -30,7 +33,10 @@ pub(crate) fn run(action: IdentityAction) -> u8 {
         if path.exists() {
             return fail(
                 EXIT_FAILURE,
-                format!("{} already exists; refusing to replace an identity", path.display()),
+                format!(
+                    "{} already exists; refusing to replace an identity",
+                    path.display()
+                ),
             );
         }
         Identity::load_or_create(&path)

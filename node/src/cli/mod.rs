@@ -3,7 +3,10 @@
 //! Exit codes (also listed in `netrun --help` and `docs/operations.md`):
 //! 0 success · 1 runtime failure · 2 bad arguments or configuration · 3 no node running ·
 //! 4 permission denied.
-#![allow(clippy::print_stdout, reason = "a command-line tool prints its results on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool prints its results on stdout"
+)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

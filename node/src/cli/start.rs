@@ -39,7 +39,10 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Err(e) => return fail(EXIT_USAGE, e),
     };
     netrun::telemetry::init(&config.telemetry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
@@ -50,7 +53,10 @@ pub(crate) fn run(args: StartArgs) -> u8 {
 
 async fn run_node(config: Config) -> u8 {
     if let Err(e) = create_private_dir(&config.data_dir) {
-        return fail(EXIT_FAILURE, format!("data directory {}: {e}", config.data_dir.display()));
+        return fail(
+            EXIT_FAILURE,
+            format!("data directory {}: {e}", config.data_dir.display()),
+        );
     }
     let identity = match Identity::load_or_create(&config.data_dir.join(IDENTITY_FILE)) {
         Ok(i) => i,
@@ -87,7 +93,10 @@ async fn run_node(config: Config) -> u8 {
         "public_key": node.public_key().to_hex(),
     });
     let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+    if writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         warn!("stdout is closed; continuing");
     }
     drop(stdout);
@@ -110,7 +119,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => {}
