@@ -1,5 +1,8 @@
 //! Restart types, exit reasons, backoff, the crash-loop gate and intensity escalation.
 
+// Test code: helpers outside #[test] fns unwrap too.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

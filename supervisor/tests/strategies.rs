@@ -1,5 +1,8 @@
 //! Each strategy restarts exactly the right children, in the right order.
 
+// Test code: helpers outside #[test] fns unwrap too.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Probe, WorkerMsg, child, wait_for_tree, worker};
