@@ -1,6 +1,6 @@
 //! Handles that survive restarts.
 //!
-//! The supervisor owns one [`Slot`] per child and writes the current incarnation (its
+//! The supervisor owns one slot per child and writes the current incarnation (its
 //! cell and generation) into it on every start, and clears it when the incarnation ends.
 //! A [`ChildRef`] reads the slot at send time, so it always reaches the live incarnation.
 //! Generations start at 1 and increase by one per incarnation; they are never reused.

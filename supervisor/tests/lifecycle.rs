@@ -5,11 +5,13 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Probe, WorkerMsg, child, wait_for, worker};
 use netrun_supervisor::{
-    BackoffConfig, ChildState, ExitReason, SendError, SupervisorArgs, SupervisorConfig,
+    BackoffConfig, ChildSpec, ChildState, ExitReason, SendError, SupervisorArgs, SupervisorConfig,
     SupervisorError,
 };
 use tokio::time::Instant;
@@ -194,6 +196,68 @@ async fn snapshot_serializes_the_nested_tree_as_json() {
     assert_eq!(seen, ["transport", "sessions", "peer-1"]);
     assert_eq!(child(&tree, "transport").last_exit, None::<ExitReason>);
     assert_eq!(child(&tree, "sessions").state, ChildState::Running);
+    sup.shutdown().await.unwrap();
+    assert_eq!(probe.live(), 0);
+}
+
+/// A worker whose factory fails while `fail` is set.
+fn flaky(id: &str, probe: &Probe, fail: &Arc<AtomicBool>) -> ChildSpec {
+    let name = id.to_owned();
+    let probe = probe.clone();
+    let fail = Arc::clone(fail);
+    ChildSpec::new(id, move |sup| {
+        let args = (name.clone(), probe.clone());
+        let fail = fail.load(Ordering::SeqCst);
+        async move {
+            if fail {
+                return Err(ractor::SpawnErr::StartupFailed(
+                    "injected start failure".into(),
+                ));
+            }
+            let (r, _) = ractor::Actor::spawn_linked(None, common::Worker, args, sup).await?;
+            Ok(r.get_cell())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_initial_child_stops_the_started_ones_and_fails_the_start() {
+    let probe = Probe::default();
+    let fail = Arc::new(AtomicBool::new(true));
+    let args = SupervisorArgs::new("boot", config())
+        .child(worker("a", &probe))
+        .child(worker("b", &probe))
+        .child(flaky("c", &probe, &fail));
+    assert!(netrun_supervisor::spawn(args).await.is_err());
+    assert_eq!(probe.log(), ["start:a", "start:b", "stop:b", "stop:a"]);
+    wait_for("dropped", || probe.live() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_restarts_count_as_crashes_until_the_gate_holds_them() {
+    let probe = Probe::default();
+    let fail = Arc::new(AtomicBool::new(false));
+    let spec = flaky("f", &probe, &fail);
+    let f = spec.child_ref::<WorkerMsg>();
+    let (sup, _) = netrun_supervisor::spawn(SupervisorArgs::new("r", config()).child(spec))
+        .await
+        .unwrap();
+    fail.store(true, Ordering::SeqCst);
+    f.send(WorkerMsg::Crash).unwrap();
+    // The crash and four failed starts make five crashes: the gate engages.
+    let tree = common::wait_for_tree(&sup, "gated", |t| {
+        matches!(child(t, "f").state, ChildState::Gated { .. })
+    })
+    .await;
+    assert!(matches!(
+        &child(&tree, "f").last_exit,
+        Some(ExitReason::Failed(text)) if text.starts_with("start failed")
+    ));
+    assert!(sup.is_running());
+    fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(f.generation(), None, "held by the gate");
+    wait_for("restarted after cooldown", || f.generation() == Some(2)).await;
     sup.shutdown().await.unwrap();
     assert_eq!(probe.live(), 0);
 }

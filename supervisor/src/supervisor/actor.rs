@@ -1,4 +1,4 @@
-//! The ractor actor: decodes messages and supervision events, drives [`State`].
+//! The ractor actor: decodes messages and supervision events, drives `State`.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -8,7 +8,7 @@ use crate::config::SupervisorArgs;
 use crate::error::SupervisorError;
 use crate::exit::ExitReason;
 
-/// The supervisor actor. Stateless; everything lives in [`State`].
+/// The supervisor actor. Stateless; everything lives in `State`.
 pub(crate) struct SupervisorActor;
 
 impl SupervisorActor {
