@@ -101,3 +101,37 @@ async fn rest_for_one_on_the_last_child_restarts_only_it() {
     ));
     sup.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn rest_for_one_keeps_a_gated_later_child_gated() {
+    let probe = Probe::default();
+    let config = SupervisorConfig {
+        backoff: BackoffConfig::none(),
+        ..SupervisorConfig::with_strategy(Strategy::RestForOne)
+    };
+    let args = SupervisorArgs::new("g", config)
+        .child(worker("a", &probe))
+        .child(worker("b", &probe));
+    let (sup, _) = netrun_supervisor::spawn(args).await.unwrap();
+    let a = sup.child_ref::<WorkerMsg>("a").await.unwrap();
+    let b = sup.child_ref::<WorkerMsg>("b").await.unwrap();
+    for generation in 1..=4u64 {
+        b.send(WorkerMsg::Crash).unwrap();
+        common::wait_for("b restarted", || b.generation() == Some(generation + 1)).await;
+    }
+    b.send(WorkerMsg::Crash).unwrap();
+    wait_for_tree(&sup, "b gated", |t| {
+        matches!(child(t, "b").state, ChildState::Gated { .. })
+    })
+    .await;
+    // a crashes while b is gated: a restarts at once, b stays gated.
+    a.send(WorkerMsg::Crash).unwrap();
+    common::wait_for("a restarted", || a.generation() == Some(2)).await;
+    let tree = sup.tree().await.unwrap();
+    assert!(matches!(child(&tree, "b").state, ChildState::Gated { .. }));
+    assert_eq!(b.generation(), None);
+    tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    assert_eq!(b.generation(), Some(6));
+    sup.shutdown().await.unwrap();
+    assert_eq!(probe.live(), 0);
+}

@@ -303,8 +303,16 @@ impl State {
                 }
                 let was_running = sibling.cell.is_some();
                 let was_pending = sibling.pending.is_some();
+                let keeps_own_plan =
+                    was_pending && sibling.status.deadline() > plan_status.deadline();
                 if was_running {
                     self.stop_child(j).await;
+                }
+                if keeps_own_plan {
+                    // Still waiting out its own backoff or gate, which ends after this
+                    // plan: it keeps its plan. Only later children can be pending here,
+                    // so start order is kept.
+                    continue;
                 }
                 if was_running || was_pending {
                     let sibling = &self.children[j];
@@ -433,5 +441,15 @@ impl State {
             children,
         };
         (tree, cells)
+    }
+}
+
+impl Status {
+    /// When a delayed restart is due; `None` (no delay) sorts first.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Status::BackingOff(until) | Status::Gated(until) => Some(until),
+            _ => None,
+        }
     }
 }
