@@ -7,11 +7,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use netrun_messages::header::TAG_LEN;
-use zeroize::Zeroizing;
-
 use super::cipher::{AeadError, KEY_LEN, PacketCipher};
 use super::replay::{self, ReplayError, ReplayWindow};
+use netrun_messages::header::TAG_LEN;
 
 /// After this many packets a session reports [`TxKey::needs_rekey`]: far below any counter
 /// limit, so a re-handshake has ample time to finish while sealing continues.
@@ -33,12 +31,12 @@ pub struct CounterExhausted;
 
 impl TxKey {
     /// A send key whose first packet uses counter 0.
-    pub fn new(key: &Zeroizing<[u8; KEY_LEN]>) -> Self {
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
         Self::with_counter(key, 0)
     }
 
     /// A send key whose next packet uses `counter` (tests and benches start near limits).
-    pub fn with_counter(key: &Zeroizing<[u8; KEY_LEN]>, counter: u64) -> Self {
+    pub fn with_counter(key: &[u8; KEY_LEN], counter: u64) -> Self {
         Self {
             cipher: PacketCipher::new(key),
             next: AtomicU64::new(counter),
@@ -91,7 +89,7 @@ pub struct RxKey {
 
 impl RxKey {
     /// A receive key with an empty replay window.
-    pub fn new(key: &Zeroizing<[u8; KEY_LEN]>) -> Self {
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
         Self {
             cipher: PacketCipher::new(key),
             window: Mutex::new(ReplayWindow::new()),
@@ -157,6 +155,7 @@ impl std::fmt::Debug for RxKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zeroize::Zeroizing;
 
     fn assert_sync<T: Send + Sync>() {}
 
