@@ -196,6 +196,15 @@ fn replay_and_rotation_at_responder() {
         .unwrap();
     assert_ne!(second.initiator_ephemeral, first.initiator_ephemeral);
     assert_eq!(responder.recent_len(), 1);
+    // After the rotation, the superseded initiation replayed is still dropped before DH.
+    let (_, older) = Initiator::start(later, &a, b.entity_id(), &PSK, 3, &mut r).unwrap();
+    let (third, _) = responder
+        .handle_init(later, &older, Some(&second.live(later)), &mut r)
+        .unwrap();
+    assert!(matches!(
+        responder.handle_init(later, &fresh, Some(&third.live(later)), &mut r),
+        Err(HandshakeError::Replay)
+    ));
 }
 
 #[test]
