@@ -50,6 +50,9 @@ impl TxKey {
         // other memory is published through this counter.
         let counter = self.next.fetch_add(1, Ordering::Relaxed);
         if counter >= REJECT_AFTER_PACKETS {
+            // Pin the counter back to the limit so that callers that keep trying can never
+            // walk it around to a reused value.
+            self.next.store(REJECT_AFTER_PACKETS, Ordering::Relaxed);
             return Err(CounterExhausted);
         }
         Ok(counter)
@@ -199,5 +202,6 @@ mod tests {
         assert_eq!(tx.next_counter(), Ok(REJECT_AFTER_PACKETS - 1));
         assert_eq!(tx.next_counter(), Err(CounterExhausted));
         assert_eq!(tx.next_counter(), Err(CounterExhausted));
+        assert_eq!(tx.sent(), REJECT_AFTER_PACKETS);
     }
 }

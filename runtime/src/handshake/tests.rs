@@ -267,3 +267,23 @@ fn invalid_remote_key_is_refused() {
     );
     assert!(matches!(err, Err(HandshakeError::InvalidKey)));
 }
+
+#[test]
+fn different_static_for_a_live_node_is_refused_until_it_times_out() {
+    let (a, b) = parties();
+    let now = t0();
+    let mut r = rng(8);
+    let mut responder = Responder::new(b.clone(), &PSK, ResponderConfig::default());
+    // The caller's live session for a's node id holds some other static key.
+    let live = LiveSession {
+        static_key: [9; 32],
+        initiator_ephemeral: [1; 32],
+        last_heard: now,
+    };
+    let (_, msg1) = Initiator::start(now, &a, b.entity_id(), &PSK, 1, &mut r).unwrap();
+    let refused = responder.handle_init(now + Duration::from_secs(29), &msg1, Some(&live), &mut r);
+    assert!(matches!(refused, Err(HandshakeError::LiveSessionExists(n)) if n == a.node_id()));
+    let (_, msg1) = Initiator::start(now, &a, b.entity_id(), &PSK, 2, &mut r).unwrap();
+    let accepted = responder.handle_init(now + Duration::from_secs(30), &msg1, Some(&live), &mut r);
+    assert!(accepted.is_ok());
+}
