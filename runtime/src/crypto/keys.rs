@@ -7,11 +7,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use netrun_messages::header::TAG_LEN;
-use zeroize::Zeroizing;
-
 use super::cipher::{AeadError, KEY_LEN, PacketCipher};
 use super::replay::{self, ReplayError, ReplayWindow};
+use netrun_messages::header::TAG_LEN;
 
 /// After this many packets a session reports [`TxKey::needs_rekey`]: far below any counter
 /// limit, so a re-handshake has ample time to finish while sealing continues.
@@ -33,12 +31,12 @@ pub struct CounterExhausted;
 
 impl TxKey {
     /// A send key whose first packet uses counter 0.
-    pub fn new(key: &Zeroizing<[u8; KEY_LEN]>) -> Self {
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
         Self::with_counter(key, 0)
     }
 
     /// A send key whose next packet uses `counter` (tests and benches start near limits).
-    pub fn with_counter(key: &Zeroizing<[u8; KEY_LEN]>, counter: u64) -> Self {
+    pub fn with_counter(key: &[u8; KEY_LEN], counter: u64) -> Self {
         Self {
             cipher: PacketCipher::new(key),
             next: AtomicU64::new(counter),
@@ -52,6 +50,9 @@ impl TxKey {
         // other memory is published through this counter.
         let counter = self.next.fetch_add(1, Ordering::Relaxed);
         if counter >= REJECT_AFTER_PACKETS {
+            // Pin the counter back to the limit so that callers that keep trying can never
+            // walk it around to a reused value.
+            self.next.store(REJECT_AFTER_PACKETS, Ordering::Relaxed);
             return Err(CounterExhausted);
         }
         Ok(counter)
@@ -91,7 +92,7 @@ pub struct RxKey {
 
 impl RxKey {
     /// A receive key with an empty replay window.
-    pub fn new(key: &Zeroizing<[u8; KEY_LEN]>) -> Self {
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
         Self {
             cipher: PacketCipher::new(key),
             window: Mutex::new(ReplayWindow::new()),
@@ -157,6 +158,7 @@ impl std::fmt::Debug for RxKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zeroize::Zeroizing;
 
     fn assert_sync<T: Send + Sync>() {}
 
@@ -200,5 +202,6 @@ mod tests {
         assert_eq!(tx.next_counter(), Ok(REJECT_AFTER_PACKETS - 1));
         assert_eq!(tx.next_counter(), Err(CounterExhausted));
         assert_eq!(tx.next_counter(), Err(CounterExhausted));
+        assert_eq!(tx.sent(), REJECT_AFTER_PACKETS);
     }
 }

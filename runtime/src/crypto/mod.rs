@@ -12,6 +12,21 @@
 //! Nonce = 4 zero bytes ‖ counter (u64 LE). Associated data = the header with `ttl` and
 //! `hop_count` zeroed, so relays may rewrite those two bytes and nothing else. Keys come
 //! from the [handshake](crate::handshake); each direction has its own key.
+//!
+//! ```
+//! use netrun_messages::{Header, NodeId, PacketKind};
+//! use netrun_runtime::crypto::{RxKey, TxKey, open_datagram, seal_datagram};
+//!
+//! let key = [0x42u8; 32]; // from the handshake in real use
+//! let (tx, rx) = (TxKey::new(&key), RxKey::new(&key));
+//! let mut header = Header::new(PacketKind::Data, NodeId(1), NodeId(2));
+//! header.stream = 9;
+//! let mut datagram = Vec::new(); // reuse across packets: no allocation per packet
+//! seal_datagram(&tx, header, b"hello", &mut datagram)?;
+//! let (opened, plaintext) = open_datagram(&rx, &mut datagram)?;
+//! assert_eq!((opened.stream, &datagram[plaintext]), (9, &b"hello"[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod cipher;
 mod datagram;

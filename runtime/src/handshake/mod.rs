@@ -23,6 +23,31 @@
 //!   until a packet sealed with the new keys arrives.
 //! - Session swap rule for callers: an unconfirmed session never replaces a confirmed one;
 //!   it is promoted on its first authenticated packet and dropped at its confirm deadline.
+//!
+//! ```
+//! use std::time::Instant;
+//! use netrun_messages::Identity;
+//! use netrun_runtime::crypto::{open_heartbeat, seal_heartbeat};
+//! use netrun_runtime::handshake::{Initiator, Responder, ResponderConfig};
+//! use netrun_runtime::rand_core::OsRng;
+//!
+//! let (alice, bob) = (Identity::generate(), Identity::generate());
+//! let psk = [7u8; 32];
+//! let now = Instant::now(); // callers read the clock; cores only receive it
+//!
+//! let (mut dial, msg1) = Initiator::start(now, &alice, bob.entity_id(), &psk, 42, &mut OsRng)?;
+//! let mut responder = Responder::new(bob.clone(), &psk, ResponderConfig::default());
+//! let (bob_side, msg2) = responder.handle_init(now, &msg1, None, &mut OsRng)?;
+//! let alice_side = dial.handle_response(now, &msg2)?;
+//! assert!(alice_side.is_confirmed() && !bob_side.is_confirmed());
+//!
+//! // Key confirmation: the initiator's first heartbeat.
+//! let mut datagram = Vec::new();
+//! seal_heartbeat(&alice_side.tx, alice.node_id(), bob.node_id(), 0, &mut datagram)?;
+//! open_heartbeat(&bob_side.rx, &datagram)?;
+//! assert!(bob_side.is_confirmed());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod backoff;
 mod error;

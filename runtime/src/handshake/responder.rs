@@ -23,8 +23,8 @@ pub struct ResponderConfig {
     /// How long a responder-side session may stay unconfirmed before it is dropped.
     /// Default 10 s.
     pub confirm_timeout: Duration,
-    /// Initiations remembered (one per node id) to drop replays before any DH work.
-    /// Default 4096; the oldest is forgotten first.
+    /// Node ids whose recent initiations are remembered (up to 4 each) to drop replays
+    /// before any DH work. Default 4096; the least recently active is forgotten first.
     pub max_recent: usize,
     /// How long an initiation is remembered. Default 120 s.
     pub replay_memory: Duration,
@@ -41,9 +41,16 @@ impl Default for ResponderConfig {
     }
 }
 
+/// Accepted initiator ephemerals remembered per node id. More than one, so that replaying
+/// the message 1 of a session that was already rotated away is still dropped cheaply.
+const RECENT_PER_NODE: usize = 4;
+
 #[derive(Debug, Clone, Copy)]
 struct RecentInit {
-    ephemeral: [u8; 32],
+    /// Ring of the last accepted ephemerals with their times.
+    ephemerals: [Option<([u8; 32], Instant)>; RECENT_PER_NODE],
+    next: usize,
+    /// When the newest was accepted (eviction order of the table).
     at: Instant,
 }
 
@@ -194,8 +201,10 @@ impl Responder {
 
     fn is_recent_replay(&self, node: NodeId, ephemeral: &[u8; 32], now: Instant) -> bool {
         self.recent.get(&node).is_some_and(|r| {
-            bool::from(r.ephemeral.ct_eq(ephemeral))
-                && now.saturating_duration_since(r.at) < self.config.replay_memory
+            r.ephemerals.iter().flatten().any(|(seen, at)| {
+                bool::from(seen.ct_eq(ephemeral))
+                    && now.saturating_duration_since(*at) < self.config.replay_memory
+            })
         })
     }
 
@@ -212,7 +221,14 @@ impl Responder {
                 self.recent.remove(&oldest);
             }
         }
-        self.recent.insert(node, RecentInit { ephemeral, at: now });
+        let entry = self.recent.entry(node).or_insert(RecentInit {
+            ephemerals: [None; RECENT_PER_NODE],
+            next: 0,
+            at: now,
+        });
+        entry.ephemerals[entry.next] = Some((ephemeral, now));
+        entry.next = (entry.next + 1) % RECENT_PER_NODE;
+        entry.at = now;
     }
 }
 

@@ -196,6 +196,15 @@ fn replay_and_rotation_at_responder() {
         .unwrap();
     assert_ne!(second.initiator_ephemeral, first.initiator_ephemeral);
     assert_eq!(responder.recent_len(), 1);
+    // After the rotation, the superseded initiation replayed is still dropped before DH.
+    let (_, older) = Initiator::start(later, &a, b.entity_id(), &PSK, 3, &mut r).unwrap();
+    let (third, _) = responder
+        .handle_init(later, &older, Some(&second.live(later)), &mut r)
+        .unwrap();
+    assert!(matches!(
+        responder.handle_init(later, &fresh, Some(&third.live(later)), &mut r),
+        Err(HandshakeError::Replay)
+    ));
 }
 
 #[test]
@@ -257,4 +266,24 @@ fn invalid_remote_key_is_refused() {
         &mut rng(1),
     );
     assert!(matches!(err, Err(HandshakeError::InvalidKey)));
+}
+
+#[test]
+fn different_static_for_a_live_node_is_refused_until_it_times_out() {
+    let (a, b) = parties();
+    let now = t0();
+    let mut r = rng(8);
+    let mut responder = Responder::new(b.clone(), &PSK, ResponderConfig::default());
+    // The caller's live session for a's node id holds some other static key.
+    let live = LiveSession {
+        static_key: [9; 32],
+        initiator_ephemeral: [1; 32],
+        last_heard: now,
+    };
+    let (_, msg1) = Initiator::start(now, &a, b.entity_id(), &PSK, 1, &mut r).unwrap();
+    let refused = responder.handle_init(now + Duration::from_secs(29), &msg1, Some(&live), &mut r);
+    assert!(matches!(refused, Err(HandshakeError::LiveSessionExists(n)) if n == a.node_id()));
+    let (_, msg1) = Initiator::start(now, &a, b.entity_id(), &PSK, 2, &mut r).unwrap();
+    let accepted = responder.handle_init(now + Duration::from_secs(30), &msg1, Some(&live), &mut r);
+    assert!(accepted.is_ok());
 }
