@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
-use netrun_messages::header::{DEFAULT_TTL, MAX_PAYLOAD_LEN};
-use netrun_messages::{EntityId, Header, NodeId, PacketFlags, PacketKind};
-use netrun_runtime::crypto::{RxKey, SealError, TxKey, seal_datagram};
+use netrun_messages::envelope::TRACE_CONTEXT_LEN;
+use netrun_messages::header::{DEFAULT_TTL, HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
+use netrun_messages::{EntityId, Header, NodeId, PacketFlags, PacketKind, TraceContext};
+use netrun_runtime::crypto::{RxKey, SealError, TxKey, seal_datagram, seal_in_place};
 use ractor::ActorRef;
 use thiserror::Error;
 use tokio::net::UdpSocket;
@@ -26,7 +27,31 @@ use crate::session::SessionMsg;
 use crate::sessions::SessionsMsg;
 use crate::stats::TransportStats;
 
+/// One direction pair of session keys from one handshake.
+pub struct KeyPair {
+    /// Sealing key and counter.
+    pub tx: TxKey,
+    /// Opening key and replay window.
+    pub rx: RxKey,
+    /// Which handshake produced it (unique per wire).
+    pub id: u64,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Keys and address of one established session, as the data path needs them.
+///
+/// `next` holds the keys of a rotation the peer started (a fresh handshake from the same
+/// static key) that has not yet been confirmed: the receive loop tries them when the
+/// current keys refuse a packet, and the first packet they open promotes them. Until then
+/// the confirmed keys stay in use, so a stale or replayed handshake can never cut a live
+/// session.
 pub struct PeerKeys {
     /// The peer's node id.
     pub node: NodeId,
@@ -34,10 +59,10 @@ pub struct PeerKeys {
     pub entity: EntityId,
     /// Where to send.
     pub addr: SocketAddr,
-    /// Sealing key and counter.
-    pub tx: TxKey,
-    /// Opening key and replay window.
-    pub rx: RxKey,
+    /// The keys in use.
+    pub pair: Arc<KeyPair>,
+    /// Keys of an unconfirmed rotation, if one is pending.
+    pub next: ArcSwapOption<KeyPair>,
     /// The session actor that owns these keys.
     pub session: ActorRef<SessionMsg>,
     /// Incremented on every rotation of this peer's session.
@@ -202,6 +227,9 @@ impl Wire {
     }
 
     /// Seals `payload` for `peer` and sends it, without any actor hop.
+    ///
+    /// With a trace context, the plaintext is the 25-byte context followed by the payload
+    /// and the header carries [`PacketFlags::TRACED`].
     pub async fn send(
         &self,
         peer: NodeId,
@@ -209,15 +237,22 @@ impl Wire {
         stream: u64,
         flags: PacketFlags,
         payload: &[u8],
+        trace: Option<&TraceContext>,
     ) -> Result<(), SendError> {
-        if payload.len() > MAX_PAYLOAD_LEN {
+        let max = if trace.is_some() {
+            MAX_PAYLOAD_LEN - TRACE_CONTEXT_LEN
+        } else {
+            MAX_PAYLOAD_LEN
+        };
+        if payload.len() > max {
             return Err(SendError::TooLarge {
                 len: payload.len(),
-                max: MAX_PAYLOAD_LEN,
+                max,
             });
         }
         let keys = self.peer(peer).ok_or(SendError::NotConnected(peer))?;
-        self.send_with(&keys, kind, stream, flags, payload).await
+        self.send_traced(&keys, kind, stream, flags, payload, trace)
+            .await
     }
 
     /// Seals and sends with known keys.
@@ -229,6 +264,19 @@ impl Wire {
         flags: PacketFlags,
         payload: &[u8],
     ) -> Result<(), SendError> {
+        self.send_traced(keys, kind, stream, flags, payload, None)
+            .await
+    }
+
+    async fn send_traced(
+        &self,
+        keys: &PeerKeys,
+        kind: PacketKind,
+        stream: u64,
+        flags: PacketFlags,
+        payload: &[u8],
+        trace: Option<&TraceContext>,
+    ) -> Result<(), SendError> {
         let socket = self.socket().ok_or(SendError::Closed)?;
         let mut header = Header::new(kind, self.local, keys.node);
         header.ttl = DEFAULT_TTL;
@@ -238,7 +286,18 @@ impl Wire {
         let pending = SEND_BUF.with(|buf| -> Result<Option<Vec<u8>>, SendError> {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            seal_datagram(&keys.tx, header, payload, &mut buf)?;
+            match trace {
+                None => seal_datagram(&keys.pair.tx, header, payload, &mut buf)?,
+                Some(trace) => {
+                    header.flags = header.flags.with(PacketFlags::TRACED);
+                    let len = TRACE_CONTEXT_LEN + payload.len();
+                    buf.resize(HEADER_LEN + len + TAG_LEN, 0);
+                    buf[HEADER_LEN..HEADER_LEN + TRACE_CONTEXT_LEN]
+                        .copy_from_slice(&trace.encode());
+                    buf[HEADER_LEN + TRACE_CONTEXT_LEN..HEADER_LEN + len].copy_from_slice(payload);
+                    seal_in_place(&keys.pair.tx, header, &mut buf, len)?
+                }
+            };
             match socket.try_send_to(&buf, keys.addr) {
                 Ok(_) => {
                     self.count_tx(buf.len());

@@ -310,7 +310,7 @@ impl Node {
     pub async fn send(&self, peer: NodeId, payload: &[u8]) -> Result<(), SendError> {
         self.inner
             .wire
-            .send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload)
+            .send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload, None)
             .await
     }
 

@@ -1,6 +1,8 @@
 //! The session actor: handshake (initiator), key publication, heartbeats, liveness.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use super::{
 };
 use crate::events::PeerEvent;
 use crate::stats::TransportStats;
-use crate::wire::{PeerKeys, Wire};
+use crate::wire::{KeyPair, PeerKeys, Wire};
 
 /// The `Session{peer}` actor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +69,8 @@ struct Up {
     seen_ms: u64,
     announced: bool,
     suspected: bool,
+    /// Deadline of a pending rotation (its keys sit in `keys.next`).
+    pending_until: Option<Instant>,
 }
 
 impl Actor for SessionActor {
@@ -157,11 +161,10 @@ impl SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Control { epoch, frames } => {
-                if epoch == state.epoch {
-                    state.on_frames(frames).await;
-                }
-            }
+            // Frames are authenticated by whichever keys opened them; the epoch they carry
+            // only tells which keys that was.
+            SessionMsg::Control { epoch: _, frames } => state.on_frames(frames).await,
+            SessionMsg::Promote { pair } => state.promote(&myself, pair),
             SessionMsg::HandshakeResponse(datagram) => state.on_response(&myself, &datagram)?,
             SessionMsg::Rotate(established) => {
                 info!("peer rotated the session");
@@ -268,30 +271,70 @@ impl SessionState {
         Ok(())
     }
 
-    /// Publishes new keys (a first establishment or a rotation).
+    /// Takes the keys of a completed handshake: a first establishment, or a rotation.
     fn install(
         &mut self,
         myself: &ActorRef<SessionMsg>,
         established: Established,
         initiator: bool,
     ) -> Result<(), ActorProcessingErr> {
-        self.epoch = self.args.wire.next_epoch();
-        let now_ms = self.args.wire.now_ms();
-        let keys = Arc::new(PeerKeys {
-            node: established.peer_node,
-            entity: established.peer,
-            addr: self.args.addr,
+        TransportStats::bump(&self.args.wire.stats().handshakes_ok);
+        let pair = Arc::new(KeyPair {
             tx: established.tx,
             rx: established.rx,
+            id: self.args.wire.next_epoch(),
+        });
+        // A rotation of a confirmed session stays pending until its keys open a packet, so
+        // a replayed or abandoned handshake can never cut a live session.
+        if let Phase::Up(up) = &mut self.phase {
+            if !initiator && up.keys.confirmed.load(Ordering::Acquire) {
+                up.keys.next.store(Some(pair));
+                up.pending_until = Some(Instant::now() + self.args.liveness.fail_after);
+                return Ok(());
+            }
+        }
+        self.publish(myself, pair, initiator, initiator)
+    }
+
+    /// Promotes the pending rotation whose keys just opened a packet.
+    fn promote(&mut self, myself: &ActorRef<SessionMsg>, pair: u64) {
+        let Phase::Up(up) = &self.phase else { return };
+        let Some(next) = up.keys.next.load_full() else {
+            return;
+        };
+        if next.id != pair {
+            return;
+        }
+        info!("rotated session keys confirmed");
+        if let Err(e) = self.publish(myself, next, true, false) {
+            warn!(error = %e, "rotation not installed");
+        }
+    }
+
+    /// Publishes `pair` as the session's keys.
+    fn publish(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        pair: Arc<KeyPair>,
+        confirmed: bool,
+        initiator: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        self.epoch = pair.id;
+        let now_ms = self.args.wire.now_ms();
+        let keys = Arc::new(PeerKeys {
+            node: self.args.peer_node,
+            entity: self.args.peer,
+            addr: self.args.addr,
+            pair,
+            next: ArcSwapOption::empty(),
             session: myself.clone(),
             epoch: self.epoch,
             last_heard_ms: AtomicU64::new(now_ms),
             // The initiator authenticated the responder's message; the responder waits for
             // the initiator's first sealed packet (key confirmation).
-            confirmed: AtomicBool::new(initiator),
+            confirmed: AtomicBool::new(confirmed),
         });
         self.args.wire.publish(Arc::clone(&keys));
-        TransportStats::bump(&self.args.wire.stats().handshakes_ok);
         let now = Instant::now();
         let (announced, was_initiator) = match &self.phase {
             Phase::Up(up) => (up.announced, up.initiator),
@@ -305,17 +348,19 @@ impl SessionState {
             seen_ms: now_ms,
             announced,
             suspected: false,
+            pending_until: None,
         }));
-        if initiator {
+        if confirmed {
             self.announce_up();
+        }
+        if initiator {
             // Key confirmation for the responder: an authenticated packet right away.
             let wire = Arc::clone(&self.args.wire);
             let node = self.args.peer_node;
             tokio::spawn(async move {
-                if let Err(e) = wire
-                    .send(node, PacketKind::Heartbeat, 0, PacketFlags::NONE, &[])
-                    .await
-                {
+                let heartbeat =
+                    wire.send(node, PacketKind::Heartbeat, 0, PacketFlags::NONE, &[], None);
+                if let Err(e) = heartbeat.await {
                     debug!(error = %e, "key-confirmation heartbeat not sent");
                 }
             });
@@ -395,6 +440,12 @@ impl SessionState {
             myself.stop(Some("unconfirmed".into()));
             return;
         }
+        if up.pending_until.is_some_and(|deadline| now > deadline) {
+            debug!("pending rotation never confirmed; dropped");
+            up.keys.next.store(None);
+            up.pending_until = None;
+            TransportStats::bump(&self.args.wire.stats().handshake_failures);
+        }
         while let Some(event) = up.liveness.poll(now.into_std()) {
             match event {
                 LivenessEvent::Suspected => {
@@ -418,7 +469,7 @@ impl SessionState {
                 }
             }
         }
-        if up.keys.tx.needs_rekey() {
+        if up.keys.pair.tx.needs_rekey() {
             info!("session keys reached their rekey limit; closing so the peers re-handshake");
             myself.stop(Some("rekey".into()));
             return;

@@ -150,8 +150,14 @@ pub enum SessionMsg {
     },
     /// A handshake response datagram addressed to this session (initiator side).
     HandshakeResponse(Bytes),
-    /// The peer rotated the session (fresh ephemeral, same static): new keys.
+    /// The peer rotated the session (fresh ephemeral, same static): new keys. A confirmed
+    /// session keeps its keys until the new ones open a packet.
     Rotate(Box<Established>),
+    /// The receive loop opened a packet with the pending rotation's keys.
+    Promote {
+        /// The pending key pair's id.
+        pair: u64,
+    },
     /// Periodic liveness work.
     Tick,
     /// Handshake retry timer.

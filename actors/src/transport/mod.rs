@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use netrun_messages::{NodeId, PacketFlags};
+use netrun_messages::{NodeId, PacketFlags, TraceContext};
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use tokio::sync::mpsc;
 
@@ -37,6 +37,8 @@ pub struct Received {
     pub flags: PacketFlags,
     /// The plaintext.
     pub payload: Bytes,
+    /// The sender's trace context, when it sent inside a traced span.
+    pub trace: Option<TraceContext>,
 }
 
 /// What the transport needs to start.

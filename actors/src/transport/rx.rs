@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use netrun_messages::envelope::TRACE_CONTEXT_LEN;
 use netrun_messages::header::MAX_PACKET_LEN;
-use netrun_messages::{NodeId, PacketKind, RoutingHeader};
+use netrun_messages::{NodeId, PacketFlags, PacketKind, RoutingHeader, TraceContext};
 use netrun_runtime::crypto::{OpenError, open_datagram};
 use ractor::ActorRef;
 use tokio::net::UdpSocket;
@@ -148,23 +149,57 @@ fn handle_datagram(
         TransportStats::bump(&stats.dropped_no_session);
         return;
     };
-    let (header, range) = match open_datagram(&keys.rx, datagram) {
-        Ok(opened) => opened,
-        Err(e) => {
-            count_open_error(stats, &e);
-            debug!(peer = %routing.src, error = %e, "dropped sealed packet");
-            return;
+    // A pending rotation gets a second try, on an untouched copy (a failed open may have
+    // overwritten the buffer).
+    let next = keys.next.load_full();
+    let backup = next.as_ref().map(|_| datagram.to_vec());
+    let (header, range, promoted) = match open_datagram(&keys.pair.rx, datagram) {
+        Ok((header, range)) => (header, range, None),
+        Err(first) => {
+            let retried = match (next, backup) {
+                (Some(next), Some(mut copy)) => match open_datagram(&next.rx, &mut copy) {
+                    Ok((header, range)) => {
+                        datagram[..copy.len()].copy_from_slice(&copy);
+                        Some((header, range, next.id))
+                    }
+                    Err(_) => None,
+                },
+                _ => None,
+            };
+            match retried {
+                Some((header, range, id)) => (header, range, Some(id)),
+                None => {
+                    count_open_error(stats, &first);
+                    debug!(peer = %routing.src, error = %first, "dropped sealed packet");
+                    return;
+                }
+            }
         }
     };
     keys.touch(wire.now_ms());
-    let payload = Bytes::copy_from_slice(&datagram[range]);
+    if let Some(pair) = promoted {
+        let _ = keys.session.send_message(SessionMsg::Promote { pair });
+    }
     match header.kind {
         PacketKind::Data => {
+            let plaintext = &datagram[range];
+            let (trace, body) = if header.flags.contains(PacketFlags::TRACED) {
+                match plaintext.split_at_checked(TRACE_CONTEXT_LEN) {
+                    Some((trace, body)) => (TraceContext::decode(trace).ok(), body),
+                    None => {
+                        TransportStats::bump(&stats.dropped_malformed);
+                        return;
+                    }
+                }
+            } else {
+                (None, plaintext)
+            };
             let received = Received {
                 peer: header.src,
                 stream: header.stream,
                 flags: header.flags,
-                payload,
+                payload: Bytes::copy_from_slice(body),
+                trace,
             };
             match inbound.try_send(received) {
                 Ok(()) => TransportStats::bump(&stats.delivered),
@@ -172,6 +207,7 @@ fn handle_datagram(
             }
         }
         kind => {
+            let payload = Bytes::copy_from_slice(&datagram[range]);
             let frame = ControlFrame {
                 kind,
                 stream: header.stream,

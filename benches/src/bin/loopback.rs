@@ -53,8 +53,14 @@ impl Kind {
 /// One side of a connection, whatever the transport.
 #[derive(Clone)]
 enum Link {
-    Udp { socket: Arc<UdpSocket>, peer: SocketAddr },
-    Netrun { node: Node, peer: NodeId },
+    Udp {
+        socket: Arc<UdpSocket>,
+        peer: SocketAddr,
+    },
+    Netrun {
+        node: Node,
+        peer: NodeId,
+    },
 }
 
 impl Link {
@@ -75,9 +81,11 @@ impl Link {
                 let (n, _) = socket.recv_from(buf).await?;
                 Ok(Bytes::copy_from_slice(&buf[..n]))
             }
-            Link::Netrun { node, .. } => {
-                Ok(node.recv().await.ok_or_else(|| anyhow!("node stopped"))?.payload)
-            }
+            Link::Netrun { node, .. } => Ok(node
+                .recv()
+                .await
+                .ok_or_else(|| anyhow!("node stopped"))?
+                .payload),
         }
     }
 }
@@ -146,13 +154,22 @@ async fn oneway(link: &Link, size: usize, messages: u64, offset: u64) -> Result<
         link.send(&payload).await?;
     }
     while acked.load(Ordering::Acquire) + forgiven < messages {
-        if tokio::time::timeout(Duration::from_millis(200), ack_rx.recv()).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(200), ack_rx.recv())
+            .await
+            .is_err()
+        {
             break;
         }
     }
     reader.abort();
-    let end = last_ack.lock().map(|t| *t).unwrap_or_else(|_| Instant::now());
-    Ok((end.saturating_duration_since(start), acked.load(Ordering::Acquire)))
+    let end = last_ack
+        .lock()
+        .map(|t| *t)
+        .unwrap_or_else(|_| Instant::now());
+    Ok((
+        end.saturating_duration_since(start),
+        acked.load(Ordering::Acquire),
+    ))
 }
 
 async fn pingpong(link: &Link, iterations: usize) -> Result<Vec<Duration>> {
@@ -185,17 +202,29 @@ async fn local_pair(kind: Kind) -> Result<(Link, Vec<tokio::task::JoinHandle<()>
         Kind::Udp => {
             let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
             let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-            let server = Link::Udp { socket: Arc::clone(&b), peer: a.local_addr()? };
+            let server = Link::Udp {
+                socket: Arc::clone(&b),
+                peer: a.local_addr()?,
+            };
             let task = tokio::spawn(async move {
                 let _ = serve(server).await;
             });
-            Ok((Link::Udp { socket: a, peer: b.local_addr()? }, vec![task]))
+            Ok((
+                Link::Udp {
+                    socket: a,
+                    peer: b.local_addr()?,
+                },
+                vec![task],
+            ))
         }
         Kind::Netrun => {
             let a = Node::builder().psk(PSK).start().await?;
             let b = Node::builder().psk(PSK).start().await?;
             let peer = a.connect(b.local_addr(), b.public_key()).await?;
-            let server = Link::Netrun { node: b.clone(), peer: a.node_id() };
+            let server = Link::Netrun {
+                node: b.clone(),
+                peer: a.node_id(),
+            };
             let task = tokio::spawn(async move {
                 let _ = serve(server).await;
             });
@@ -217,7 +246,10 @@ async fn remote_pair(kind: Kind) -> Result<(Link, tokio::process::Child)> {
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).await?;
     let hello: serde_json::Value = serde_json::from_str(&line).context("child hello line")?;
-    let addr: SocketAddr = hello["addr"].as_str().ok_or_else(|| anyhow!("addr"))?.parse()?;
+    let addr: SocketAddr = hello["addr"]
+        .as_str()
+        .ok_or_else(|| anyhow!("addr"))?
+        .parse()?;
     let link = match kind {
         Kind::Udp => {
             let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
@@ -246,7 +278,11 @@ async fn run_server(kind: &str) -> Result<()> {
             serve(Link::Udp { socket, peer }).await
         }
         "netrun" => {
-            let node = Node::builder().identity(Identity::generate()).psk(PSK).start().await?;
+            let node = Node::builder()
+                .identity(Identity::generate())
+                .psk(PSK)
+                .start()
+                .await?;
             println!(
                 "{}",
                 json!({"addr": node.local_addr().to_string(), "public_key": node.public_key().to_hex()})
@@ -299,7 +335,10 @@ async fn main() -> Result<()> {
                     "msgs_per_sec": rate, "mb_per_sec": rate * size as f64 / 1e6,
                 });
                 println!("{line}");
-                results.insert(format!("oneway/{placement}/{}/{size}", kind.name()), json!(rate));
+                results.insert(
+                    format!("oneway/{placement}/{}/{size}", kind.name()),
+                    json!(rate),
+                );
             }
             let samples = pingpong(&link, iterations).await?;
             let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
@@ -308,13 +347,21 @@ async fn main() -> Result<()> {
                 "size": 64, "iterations": samples.len(), "p50_us": micros(p50), "p99_us": micros(p99),
             });
             println!("{line}");
-            results.insert(format!("p50/{placement}/{}", kind.name()), json!(micros(p50)));
+            results.insert(
+                format!("p50/{placement}/{}", kind.name()),
+                json!(micros(p50)),
+            );
             for g in guards {
                 g.abort();
             }
         }
     }
-    let get = |k: String| results.get(&k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    let get = |k: String| {
+        results
+            .get(&k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
     let mut summary = serde_json::Map::new();
     summary.insert("bench".into(), json!("summary"));
     for placement in ["in-process", "two-process"] {
