@@ -130,6 +130,8 @@ pub struct Wire {
     events: broadcast::Sender<PeerEvent>,
     epochs: AtomicU64,
     sessions: ArcSwapOption<ActorRef<SessionsMsg>>,
+    bound: std::sync::Mutex<Option<SocketAddr>>,
+    receiver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 thread_local! {
@@ -150,6 +152,8 @@ impl Wire {
             events,
             epochs: AtomicU64::new(0),
             sessions: ArcSwapOption::empty(),
+            bound: std::sync::Mutex::new(None),
+            receiver: std::sync::Mutex::new(None),
         })
     }
 
@@ -188,7 +192,38 @@ impl Wire {
     }
 
     pub(crate) fn set_socket(&self, socket: Option<Arc<UdpSocket>>) {
+        if let Some(addr) = socket.as_ref().and_then(|s| s.local_addr().ok()) {
+            if let Ok(mut bound) = self.bound.lock() {
+                *bound = Some(addr);
+            }
+        }
         self.socket.store(socket);
+    }
+
+    /// Records the running receive task, so that whoever binds next can stop it first.
+    pub(crate) fn set_receiver(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut slot) = self.receiver.lock() {
+            if let Some(old) = slot.replace(task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Stops the receive task of a previous transport incarnation (a killed actor never
+    /// ran its cleanup) and waits until it, and its socket, are gone.
+    pub(crate) async fn stop_receiver(&self) {
+        let task = self.receiver.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.socket.store(None);
+    }
+
+    /// The address a previous transport incarnation bound, so a restart keeps the port
+    /// its peers know.
+    pub(crate) fn previously_bound(&self) -> Option<SocketAddr> {
+        self.bound.lock().ok().and_then(|b| *b)
     }
 
     /// The counters.
@@ -214,6 +249,19 @@ impl Wire {
     /// Removes `node`'s keys if they are still the given epoch's (a newer rotation stays).
     pub(crate) fn withdraw(&self, node: NodeId, epoch: u64) {
         self.peers.remove_if(&node, |_, keys| keys.epoch == epoch);
+    }
+
+    /// Removes `node`'s keys if they belong to the session actor `actor` (used when that
+    /// actor died without cleaning up). Returns whether anything was removed.
+    pub(crate) fn withdraw_session(&self, node: NodeId, actor: ractor::ActorId) -> bool {
+        self.peers
+            .remove_if(&node, |_, keys| keys.session.get_id() == actor)
+            .is_some()
+    }
+
+    /// The bound UDP address, while the transport runs.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket().and_then(|s| s.local_addr().ok())
     }
 
     /// Subscribes to peer events.

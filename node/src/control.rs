@@ -6,7 +6,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Weak;
+use std::sync::{Arc, OnceLock, Weak};
 
 use netrun_actors::control::{ControlService, Reply};
 use serde::Deserialize;
@@ -26,11 +26,11 @@ struct Request {
 }
 
 /// The control service of a node (holds only a weak reference to it).
-pub(crate) fn service(node: Weak<Inner>) -> ControlService {
-    std::sync::Arc::new(move |line: String| -> Reply {
-        let node = node.clone();
+pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
+    Arc::new(move |line: String| -> Reply {
+        let node = node.get().and_then(Weak::upgrade);
         Box::pin(async move {
-            let Some(inner) = node.upgrade() else {
+            let Some(inner) = node else {
                 return json!({"ok": false, "error": "node is shutting down"}).to_string();
             };
             let node = Node::from_inner(inner);

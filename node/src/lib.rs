@@ -17,6 +17,7 @@ pub use netrun_actors::session::{ConnectError, PeerInfo, PeerState};
 pub use netrun_actors::stats::TransportSnapshot;
 pub use netrun_actors::transport::Received;
 pub use netrun_actors::wire::SendError;
+pub use netrun_supervisor::node_tree::NodeTree;
 pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
 
 pub use identity_file::{IdentityFile, IdentityFileError};

@@ -15,19 +15,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg};
 use netrun_actors::events::PeerEvent;
 use netrun_actors::session::{ConnectError, PeerInfo};
-use netrun_actors::sessions::{SessionsArgs, SessionsHandle};
+use netrun_actors::sessions::SessionsMsg;
 use netrun_actors::stats::TransportSnapshot;
-use netrun_actors::transport::{Received, TransportArgs, TransportHandle};
+use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
 use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
-use ractor::ActorRef;
+use netrun_supervisor::node_tree::{self, NodeTree, NodeTreeArgs};
 use thiserror::Error;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::time::Instant;
@@ -38,6 +37,9 @@ use crate::config::SessionTiming;
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
 pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
+
+/// Longest `connect` waits for the session layer (the handshake itself gives up sooner).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The PSK a node uses when none is configured. Public knowledge: it keeps development
 /// meshes apart from nothing, which is why `netrun start` warns loudly when it is used.
@@ -50,7 +52,7 @@ pub enum StartError {
     #[error("invalid session timing: {0}")]
     Timing(String),
     /// An actor did not start (for example the UDP address could not be bound).
-    #[error("{what} did not start: {source}")]
+    #[error("{what} did not start: {}", spawn_cause(source))]
     Spawn {
         /// Which part.
         what: &'static str,
@@ -144,7 +146,8 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node: binds UDP, starts the session layer, connects static peers.
+    /// Starts the node: assembles the supervision tree (binding UDP, starting the session
+    /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
         let identity = Arc::new(self.identity.unwrap_or_else(Identity::generate));
         let liveness = LivenessConfig {
@@ -159,75 +162,39 @@ impl NodeBuilder {
             .map_err(|e| StartError::Timing(e.to_string()))?;
         let wire = Wire::new(identity.node_id());
         let psk = Arc::new(Zeroizing::new(self.psk.unwrap_or(DEVELOPMENT_PSK)));
-        let sessions = SessionsHandle::spawn(
-            SessionsArgs {
-                wire: Arc::clone(&wire),
-                identity: Arc::clone(&identity),
-                psk,
-                liveness,
-                static_peers: self.peers,
-            },
-            None,
-        )
+        let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
+        let node_slot: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());
+        let control = self
+            .control_socket
+            .map(|path| (path, crate::control::service(Arc::clone(&node_slot))));
+        let tree = node_tree::spawn(NodeTreeArgs {
+            identity: Arc::clone(&identity),
+            psk,
+            wire: Arc::clone(&wire),
+            bind: self.bind,
+            bind_fallback: self.bind_fallback,
+            inbound: inbound_tx,
+            liveness,
+            static_peers: self.peers,
+            control,
+        })
         .await
         .map_err(|source| StartError::Spawn {
-            what: "sessions",
+            what: "node",
             source,
         })?;
-        let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
-        let transport = match TransportHandle::spawn(
-            TransportArgs {
-                bind: self.bind,
-                fallback_to_ephemeral: self.bind_fallback,
-                wire: Arc::clone(&wire),
-                inbound: inbound_tx,
-            },
-            None,
-        )
-        .await
-        {
-            Ok(t) => t,
-            Err(source) => {
-                sessions.actor().stop(None);
-                return Err(StartError::Spawn {
-                    what: "udp transport",
-                    source,
-                });
-            }
-        };
-        let local_addr = transport.local_addr().await.unwrap_or(self.bind);
+        let local_addr = wire.local_addr().unwrap_or(self.bind);
         info!(node = %identity.node_id(), addr = %local_addr, "node started");
-        let node = Node {
-            inner: Arc::new(Inner {
-                identity,
-                wire,
-                transport,
-                sessions,
-                local_addr,
-                inbound: Mutex::new(inbound_rx),
-                started: Instant::now(),
-                control: std::sync::OnceLock::new(),
-            }),
-        };
-        if let Some(path) = self.control_socket {
-            let args = ControlArgs {
-                path,
-                service: crate::control::service(Arc::downgrade(&node.inner)),
-            };
-            match ControlActor::spawn(args, None).await {
-                Ok(actor) => {
-                    let _ = node.inner.control.set(actor);
-                }
-                Err(source) => {
-                    node.shutdown().await;
-                    return Err(StartError::Spawn {
-                        what: "control socket",
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(node)
+        let inner = Arc::new(Inner {
+            identity,
+            wire,
+            tree,
+            local_addr,
+            inbound: Mutex::new(inbound_rx),
+            started: Instant::now(),
+        });
+        let _ = node_slot.set(Arc::downgrade(&inner));
+        Ok(Node { inner })
     }
 }
 
@@ -241,12 +208,10 @@ pub struct Node {
 pub(crate) struct Inner {
     identity: Arc<Identity>,
     wire: Arc<Wire>,
-    transport: TransportHandle,
-    sessions: SessionsHandle,
+    tree: NodeTree,
     local_addr: SocketAddr,
     inbound: Mutex<mpsc::Receiver<Received>>,
     started: Instant,
-    control: std::sync::OnceLock<ActorRef<ControlMsg>>,
 }
 
 impl Node {
@@ -254,16 +219,35 @@ impl Node {
         Self { inner }
     }
 
-    /// The live supervision tree as JSON.
+    /// Handles on the node's supervision tree (advanced use: add children to a subtree,
+    /// resolve an actor's current incarnation, inject faults in tests).
+    pub fn supervision(&self) -> &NodeTree {
+        &self.inner.tree
+    }
+
+    /// The live supervision tree: every supervisor and child with its state, restart
+    /// count, generation and last exit reason; the Sessions actor's session children are
+    /// listed under it.
     pub async fn tree(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": "root",
-            "children": [
-                {"name": "transport", "children": [{"name": "udp_transport", "state": "running"}]},
-                {"name": "sessions", "children": self.peers().await.iter().map(|p| serde_json::json!({"name": format!("session/{}", p.node), "state": format!("{:?}", p.state).to_lowercase()})).collect::<Vec<_>>()},
-                {"name": "control", "state": if self.inner.control.get().is_some() { "running" } else { "absent" }},
-            ]
-        })
+        let mut tree = match self.inner.tree.root.tree().await {
+            Ok(snapshot) => serde_json::to_value(snapshot).unwrap_or_default(),
+            Err(e) => return serde_json::json!({ "error": e.to_string() }),
+        };
+        let sessions: Vec<serde_json::Value> = self
+            .peers()
+            .await
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": format!("session/{}", p.node),
+                    "state": format!("{:?}", p.state).to_lowercase(),
+                })
+            })
+            .collect();
+        if let Some(obj) = tree.as_object_mut() {
+            obj.insert("sessions".into(), serde_json::Value::Array(sessions));
+        }
+        tree
     }
 
     /// A builder with defaults.
@@ -298,12 +282,31 @@ impl Node {
         addr: SocketAddr,
         public_key: EntityId,
     ) -> Result<NodeId, ConnectError> {
-        self.inner.sessions.connect(addr, public_key).await
+        let connect = |reply| SessionsMsg::Connect {
+            addr,
+            peer: public_key,
+            reply,
+        };
+        match self
+            .inner
+            .tree
+            .sessions
+            .call(connect, Some(CONNECT_TIMEOUT))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Closed),
+        }
     }
 
     /// Every peer with a session: id, address, state, RTT.
     pub async fn peers(&self) -> Vec<PeerInfo> {
-        self.inner.sessions.peers().await
+        self.inner
+            .tree
+            .sessions
+            .call(SessionsMsg::Peers, Some(Duration::from_secs(5)))
+            .await
+            .unwrap_or_default()
     }
 
     /// Sends one datagram to `peer`, sealed end to end. Best effort: UDP may lose it.
@@ -329,24 +332,20 @@ impl Node {
         self.inner.wire.stats().snapshot()
     }
 
-    /// Stops the node: sessions first (their keys are withdrawn), then the transport.
+    /// Stops the node: the supervision tree shuts down in reverse start order (control,
+    /// daemons, …, sessions — whose keys are withdrawn — then the transport).
     pub async fn shutdown(&self) {
-        if let Some(control) = self.inner.control.get() {
-            let _ = control
-                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
-                .await;
+        if let Err(e) = self.inner.tree.root.shutdown().await {
+            tracing::debug!(error = %e, "shutdown");
         }
-        let _ = self
-            .inner
-            .sessions
-            .actor()
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
-            .await;
-        let _ = self
-            .inner
-            .transport
-            .actor()
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
-            .await;
+    }
+}
+
+/// The readable cause of a spawn error: ractor's `StartupFailed` display hides the actor's
+/// own error behind "panicked during startup".
+fn spawn_cause(error: &ractor::SpawnErr) -> String {
+    match error {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
     }
 }

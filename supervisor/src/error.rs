@@ -17,7 +17,7 @@ pub enum SupervisorError {
     #[error("child {0:?} is not a supervisor")]
     NotASupervisor(String),
     /// The child's factory failed to start it.
-    #[error("child {id:?} failed to start")]
+    #[error("child {id:?} failed to start: {}", startup_cause(source))]
     Spawn {
         /// The child's id.
         id: String,
@@ -36,4 +36,13 @@ pub enum SupervisorError {
     /// The supervisor is not running (stopped, failed or shutting down).
     #[error("supervisor is not running")]
     Unavailable,
+}
+
+/// The innermost readable cause of a spawn error (ractor wraps the actor's own startup
+/// error in `StartupFailed`, whose display alone says only "panicked during startup").
+fn startup_cause(error: &SpawnErr) -> String {
+    match error {
+        SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
 }

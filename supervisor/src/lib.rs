@@ -26,6 +26,7 @@ pub mod error;
 pub mod exit;
 pub mod gate;
 pub mod intensity;
+pub mod node_tree;
 pub mod snapshot;
 pub mod spec;
 pub mod strategy;

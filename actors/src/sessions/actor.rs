@@ -105,6 +105,15 @@ impl Actor for SessionsActor {
                 )
             })
             .collect();
+        // Sessions of a previous incarnation (which died without cleaning up) cannot be
+        // adopted: their keys are withdrawn and static peers re-handshake.
+        for keys in args.wire.peers() {
+            keys.session.stop(Some("sessions restarted".into()));
+            if args.wire.withdraw_session(keys.node, keys.session.get_id()) {
+                args.wire
+                    .emit(crate::events::PeerEvent::Down { node: keys.node });
+            }
+        }
         args.wire.set_sessions(Some(myself.clone()));
         let tick = myself.send_interval(RECONNECT_TICK, || SessionsMsg::Tick);
         myself.send_message(SessionsMsg::Tick)?;
@@ -152,6 +161,15 @@ impl Actor for SessionsActor {
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 warn!(%error, "session actor failed");
+                // A failed actor skips its post_stop: withdraw its keys here.
+                if let Some(node) = state.by_actor.get(&cell.get_id()).copied() {
+                    if state.args.wire.withdraw_session(node, cell.get_id()) {
+                        state
+                            .args
+                            .wire
+                            .emit(crate::events::PeerEvent::Down { node });
+                    }
+                }
                 state.forget(&cell);
             }
             _ => {}
@@ -168,6 +186,9 @@ impl Actor for SessionsActor {
             tick.abort();
         }
         state.args.wire.set_sessions(None);
+        for entry in state.sessions.values() {
+            entry.actor.stop(Some("shutdown".into()));
+        }
         Ok(())
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::UdpSocket;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{TransportArgs, TransportMsg, rx};
@@ -21,7 +20,6 @@ pub struct UdpTransport;
 pub struct TransportState {
     wire: Arc<Wire>,
     local_addr: SocketAddr,
-    rx_task: JoinHandle<()>,
 }
 
 impl Actor for UdpTransport {
@@ -34,12 +32,18 @@ impl Actor for UdpTransport {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let socket = match UdpSocket::bind(args.bind).await {
+        args.wire.stop_receiver().await;
+        // A restart rebinds the port the first incarnation got, even when configured as 0.
+        let bind = match args.wire.previously_bound() {
+            Some(previous) if args.bind.port() == 0 || args.fallback_to_ephemeral => previous,
+            _ => args.bind,
+        };
+        let socket = match UdpSocket::bind(bind).await {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && args.fallback_to_ephemeral => {
-                let mut any = args.bind;
+                let mut any = bind;
                 any.set_port(0);
-                warn!(requested = %args.bind, "udp port in use; binding an ephemeral port");
+                warn!(requested = %bind, "udp port in use; binding an ephemeral port");
                 UdpSocket::bind(any).await?
             }
             Err(e) => return Err(Box::new(e)),
@@ -54,10 +58,10 @@ impl Actor for UdpTransport {
             args.inbound,
             myself,
         ));
+        args.wire.set_receiver(rx_task);
         Ok(TransportState {
             wire: args.wire,
             local_addr,
-            rx_task,
         })
     }
 
@@ -83,8 +87,7 @@ impl Actor for UdpTransport {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.rx_task.abort();
-        state.wire.set_socket(None);
+        state.wire.stop_receiver().await;
         Ok(())
     }
 }

@@ -24,7 +24,13 @@ pub(crate) fn status(args: ClientArgs) -> u8 {
         );
         println!("tree");
         if let Some(tree) = v.get("tree") {
-            print_tree(tree, 1);
+            println!("  root ({})", text(tree, "strategy"));
+            print_tree(tree, 2);
+            if let Some(sessions) = tree.get("sessions").and_then(Value::as_array) {
+                for s in sessions {
+                    println!("      {:<14} {}", text(s, "id"), text(s, "state"));
+                }
+            }
         }
     })
 }
@@ -87,19 +93,35 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
 }
 
-fn print_tree(node: &Value, depth: usize) {
-    let name = text(node, "name");
-    let mut line = format!("{}{}", "  ".repeat(depth), name);
-    if let Some(state) = node.get("state").and_then(Value::as_str) {
-        line.push_str(&format!("  [{state}]"));
-    }
-    if let Some(restarts) = node.get("restarts").and_then(Value::as_u64) {
-        line.push_str(&format!("  restarts={restarts}"));
-    }
-    println!("{line}");
-    if let Some(children) = node.get("children").and_then(Value::as_array) {
-        for child in children {
-            print_tree(child, depth + 1);
+/// Prints a supervisor snapshot (`name`, `strategy`, `children`) and its children
+/// (`id`, `state`, `restarts`, `last_exit`, `subtree`) as an indented tree.
+fn print_tree(supervisor: &Value, depth: usize) {
+    let children = supervisor
+        .get("children")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for child in children {
+        let state = child
+            .get("state")
+            .and_then(|s| s.get("state"))
+            .and_then(Value::as_str)
+            .unwrap_or("-");
+        let mut line = format!(
+            "{}{:<14} {:<10}",
+            "  ".repeat(depth),
+            text(&child, "id"),
+            state
+        );
+        if let Some(restarts) = child.get("restarts").and_then(Value::as_u64) {
+            line.push_str(&format!(" restarts={restarts}"));
+        }
+        if let Some(exit) = child.get("last_exit").filter(|e| !e.is_null()) {
+            line.push_str(&format!(" last_exit={exit}"));
+        }
+        println!("{line}");
+        if let Some(sub) = child.get("subtree").filter(|s| !s.is_null()) {
+            print_tree(sub, depth + 1);
         }
     }
 }

@@ -52,6 +52,19 @@ pub(crate) fn run(args: StartArgs) -> u8 {
 }
 
 async fn run_node(config: Config) -> u8 {
+    // Fail before binding anything if a node already serves this data directory.
+    if netrun::control::request(&config.data_dir, "status")
+        .await
+        .is_ok()
+    {
+        return fail(
+            EXIT_FAILURE,
+            format!(
+                "a node is already running with data directory {}",
+                config.data_dir.display()
+            ),
+        );
+    }
     if let Err(e) = create_private_dir(&config.data_dir) {
         return fail(
             EXIT_FAILURE,

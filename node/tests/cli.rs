@@ -1,0 +1,219 @@
+//! Drives the `netrun` binary as a user would.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_netrun");
+const PSK: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+struct Running {
+    child: Child,
+    hello: Value,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("NETRUN_PSK", PSK)
+        .env("NETRUN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn netrun start");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let hello: Value = serde_json::from_str(&line).expect("first stdout line is JSON");
+    Running { child, hello }
+}
+
+fn netrun(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run netrun")
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn peers_of(data_dir: &Path) -> Vec<Value> {
+    let out = netrun(&["peers", "--json"], data_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_node_processes_peer_and_stop_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = start(&a_dir, &[]);
+    for key in ["node_id", "addr", "public_key"] {
+        assert!(
+            a.hello[key].is_string(),
+            "hello line has {key}: {}",
+            a.hello
+        );
+    }
+    let peer = format!(
+        "{}={}",
+        a.hello["addr"].as_str().expect("addr"),
+        a.hello["public_key"].as_str().expect("key")
+    );
+    let mut b = start(&b_dir, &["--peer", &peer]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let on_b = peers_of(&b_dir);
+        let on_a = peers_of(&a_dir);
+        let up = |list: &[Value], id: &Value| {
+            list.iter()
+                .any(|p| &p["node_id"] == id && p["state"] == "up")
+        };
+        if up(&on_b, &a.hello["node_id"]) && up(&on_a, &b.hello["node_id"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peers never came up: a={on_a:?} b={on_b:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = netrun(&["peers"], &a_dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(b.hello["node_id"].as_str().expect("id")),
+        "{text}"
+    );
+
+    let out = netrun(&["status", "--json"], &a_dir);
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["node_id"], a.hello["node_id"]);
+    assert_eq!(status["tree"]["name"], "root");
+    let subtrees: Vec<&str> = status["tree"]["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    for expected in [
+        "transport",
+        "sessions",
+        "discovery",
+        "state",
+        "channels",
+        "daemons",
+        "control",
+    ] {
+        assert!(subtrees.contains(&expected), "{expected} in {subtrees:?}");
+    }
+
+    for node in [&mut a, &mut b] {
+        sigterm(&node.child);
+        let status = wait_exit(&mut node.child, Duration::from_secs(1));
+        assert_eq!(status.code(), Some(0), "graceful exit");
+    }
+    assert!(
+        !a_dir.join("control.sock").exists(),
+        "control socket removed at shutdown"
+    );
+}
+
+#[test]
+fn user_errors_get_one_line_and_an_exit_code() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = netrun(&["status"], &dir.path().join("nothing-here"));
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no node is running") && err.contains("netrun start"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[session]\nheartbeat_interval_ms = 0\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["start", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("session.heartbeat_interval_ms"), "{err}");
+    assert!(!dir.path().join("identity.key").exists(), "nothing started");
+
+    let out = Command::new(BIN)
+        .args(["start", "--peer", "nonsense"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .arg("no-such-command")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes"));
+}
+
+#[test]
+fn a_second_node_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let _first = start(dir.path(), &[]);
+    let out = Command::new(BIN)
+        .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("NETRUN_PSK", PSK)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already running"), "{err}");
+}
