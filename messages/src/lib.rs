@@ -27,3 +27,4 @@ pub use header::{Header, PacketFlags, PacketKind};
 pub use identity::{Identity, Signature, SignatureError};
 pub use ids::{EntityId, NodeId, OriginHash};
 pub use routing::RoutingHeader;
+pub use token::{PermissionToken, TokenError, TokenScope};
