@@ -20,6 +20,10 @@ pub mod ids;
 pub mod routing;
 pub mod token;
 
+pub use capability::{
+    AnnouncementError, CapabilityAnnouncement, CapabilityError, CapabilityFilter, CapabilitySet,
+    GpuInfo, GpuVendor, Hardware,
+};
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
 pub use envelope::{Envelope, Subprotocol, TraceContext};
 pub use error::DecodeError;
