@@ -24,6 +24,9 @@ pub use capability::{
     AnnouncementError, CapabilityAnnouncement, CapabilityError, CapabilityFilter, CapabilitySet,
     GpuInfo, GpuVendor, Hardware,
 };
+pub use causal::{
+    CausalChain, CausalEvent, CausalLink, ChainError, ChainHead, SignedEvent, verify_chain,
+};
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
 pub use envelope::{Envelope, Subprotocol, TraceContext};
 pub use error::DecodeError;
