@@ -1,4 +1,5 @@
-//! Golden wire vectors: fixed inputs must encode to the bytes in `tests/testdata/*.hex`.
+//! Golden wire vectors: fixed inputs must encode to the bytes in `tests/testdata/*.hex`
+//! (header, routing header, envelope, token, announcement, causal).
 //!
 //! A failure means the wire format changed. If the change is intended, regenerate with
 //! `NETRUN_BLESS=1 cargo test -p netrun-messages --test golden`, review the diff, and say
@@ -11,7 +12,9 @@ use netrun_messages::envelope::{Envelope, Subprotocol, TraceContext};
 use netrun_messages::header::{Header, PacketFlags, PacketKind};
 use netrun_messages::routing::{ROUTING_HEADER_LEN, RoutingHeader};
 use netrun_messages::token::{PermissionToken, TokenScope};
-use netrun_messages::{ChannelName, Hardware, Identity, NodeId};
+use netrun_messages::{
+    CausalChain, ChainHead, ChannelName, Hardware, Identity, NodeId, SignedEvent, verify_chain,
+};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -151,4 +154,22 @@ fn announcement_vector() {
     let back = CapabilityAnnouncement::from_bytes(&bytes).expect("decodes");
     back.verify().expect("verifies");
     assert_eq!(back, ann);
+}
+
+#[test]
+fn causal_vector() {
+    let daemon = Identity::from_seed([0x44; 32]);
+    let mut chain = CausalChain::new(daemon.origin_hash());
+    let genesis = chain.genesis();
+    let event = chain
+        .append(bytes::Bytes::from_static(b"hello"))
+        .expect("append");
+    let signed = SignedEvent::sign(&daemon, event.clone());
+    let head = ChainHead::sign(&daemon, chain.head());
+    // genesis link ‖ signed event ‖ chain head
+    let mut bytes = genesis.link.to_bytes().to_vec();
+    bytes.extend_from_slice(&signed.to_bytes().expect("encodes"));
+    bytes.extend_from_slice(&head.to_bytes());
+    golden("causal", &bytes);
+    verify_chain(&daemon.entity_id(), None, &[genesis, event], &head).expect("verifies");
 }
