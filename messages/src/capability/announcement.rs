@@ -1,17 +1,6 @@
 //! Signed capability announcements: how a node tells the mesh what it offers.
 //!
-//! ```text
-//!   1  format = 1
-//!   8  node_id u64           must equal entity_id.node_id()
-//!  32  entity_id             the signer
-//!   8  version u64           monotonic per node
-//!   8  announced_at_unix u64
-//!   4  ttl_secs u32
-//!   2  set_len u16           ≤ MAX_SET_LEN
-//!   n  CapabilitySet encoding
-//!  64  signature             ed25519 over ANNOUNCE_TAG ‖ every byte before the signature
-//!   1  hop_count             not signed: forwarders bump it
-//! ```
+//! Wire layout: see [`CapabilityAnnouncement`].
 //!
 //! The signed bytes are a prefix of the encoding, so a receiver verifies exactly what it
 //! decoded; only `hop_count`, which forwarders rewrite, sits outside them.
@@ -57,6 +46,19 @@ pub enum AnnouncementError {
 }
 
 /// A node's signed statement of its capabilities.
+///
+/// ```text
+///   1  format = 1
+///   8  node_id u64           must equal entity_id.node_id()
+///  32  entity_id             the signer
+///   8  version u64           monotonic per node
+///   8  announced_at_unix u64
+///   4  ttl_secs u32
+///   2  set_len u16           ≤ MAX_SET_LEN
+///   n  CapabilitySet encoding
+///  64  signature             ed25519 over ANNOUNCE_TAG ‖ every byte before the signature
+///   1  hop_count             not signed: forwarders bump it
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityAnnouncement {
     /// The announcing node; must equal `entity_id.node_id()`.
@@ -73,7 +75,7 @@ pub struct CapabilityAnnouncement {
     pub capabilities: CapabilitySet,
     /// Hops travelled. Not signed: each forwarder adds one.
     pub hop_count: u8,
-    /// ed25519 signature by `entity_id` (see the [module docs](self)).
+    /// ed25519 signature by `entity_id` over the signed prefix (see the layout above).
     pub signature: Signature,
 }
 
@@ -106,7 +108,7 @@ impl CapabilityAnnouncement {
         Ok(ANNOUNCE_FIXED_LEN + self.capabilities.encoded_len()?)
     }
 
-    /// The encoding (see the [module docs](self)).
+    /// The encoding (see [`CapabilityAnnouncement`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, CapabilityError> {
         let set_len = self.capabilities.encoded_len()?;
         let mut out = Vec::with_capacity(ANNOUNCE_FIXED_LEN + set_len);
