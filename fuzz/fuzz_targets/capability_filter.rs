@@ -10,12 +10,18 @@ fuzz_target!(|data: &[u8]| {
     let (filter_bytes, set_bytes) = data.split_at(split);
     if let Ok(filter) = CapabilityFilter::from_bytes(filter_bytes) {
         assert_eq!(filter.encoded_len(), Ok(filter_bytes.len()));
-        assert_eq!(filter.to_bytes().expect("decoded filters are encodable"), filter_bytes);
+        assert_eq!(
+            filter.to_bytes().expect("decoded filters are encodable"),
+            filter_bytes
+        );
         if let Ok(set) = CapabilitySet::from_bytes(set_bytes) {
             let _ = filter.matches(&set);
         }
     }
     if let Ok(filter) = CapabilityFilter::from_bytes(data) {
-        assert_eq!(filter.to_bytes().expect("decoded filters are encodable"), data);
+        assert_eq!(
+            filter.to_bytes().expect("decoded filters are encodable"),
+            data
+        );
     }
 });

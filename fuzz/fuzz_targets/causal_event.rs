@@ -8,11 +8,17 @@ use netrun_messages::{CausalEvent, EntityId, SignedEvent};
 fuzz_target!(|data: &[u8]| {
     if let Ok(event) = CausalEvent::from_bytes(data) {
         assert_eq!(event.encoded_len(), data.len());
-        assert_eq!(event.to_bytes().expect("decoded events are encodable"), data);
+        assert_eq!(
+            event.to_bytes().expect("decoded events are encodable"),
+            data
+        );
     }
     if let Ok(signed) = SignedEvent::from_bytes(data) {
         assert_eq!(signed.encoded_len(), data.len());
-        assert_eq!(signed.to_bytes().expect("decoded events are encodable"), data);
+        assert_eq!(
+            signed.to_bytes().expect("decoded events are encodable"),
+            data
+        );
         let signer = EntityId(signed.event.link.parent_hash);
         let prev = signed.event.link;
         let _ = signed.verify(&signer, None);
