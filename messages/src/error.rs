@@ -63,26 +63,34 @@ pub enum DecodeError {
 }
 
 /// Reads exactly `N` bytes at `at`, or reports how many were needed.
+#[inline]
 pub(crate) fn array_at<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N], DecodeError> {
-    buf.get(at..at + N)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(DecodeError::Truncated {
-            need: at + N,
+    // The error is built only on the failure arm: `ok_or(DecodeError::…)` would construct
+    // and drop one per field on the per-packet path, because the enum has drop glue.
+    let end = at.saturating_add(N);
+    match buf.get(at..end).and_then(|s| <[u8; N]>::try_from(s).ok()) {
+        Some(bytes) => Ok(bytes),
+        None => Err(DecodeError::Truncated {
+            need: end,
             have: buf.len(),
-        })
+        }),
+    }
 }
 
 /// Reads a little-endian u64 at `at`.
+#[inline]
 pub(crate) fn u64_le_at(buf: &[u8], at: usize) -> Result<u64, DecodeError> {
     array_at::<8>(buf, at).map(u64::from_le_bytes)
 }
 
 /// Reads a little-endian u32 at `at`.
+#[inline]
 pub(crate) fn u32_le_at(buf: &[u8], at: usize) -> Result<u32, DecodeError> {
     array_at::<4>(buf, at).map(u32::from_le_bytes)
 }
 
 /// Reads a little-endian u16 at `at`.
+#[inline]
 pub(crate) fn u16_le_at(buf: &[u8], at: usize) -> Result<u16, DecodeError> {
     array_at::<2>(buf, at).map(u16::from_le_bytes)
 }

@@ -62,6 +62,7 @@ pub enum PacketKind {
 
 impl PacketKind {
     /// Decodes a kind byte.
+    #[inline]
     pub const fn from_u8(byte: u8) -> Result<Self, DecodeError> {
         Ok(match byte {
             1 => Self::HandshakeInit,
@@ -96,11 +97,13 @@ impl PacketFlags {
     const ALL: u8 = 0b111;
 
     /// The raw bits.
+    #[inline]
     pub const fn bits(self) -> u8 {
         self.0
     }
 
     /// Flags from bits; `None` if an undefined bit is set.
+    #[inline]
     pub const fn from_bits(bits: u8) -> Option<Self> {
         if bits & !Self::ALL == 0 {
             Some(Self(bits))

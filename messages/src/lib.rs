@@ -20,6 +20,13 @@ pub mod ids;
 pub mod routing;
 pub mod token;
 
+pub use capability::{
+    AnnouncementError, CapabilityAnnouncement, CapabilityError, CapabilityFilter, CapabilitySet,
+    GpuInfo, GpuVendor, Hardware,
+};
+pub use causal::{
+    CausalChain, CausalEvent, CausalLink, ChainError, ChainHead, SignedEvent, verify_chain,
+};
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
 pub use envelope::{Envelope, Subprotocol, TraceContext};
 pub use error::DecodeError;
@@ -27,3 +34,4 @@ pub use header::{Header, PacketFlags, PacketKind};
 pub use identity::{Identity, Signature, SignatureError};
 pub use ids::{EntityId, NodeId, OriginHash};
 pub use routing::RoutingHeader;
+pub use token::{PermissionToken, TokenError, TokenScope};

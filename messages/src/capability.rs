@@ -1,1 +1,0 @@
-//! capability (being written).
