@@ -38,7 +38,6 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    netrun::telemetry::init(&config.telemetry);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,12 +45,8 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
-    let code = runtime.block_on(run_node(config));
-    netrun::telemetry::shutdown();
-    code
-}
-
-async fn run_node(config: Config) -> u8 {
+    // The identity loads before telemetry starts: exported spans carry the node id as
+    // `service.instance.id`.
     if let Err(e) = create_private_dir(&config.data_dir) {
         return fail(
             EXIT_FAILURE,
@@ -62,6 +57,18 @@ async fn run_node(config: Config) -> u8 {
         Ok(i) => i,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
+    {
+        // The gRPC exporter's channel is created on, and runs on, this runtime.
+        let _runtime = runtime.enter();
+        netrun::telemetry::init(&config.telemetry, identity.node_id());
+    }
+    let code = runtime.block_on(run_node(config, identity));
+    // Spans still buffered go out now, while the runtime that carries gRPC exports lives.
+    netrun::telemetry::shutdown();
+    code
+}
+
+async fn run_node(config: Config, identity: Identity) -> u8 {
     let psk = match config.psk {
         Some(psk) => psk,
         None => {
