@@ -323,12 +323,19 @@ impl Node {
             otel.kind = "producer",
             node = %self.node_id(),
             peer = %peer,
-            size = payload.len(),
+            size = crate::telemetry::size_field(payload.len()),
         );
         let trace = crate::telemetry::outbound_context(&span);
-        wire.send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload, trace.as_ref())
-            .instrument(span)
-            .await
+        wire.send(
+            peer,
+            PacketKind::Data,
+            0,
+            PacketFlags::NONE,
+            payload,
+            trace.as_ref(),
+        )
+        .instrument(span)
+        .await
     }
 
     /// The next datagram received from any peer; `None` after shutdown.

@@ -53,15 +53,22 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// processor thread for longer than a whole shutdown is allowed to take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Targets whose spans never go to the exporter: they are the exporter's own machinery, and
-/// exporting them would make every export produce more spans to export.
-const EXPORTER_TARGETS: &[&str] = &[
+/// Targets whose spans never go to the exporter (they still reach the log).
+///
+/// - The exporter's own machinery: exporting its spans would make every export produce
+///   more spans to export.
+/// - `ractor`: it wraps each actor's whole lifetime in one `Actor` span. Exported, that span
+///   would parent every per-message span of the actor, making one trace per actor that
+///   stays incomplete until the actor stops; without it each handled message is its own
+///   trace (or joins the trace it arrived with).
+const UNEXPORTED_TARGETS: &[&str] = &[
     "opentelemetry",
     "tonic",
     "tower",
     "h2",
     "hyper",
     "reqwest",
+    "ractor",
 ];
 
 /// The installed tracer provider, kept so that [`shutdown`] can flush it.
@@ -88,7 +95,9 @@ pub fn init(config: &TelemetryConfig, node: NodeId) {
                     .with_tracer(provider.tracer(SERVICE_NAME))
                     .with_filter(env_filter(config))
                     .with_filter(filter_fn(|meta| {
-                        !EXPORTER_TARGETS.iter().any(|t| is_under(meta.target(), t))
+                        !UNEXPORTED_TARGETS
+                            .iter()
+                            .any(|t| is_under(meta.target(), t))
                     }));
                 if let Ok(mut slot) = PROVIDER.lock() {
                     *slot = Some(provider);
@@ -146,7 +155,7 @@ pub(crate) fn receive_span(node: NodeId, received: &Received) -> Span {
         otel.kind = "consumer",
         node = %node,
         peer = %received.peer,
-        size = received.payload.len(),
+        size = size_field(received.payload.len()),
     );
     let remote = SpanContext::new(
         TraceId::from_bytes(trace.trace_id),
@@ -161,6 +170,12 @@ pub(crate) fn receive_span(node: NodeId, received: &Received) -> Span {
         let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
     span
+}
+
+/// A byte count as a span field. `tracing-opentelemetry` exports `i64` fields as integers
+/// but `u64`/`usize` ones as text; datagrams are far below `i64::MAX`.
+pub(crate) fn size_field(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
 }
 
 fn env_filter(config: &TelemetryConfig) -> EnvFilter {
