@@ -213,7 +213,8 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
+        // The processes print a handful of lines; 64 is never reached.
+        let (tx, lines) = mpsc::sync_channel(64);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
