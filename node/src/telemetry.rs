@@ -7,9 +7,14 @@
 //! tracing spans/events ─► registry ─┬─► env filter ─► fmt layer ─► stderr
 //!                                   └─► env filter ─► OpenTelemetry layer ─► SdkTracerProvider
 //!        BatchSpanProcessor (own thread) ─► OTLP exporter ─► collector
-//!                                          (gRPC: tonic channel on the tokio runtime;
-//!                                           HTTP/protobuf: blocking reqwest client)
+//!                                  (gRPC: tonic channel on a one-thread runtime of its own;
+//!                                   HTTP/protobuf: blocking reqwest client)
 //! ```
+//!
+//! The exporter does not share the node's tokio runtime on purpose: spans end when the
+//! last handle to them drops, and actor tasks and mailboxes hold such handles until the
+//! node's runtime is dropped. The node's runtime therefore goes first, which closes every
+//! span, and [`shutdown`] flushes afterwards over a runtime that is still alive.
 //!
 //! Without an endpoint only the fmt layer exists: no provider, no processor thread, and
 //! [`Node::send`](crate::Node::send) never looks for an OpenTelemetry context.
@@ -71,17 +76,23 @@ const UNEXPORTED_TARGETS: &[&str] = &[
     "ractor",
 ];
 
-/// The installed tracer provider, kept so that [`shutdown`] can flush it.
-static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+/// The installed export pipeline, kept so that [`shutdown`] can flush it.
+static EXPORT: Mutex<Option<Export>> = Mutex::new(None);
+
+/// What exists only while spans are exported.
+struct Export {
+    provider: SdkTracerProvider,
+    /// Carries the gRPC channel's I/O; `None` for HTTP.
+    runtime: Option<tokio::runtime::Runtime>,
+}
 
 /// Installs the global subscriber: human-readable logs on stderr, filtered by
 /// `config.log`, `RUST_LOG`, or `info`; and, when `config.otlp_endpoint` is set, an
 /// OpenTelemetry layer exporting spans over OTLP with the resource
 /// `service.name=netrun`, `service.instance.id=<node>`.
 ///
-/// Call it inside a tokio runtime (`Runtime::enter`): the gRPC exporter's channel lives
-/// there. An exporter that cannot be built is logged and left out; the node runs on.
-/// Only the first call in a process installs anything.
+/// An exporter that cannot be built is logged and left out; the node runs on. Only the
+/// first call in a process installs anything.
 pub fn init(config: &TelemetryConfig, node: NodeId) {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -89,18 +100,18 @@ pub fn init(config: &TelemetryConfig, node: NodeId) {
         .with_filter(env_filter(config));
     let (otel, export_error) = match &config.otlp_endpoint {
         None => (None, None),
-        Some(endpoint) => match provider(endpoint, config.otlp_protocol, node) {
-            Ok(provider) => {
+        Some(endpoint) => match export(endpoint, config.otlp_protocol, node) {
+            Ok(export) => {
                 let layer = tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer(SERVICE_NAME))
+                    .with_tracer(export.provider.tracer(SERVICE_NAME))
                     .with_filter(env_filter(config))
                     .with_filter(filter_fn(|meta| {
                         !UNEXPORTED_TARGETS
                             .iter()
                             .any(|t| is_under(meta.target(), t))
                     }));
-                if let Ok(mut slot) = PROVIDER.lock() {
-                    *slot = Some(provider);
+                if let Ok(mut slot) = EXPORT.lock() {
+                    *slot = Some(export);
                 }
                 (Some(layer), None)
             }
@@ -120,13 +131,19 @@ pub fn init(config: &TelemetryConfig, node: NodeId) {
     }
 }
 
-/// Flushes buffered spans and shuts the exporter down (bounded by a few seconds). Call it
-/// once the node has stopped, while the tokio runtime that [`init`] ran in still exists.
+/// Flushes buffered spans and shuts the exporter down (bounded by a few seconds; blocks).
+///
+/// Call it last, after the node's tokio runtime has been dropped: only spans that have
+/// ended are exported, and tasks still alive on that runtime keep theirs open.
 pub fn shutdown() {
-    let provider = PROVIDER.lock().ok().and_then(|mut slot| slot.take());
-    let Some(provider) = provider else { return };
-    if let Err(error) = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
+    let export = EXPORT.lock().ok().and_then(|mut slot| slot.take());
+    let Some(export) = export else { return };
+    if let Err(error) = export.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT) {
         eprintln!("netrun: flushing OpenTelemetry spans failed: {error}");
+    }
+    if let Some(runtime) = export.runtime {
+        // Not `drop`: that panics when the caller is itself inside a runtime.
+        runtime.shutdown_background();
     }
 }
 
@@ -188,32 +205,55 @@ fn env_filter(config: &TelemetryConfig) -> EnvFilter {
 }
 
 /// Builds the tracer provider with its OTLP exporter and batch processor.
-fn provider(
-    endpoint: &str,
-    protocol: OtlpProtocol,
-    node: NodeId,
-) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    let exporter = match protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()?,
-        OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(http_traces_url(endpoint))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()?,
+fn export(endpoint: &str, protocol: OtlpProtocol, node: NodeId) -> Result<Export, ExportError> {
+    let (exporter, runtime) = match protocol {
+        OtlpProtocol::Grpc => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("netrun-otlp")
+                .enable_all()
+                .build()
+                .map_err(ExportError::Runtime)?;
+            let exporter = {
+                let _runtime = runtime.enter();
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build()?
+            };
+            (exporter, Some(runtime))
+        }
+        OtlpProtocol::Http => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(http_traces_url(endpoint))
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()?;
+            (exporter, None)
+        }
     };
     let resource = Resource::builder()
         .with_service_name(SERVICE_NAME)
         .with_attribute(KeyValue::new("service.instance.id", node.to_string()))
         .build();
-    Ok(SdkTracerProvider::builder()
+    let provider = SdkTracerProvider::builder()
         .with_resource(resource)
         .with_batch_exporter(exporter)
-        .build())
+        .build();
+    Ok(Export { provider, runtime })
+}
+
+/// Why span export could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    /// The runtime for the gRPC channel did not start.
+    #[error("cannot start the OTLP runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The OTLP exporter rejected its configuration.
+    #[error(transparent)]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// `endpoint` is a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is; the HTTP exporter wants

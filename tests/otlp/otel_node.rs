@@ -9,7 +9,8 @@
 //!   sends one datagram inside the span `app.request`, shuts down and exits.
 //!
 //! PROTOCOL is `grpc` or `http`. Both roles use `netrun::telemetry` exactly as
-//! `netrun start` does: identity first, then `init` inside the runtime, `shutdown` last.
+//! `netrun start` does: identity first, then `init`; the runtime is dropped before
+//! `shutdown` so that every span has ended when the exporter flushes.
 
 use std::process::ExitCode;
 
@@ -41,15 +42,13 @@ fn main() -> ExitCode {
         }
     };
     let identity = Identity::generate();
-    {
-        let _runtime = runtime.enter();
-        netrun::telemetry::init(&config, identity.node_id());
-    }
+    netrun::telemetry::init(&config, identity.node_id());
     let result = match (role, &args[3..]) {
         ("receive", []) => runtime.block_on(receive(identity)),
         ("send", [addr, key]) => runtime.block_on(send(identity, addr, key)),
         _ => return usage(),
     };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     netrun::telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

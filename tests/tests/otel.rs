@@ -4,7 +4,10 @@
 //! takes OTLP/gRPC and OTLP/HTTP and writes every span it gets as a JSON line. The nodes
 //! are two `otel-node` processes (`tests/otlp/otel_node.rs`): the receiving one exports
 //! over gRPC and stops on SIGTERM; the sending one exports over HTTP/protobuf and exits
-//! by itself. Without Python or pip the test prints why and skips.
+//! by itself. A second test runs the real `netrun start` binary twice (gRPC and
+//! HTTP/protobuf, configured through the standard `OTEL_EXPORTER_OTLP_*` variables) and
+//! checks that SIGTERM still flushes their spans. Without Python or pip the tests print
+//! why and skip.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -31,6 +34,9 @@ const OTEL_ENV: &[&str] = &[
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_TRACES_SAMPLER",
     "RUST_LOG",
+    "NETRUN_CONFIG",
+    "NETRUN_DATA_DIR",
+    "NETRUN_LOG",
 ];
 
 #[test]
@@ -43,7 +49,7 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
     let spans_file = dir.path().join("spans.jsonl");
 
     let mut collector = Process::spawn(
-        Command::new("python3")
+        clean_command("python3")
             .arg(manifest_dir().join("otlp/receiver.py"))
             .arg(&spans_file),
     );
@@ -51,10 +57,10 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
     let grpc = endpoints["grpc"].as_str().expect("grpc endpoint");
     let http = endpoints["http"].as_str().expect("http endpoint");
 
-    let mut receiver = Process::spawn(Command::new(otel_node()).args(["receive", grpc, "grpc"]));
+    let mut receiver = Process::spawn(clean_command(otel_node()).args(["receive", grpc, "grpc"]));
     let hello = receiver.line();
     let receiver_id = hello["node_id"].as_str().expect("node_id").to_owned();
-    let mut sender = Process::spawn(Command::new(otel_node()).args([
+    let mut sender = Process::spawn(clean_command(otel_node()).args([
         "send",
         http,
         "http",
@@ -126,6 +132,162 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
     assert!(peer_up, "a session span carries the `peer up` event");
 }
 
+#[test]
+fn netrun_start_exports_session_spans_and_flushes_them_on_sigterm() {
+    if let Err(reason) = receiver_available() {
+        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+        return;
+    }
+    let netrun = match netrun_binary() {
+        Ok(path) => path,
+        Err(reason) => panic!("cannot build the netrun binary: {reason}"),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spans_file = dir.path().join("spans.jsonl");
+    let mut collector = Process::spawn(
+        clean_command("python3")
+            .arg(manifest_dir().join("otlp/receiver.py"))
+            .arg(&spans_file),
+    );
+    let endpoints = collector.line();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+
+    let mut a = Process::spawn(
+        clean_command(&netrun)
+            .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&a_dir)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", as_str(&endpoints["grpc"])),
+    );
+    let a_hello = a.line();
+    let peer = format!(
+        "{}={}",
+        as_str(&a_hello["addr"]),
+        as_str(&a_hello["public_key"])
+    );
+    let mut b = Process::spawn(
+        clean_command(&netrun)
+            .args([
+                "start",
+                "--bind",
+                "127.0.0.1:0",
+                "--peer",
+                &peer,
+                "--data-dir",
+            ])
+            .arg(&b_dir)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", as_str(&endpoints["http"]))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    );
+    let b_hello = b.line();
+    wait_for_peer_up(&netrun, &b_dir);
+
+    // The batch processor exports every 5 s by default; the session came up well within
+    // that, so spans that reach the receiver were flushed by the SIGTERM shutdown path.
+    b.terminate();
+    a.terminate();
+    assert!(a.wait() && b.wait(), "both nodes exit cleanly on SIGTERM");
+    let a_id = as_str(&a_hello["node_id"]).to_owned();
+    let b_id = as_str(&b_hello["node_id"]).to_owned();
+    let exported_by = |spans: &[Value], id: &str| {
+        spans
+            .iter()
+            .any(|s| s["name"] == "session" && s["resource"]["service.instance.id"] == id)
+    };
+    let spans = poll_spans(&spans_file, |spans| {
+        exported_by(spans, &a_id) && exported_by(spans, &b_id)
+    });
+    collector.kill();
+
+    for (id, transport) in [(&a_id, "grpc"), (&b_id, "http")] {
+        let session = spans
+            .iter()
+            .find(|s| s["name"] == "session" && s["resource"]["service.instance.id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no session span from {id} in {}", summary(&spans)));
+        assert_eq!(session["transport"], transport);
+        assert_eq!(session["resource"]["service.name"], "netrun");
+    }
+    assert!(
+        spans.iter().any(|s| s["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e == "peer up"))),
+        "the session lifecycle is visible as span events"
+    );
+    assert!(
+        !spans.iter().any(|s| s["name"] == "Actor"),
+        "ractor's actor-lifetime spans stay out of export"
+    );
+}
+
+/// Polls `netrun peers` until the node in `data_dir` has a peer in state `up`.
+fn wait_for_peer_up(netrun: &Path, data_dir: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let out = Command::new(netrun)
+            .args(["peers", "--json", "--data-dir"])
+            .arg(data_dir)
+            .output()
+            .expect("run netrun peers");
+        let peers: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let up = peers.as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["state"]
+                    .as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("up"))
+            })
+        });
+        if up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no session came up at {}", data_dir.display());
+}
+
+/// The `netrun` binary of this build, built first (a no-op when it is fresh): Cargo
+/// builds only the library of a dependency, and `CARGO_BIN_EXE_*` covers this package's
+/// own binaries only.
+fn netrun_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // target/<profile>/deps/otel-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("unexpected test executable path")?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("unexpected test executable path")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err("unexpected test executable path".into()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "netrun",
+            "--bin",
+            "netrun",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(manifest_dir())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("cargo build -p netrun --bin netrun: {status}"));
+    }
+    Ok(profile_dir.join("netrun"))
+}
+
+fn as_str(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
 /// Whether the receiver's Python packages import; installs them with pip if not.
 fn receiver_available() -> Result<(), String> {
     let imports = || {
@@ -181,8 +343,26 @@ fn poll_spans(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     }
 }
 
+/// `name@instance` of every span, for failure messages.
+fn summary(spans: &[Value]) -> String {
+    let names: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{}@{}", s["name"], s["resource"]["service.instance.id"]))
+        .collect();
+    names.join(", ")
+}
+
 fn find<'a>(spans: &'a [Value], name: &str) -> Option<&'a Value> {
     spans.iter().find(|s| s["name"] == name)
+}
+
+/// A command for `program` without the developer's OTLP and netrun settings.
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    for var in OTEL_ENV {
+        command.env_remove(var);
+    }
+    command
 }
 
 fn manifest_dir() -> PathBuf {
@@ -202,9 +382,6 @@ struct Process {
 
 impl Process {
     fn spawn(command: &mut Command) -> Self {
-        for var in OTEL_ENV {
-            command.env_remove(var);
-        }
         let name = format!("{command:?}");
         let mut child = command
             .stdin(Stdio::null())

@@ -11,6 +11,10 @@ use tracing::{info, warn};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 
+/// How long tasks left after the node stopped get to finish before they are dropped. The
+/// node's actors have stopped by then; what remains are timers and detached sends.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct StartArgs {
     /// TOML configuration file.
@@ -57,13 +61,11 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Ok(i) => i,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
-    {
-        // The gRPC exporter's channel is created on, and runs on, this runtime.
-        let _runtime = runtime.enter();
-        netrun::telemetry::init(&config.telemetry, identity.node_id());
-    }
+    netrun::telemetry::init(&config.telemetry, identity.node_id());
     let code = runtime.block_on(run_node(config, identity));
-    // Spans still buffered go out now, while the runtime that carries gRPC exports lives.
+    // Dropping the runtime drops every task still holding a span, which ends those spans;
+    // only then does the exporter flush.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     netrun::telemetry::shutdown();
     code
 }
