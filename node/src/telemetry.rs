@@ -17,11 +17,12 @@
 //! span, and [`shutdown`] flushes afterwards over a runtime that is still alive.
 //!
 //! Without an endpoint only the fmt layer exists: no provider, no processor thread, and
-//! [`Node::send`](crate::Node::send) never looks for an OpenTelemetry context.
+//! the OpenTelemetry context of any span is empty, so
+//! [`Node::send`](crate::Node::send) sends none.
 //!
-//! Trace context crosses nodes inside the sealed datagram: [`outbound_context`] turns the
+//! Trace context crosses nodes inside the sealed datagram: `outbound_context` turns the
 //! OpenTelemetry context of a `tracing` span into the 25-byte [`TraceContext`] the data
-//! path carries, and [`receive_span`] opens the receiver's span with that remote context as
+//! path carries, and `receive_span` opens the receiver's span with that remote context as
 //! its parent.
 
 use std::sync::Mutex;
