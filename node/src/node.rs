@@ -30,7 +30,7 @@ use netrun_supervisor::node_tree::{self, NodeTree, NodeTreeArgs};
 use thiserror::Error;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{Instrument, info};
 use zeroize::Zeroizing;
 
 use crate::config::SessionTiming;
@@ -310,16 +310,55 @@ impl Node {
     }
 
     /// Sends one datagram to `peer`, sealed end to end. Best effort: UDP may lose it.
+    ///
+    /// Inside a `tracing` span, the send runs in a `netrun.datagram.send` child span and,
+    /// when OpenTelemetry export is on, carries that span's trace context to the peer
+    /// (see [`Node::recv_traced`]). Outside any span it does neither.
     pub async fn send(&self, peer: NodeId, payload: &[u8]) -> Result<(), SendError> {
-        self.inner
-            .wire
-            .send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload, None)
-            .await
+        let wire = &self.inner.wire;
+        if tracing::Span::current().is_disabled() {
+            return wire
+                .send(peer, PacketKind::Data, 0, PacketFlags::NONE, payload, None)
+                .await;
+        }
+        let span = tracing::info_span!(
+            "netrun.datagram.send",
+            otel.kind = "producer",
+            node = %self.node_id(),
+            peer = %peer,
+            size = crate::telemetry::size_field(payload.len()),
+        );
+        let trace = crate::telemetry::outbound_context(&span);
+        wire.send(
+            peer,
+            PacketKind::Data,
+            0,
+            PacketFlags::NONE,
+            payload,
+            trace.as_ref(),
+        )
+        .instrument(span)
+        .await
     }
 
     /// The next datagram received from any peer; `None` after shutdown.
+    ///
+    /// The sender's trace context, if any, is in [`Received::trace`]; use
+    /// [`Node::recv_traced`] to continue that trace here.
     pub async fn recv(&self) -> Option<Received> {
         self.inner.inbound.lock().await.recv().await
+    }
+
+    /// Like [`Node::recv`], plus the span to handle the datagram in.
+    ///
+    /// For a datagram sent inside a traced span, the span is `netrun.datagram.receive`
+    /// (fields `node`, `peer`, `size`) and its OpenTelemetry parent is the sender's
+    /// `netrun.datagram.send` span, so work done while it is entered joins the sender's
+    /// trace. For any other datagram it is [`tracing::Span::none`].
+    pub async fn recv_traced(&self) -> Option<(Received, tracing::Span)> {
+        let received = self.recv().await?;
+        let span = crate::telemetry::receive_span(self.node_id(), &received);
+        Some((received, span))
     }
 
     /// Subscribes to peer events (up, suspected, recovered, down).

@@ -11,6 +11,10 @@ use tracing::{info, warn};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 
+/// How long tasks left after the node stopped get to finish before they are dropped. The
+/// node's actors have stopped by then; what remains are timers and detached sends.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct StartArgs {
     /// TOML configuration file.
@@ -38,7 +42,6 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    netrun::telemetry::init(&config.telemetry);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,15 +49,9 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
-    let code = runtime.block_on(run_node(config));
-    netrun::telemetry::shutdown();
-    code
-}
-
-async fn run_node(config: Config) -> u8 {
-    // Fail before binding anything if a node already serves this data directory.
-    if netrun::control::request(&config.data_dir, "status")
-        .await
+    // Fail before touching anything if a node already serves this data directory.
+    if runtime
+        .block_on(netrun::control::request(&config.data_dir, "status"))
         .is_ok()
     {
         return fail(
@@ -65,6 +62,8 @@ async fn run_node(config: Config) -> u8 {
             ),
         );
     }
+    // The identity loads before telemetry starts: exported spans carry the node id as
+    // `service.instance.id`.
     if let Err(e) = create_private_dir(&config.data_dir) {
         return fail(
             EXIT_FAILURE,
@@ -75,6 +74,16 @@ async fn run_node(config: Config) -> u8 {
         Ok(i) => i,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
+    netrun::telemetry::init(&config.telemetry, identity.node_id());
+    let code = runtime.block_on(run_node(config, identity));
+    // Dropping the runtime drops every task still holding a span, which ends those spans;
+    // only then does the exporter flush.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    netrun::telemetry::shutdown();
+    code
+}
+
+async fn run_node(config: Config, identity: Identity) -> u8 {
     let psk = match config.psk {
         Some(psk) => psk,
         None => {

@@ -1,0 +1,113 @@
+//! `otel-node`: one netrun node with OTLP export, for the cross-process trace test
+//! (`tests/tests/otel.rs`). Two roles:
+//!
+//! - `otel-node receive ENDPOINT PROTOCOL`: starts a node, prints
+//!   `{"node_id","addr","public_key"}`, handles one datagram inside the span
+//!   `Node::recv_traced` returns, prints `{"received": SIZE, "traced": BOOL}`, then runs
+//!   until SIGTERM and exits through the normal shutdown path (so the exporter flushes).
+//! - `otel-node send ENDPOINT PROTOCOL ADDR PUBKEY`: starts a node, connects to the peer,
+//!   sends one datagram inside the span `app.request`, shuts down and exits.
+//!
+//! PROTOCOL is `grpc` or `http`. Both roles use `netrun::telemetry` exactly as
+//! `netrun start` does: identity first, then `init`; the runtime is dropped before
+//! `shutdown` so that every span has ended when the exporter flushes.
+
+use std::process::ExitCode;
+
+use netrun::config::{OtlpProtocol, TelemetryConfig};
+use netrun::{EntityId, Identity, Node};
+use tracing::{Instrument, info, info_span};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (role, endpoint, protocol) = match args.as_slice() {
+        [role, endpoint, protocol, ..] => (role.as_str(), endpoint.clone(), protocol.as_str()),
+        _ => return usage(),
+    };
+    let otlp_protocol = match protocol {
+        "grpc" => OtlpProtocol::Grpc,
+        "http" => OtlpProtocol::Http,
+        _ => return usage(),
+    };
+    let config = TelemetryConfig {
+        log: Some("info".into()),
+        otlp_endpoint: Some(endpoint),
+        otlp_protocol,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("otel-node: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let identity = Identity::generate();
+    netrun::telemetry::init(&config, identity.node_id());
+    let result = match (role, &args[3..]) {
+        ("receive", []) => runtime.block_on(receive(identity)),
+        ("send", [addr, key]) => runtime.block_on(send(identity, addr, key)),
+        _ => return usage(),
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    netrun::telemetry::shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otel-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(identity: Identity) -> anyhow::Result<Node> {
+    Ok(Node::builder()
+        .identity(identity)
+        .psk(netrun_tests::TEST_PSK)
+        .start()
+        .await?)
+}
+
+async fn receive(identity: Identity) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let node = start(identity).await?;
+    let line = serde_json::json!({
+        "node_id": node.node_id().to_string(),
+        "addr": node.local_addr().to_string(),
+        "public_key": node.public_key().to_hex(),
+    });
+    println!("{line}");
+    let (received, span) = node
+        .recv_traced()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("node stopped before a datagram arrived"))?;
+    span.in_scope(|| info!(size = received.payload.len(), "datagram handled"));
+    let traced = !span.is_none();
+    drop(span);
+    println!(
+        "{}",
+        serde_json::json!({"received": received.payload.len(), "traced": traced})
+    );
+    term.recv().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn send(identity: Identity, addr: &str, key: &str) -> anyhow::Result<()> {
+    let public_key =
+        EntityId::from_hex(key).ok_or_else(|| anyhow::anyhow!("bad public key {key:?}"))?;
+    let node = start(identity).await?;
+    let peer = node.connect(addr.parse()?, public_key).await?;
+    let request = info_span!("app.request", peer = %peer);
+    node.send(peer, b"hello, traced")
+        .instrument(request)
+        .await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: otel-node receive ENDPOINT grpc|http\n       otel-node send ENDPOINT grpc|http ADDR PUBKEY"
+    );
+    ExitCode::from(2)
+}
