@@ -197,14 +197,11 @@ impl SessionState {
     async fn begin_attempt(&mut self, myself: &ActorRef<SessionMsg>, attempt: u32) {
         let Some(wait) = self.args.backoff.next_attempt() else {
             warn!(addr = %self.args.addr, attempts = attempt - 1, "handshake timed out");
-            TransportStats::bump(&self.args.wire.stats().handshake_failures);
             let error = ConnectError::Timeout {
                 addr: self.args.addr,
                 attempts: attempt - 1,
             };
-            self.fail_waiters(&error);
-            self.phase = Phase::Closed;
-            myself.stop(Some("handshake timed out".into()));
+            self.give_up(myself, error, "handshake timed out");
             return;
         };
         let handshake_id = OsRng.next_u64();
@@ -230,14 +227,11 @@ impl SessionState {
                 myself.send_after(wait, move || SessionMsg::Retry { attempt });
             }
             Err(e) => {
-                TransportStats::bump(&self.args.wire.stats().handshake_failures);
                 let error = ConnectError::Handshake {
                     addr: self.args.addr,
                     source: Arc::new(e),
                 };
-                self.fail_waiters(&error);
-                self.phase = Phase::Closed;
-                myself.stop(Some("handshake could not start".into()));
+                self.give_up(myself, error, "handshake could not start");
             }
         }
     }
@@ -258,14 +252,11 @@ impl SessionState {
             }
             Err(e) => {
                 warn!(addr = %self.args.addr, error = %e, "handshake failed");
-                TransportStats::bump(&self.args.wire.stats().handshake_failures);
                 let error = ConnectError::Handshake {
                     addr: self.args.addr,
                     source: Arc::new(e),
                 };
-                self.fail_waiters(&error);
-                self.phase = Phase::Closed;
-                myself.stop(Some("handshake failed".into()));
+                self.give_up(myself, error, "handshake failed");
             }
         }
         Ok(())
@@ -486,6 +477,15 @@ impl SessionState {
                 debug!(error = %e, "heartbeat not sent");
             }
         }
+    }
+
+    /// Ends a handshake that cannot succeed: counts it, answers every waiting `connect`,
+    /// and stops the session actor.
+    fn give_up(&mut self, myself: &ActorRef<SessionMsg>, error: ConnectError, reason: &str) {
+        TransportStats::bump(&self.args.wire.stats().handshake_failures);
+        self.fail_waiters(&error);
+        self.phase = Phase::Closed;
+        myself.stop(Some(reason.into()));
     }
 
     fn fail_waiters(&mut self, error: &ConnectError) {
