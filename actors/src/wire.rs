@@ -326,12 +326,66 @@ impl Wire {
         trace: Option<&TraceContext>,
     ) -> Result<(), SendError> {
         let socket = self.socket().ok_or(SendError::Closed)?;
+        let header = self.header_for(keys, kind, stream, flags);
+        if let Some(datagram) = self.try_seal_send(&socket, keys, header, payload, trace)? {
+            self.send_pending(&socket, keys, &datagram).await?;
+        }
+        Ok(())
+    }
+
+    /// Seals and sends several datagrams to one peer with one key lookup and one socket
+    /// handle; each is sealed into the thread's buffer and handed to the kernel without
+    /// yielding unless the socket is full.
+    pub async fn send_batch(
+        &self,
+        peer: NodeId,
+        kind: PacketKind,
+        stream: u64,
+        flags: PacketFlags,
+        payloads: &[&[u8]],
+    ) -> Result<(), SendError> {
+        if let Some(big) = payloads.iter().find(|p| p.len() > MAX_PAYLOAD_LEN) {
+            return Err(SendError::TooLarge {
+                len: big.len(),
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        let keys = self.peer(peer).ok_or(SendError::NotConnected(peer))?;
+        let socket = self.socket().ok_or(SendError::Closed)?;
+        let header = self.header_for(&keys, kind, stream, flags);
+        for payload in payloads {
+            if let Some(datagram) = self.try_seal_send(&socket, &keys, header, payload, None)? {
+                self.send_pending(&socket, &keys, &datagram).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn header_for(
+        &self,
+        keys: &PeerKeys,
+        kind: PacketKind,
+        stream: u64,
+        flags: PacketFlags,
+    ) -> Header {
         let mut header = Header::new(kind, self.local, keys.node);
         header.ttl = DEFAULT_TTL;
         header.stream = stream;
         header.flags = flags;
-        // Fast path: seal into the thread's buffer and try a non-blocking send.
-        let pending = SEND_BUF.with(|buf| -> Result<Option<Vec<u8>>, SendError> {
+        header
+    }
+
+    /// The fast path: seals into the thread's buffer and tries a non-blocking send.
+    /// Returns the sealed datagram when the socket would block, for an awaited send.
+    fn try_seal_send(
+        &self,
+        socket: &UdpSocket,
+        keys: &PeerKeys,
+        mut header: Header,
+        payload: &[u8],
+        trace: Option<&TraceContext>,
+    ) -> Result<Option<Vec<u8>>, SendError> {
+        SEND_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
             match trace {
@@ -357,16 +411,19 @@ impl Wire {
                     Err(SendError::Io(e))
                 }
             }
+        })
+    }
+
+    async fn send_pending(
+        &self,
+        socket: &UdpSocket,
+        keys: &PeerKeys,
+        datagram: &[u8],
+    ) -> Result<(), SendError> {
+        socket.send_to(datagram, keys.addr).await.inspect_err(|_| {
+            TransportStats::bump(&self.stats.socket_errors);
         })?;
-        if let Some(datagram) = pending {
-            socket
-                .send_to(&datagram, keys.addr)
-                .await
-                .inspect_err(|_| {
-                    TransportStats::bump(&self.stats.socket_errors);
-                })?;
-            self.count_tx(datagram.len());
-        }
+        self.count_tx(datagram.len());
         Ok(())
     }
 

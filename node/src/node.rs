@@ -341,6 +341,15 @@ impl Node {
         .await
     }
 
+    /// Sends several datagrams to `peer` in one batch (one key lookup, no yield between
+    /// datagrams unless the socket is full). Each is sealed separately; UDP may lose any.
+    pub async fn send_many(&self, peer: NodeId, payloads: &[&[u8]]) -> Result<(), SendError> {
+        self.inner
+            .wire
+            .send_batch(peer, PacketKind::Data, 0, PacketFlags::NONE, payloads)
+            .await
+    }
+
     /// The next datagram received from any peer; `None` after shutdown.
     ///
     /// The sender's trace context, if any, is in [`Received::trace`]; use
