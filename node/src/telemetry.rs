@@ -95,7 +95,10 @@ struct Export {
 /// An exporter that cannot be built is logged and left out; the node runs on. Only the
 /// first call in a process installs anything.
 pub fn init(config: &TelemetryConfig, node: NodeId) {
+    // Colours only on a terminal: logs piped to files or journald stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(true)
         .with_filter(env_filter(config));
