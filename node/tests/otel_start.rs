@@ -87,6 +87,16 @@ fn netrun_start_exports_session_spans_and_flushes_them_on_sigterm() {
             .is_some_and(|e| e.iter().any(|e| e == "peer up"))),
         "the session lifecycle is visible as span events"
     );
+    // B dialled A: B's handshake span is the initiator's, A's the responder's.
+    for (id, role) in [(&b_id, "initiator"), (&a_id, "responder")] {
+        assert!(
+            spans.iter().any(|s| s["name"] == "netrun.handshake"
+                && s["resource"]["service.instance.id"] == id.as_str()
+                && s["attributes"]["role"] == role),
+            "a {role} handshake span from {id} in {}",
+            summary(&spans)
+        );
+    }
     assert!(
         !spans.iter().any(|s| s["name"] == "Actor"),
         "ractor's actor-lifetime spans stay out of export"

@@ -292,12 +292,18 @@ async fn identity_claiming_another_nodes_id_is_refused() {
 async fn a_batch_of_datagrams_arrives_in_order() {
     let a = node().await;
     let b = node().await;
-    let b_id = a.connect(b.local_addr(), b.public_key()).await.expect("connect");
+    let b_id = a
+        .connect(b.local_addr(), b.public_key())
+        .await
+        .expect("connect");
     let payloads: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_le_bytes().repeat(8)).collect();
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     a.send_many(b_id, &refs).await.expect("batch");
     for expected in &payloads {
-        let got = timeout(WAIT, b.recv()).await.expect("in time").expect("datagram");
+        let got = timeout(WAIT, b.recv())
+            .await
+            .expect("in time")
+            .expect("datagram");
         assert_eq!(&got.payload[..], &expected[..]);
     }
     let too_big = vec![0u8; netrun_messages::header::MAX_PAYLOAD_LEN + 1];

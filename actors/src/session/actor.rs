@@ -165,7 +165,11 @@ impl SessionActor {
             // only tells which keys that was.
             SessionMsg::Control { epoch: _, frames } => state.on_frames(frames).await,
             SessionMsg::Promote { pair } => state.promote(&myself, pair),
-            SessionMsg::HandshakeResponse(datagram) => state.on_response(&myself, &datagram)?,
+            SessionMsg::HandshakeResponse(datagram) => {
+                let span = info_span!("netrun.handshake", peer = %state.args.peer_node, role = "initiator");
+                let _entered = span.enter();
+                state.on_response(&myself, &datagram)?;
+            }
             SessionMsg::Rotate(established) => {
                 info!("peer rotated the session");
                 state.install(&myself, *established, false)?;

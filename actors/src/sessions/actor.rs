@@ -16,7 +16,7 @@ use ractor::{
 use rand_core::OsRng;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{SessionsArgs, SessionsMsg};
 use crate::session::{ConnectError, PeerInfo, SessionActor, SessionArgs, SessionMsg, SessionStart};
@@ -214,7 +214,18 @@ impl SessionsState {
                 }
                 None => TransportStats::bump(&stats.dropped_no_session),
             },
-            PacketKind::HandshakeInit => self.on_init(myself, from, header, &datagram).await,
+            PacketKind::HandshakeInit => {
+                let span = info_span!(
+                    "netrun.handshake",
+                    node = %self.args.wire.local(),
+                    peer = %header.src,
+                    %from,
+                    role = "responder"
+                );
+                self.on_init(myself, from, header, &datagram)
+                    .instrument(span)
+                    .await;
+            }
             _ => TransportStats::bump(&stats.dropped_malformed),
         }
     }

@@ -1,6 +1,7 @@
 //! The ractor actor: decodes messages and supervision events, drives `State`.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::Instrument;
 
 use super::msg::SupervisorMsg;
 use super::state::State;
@@ -61,7 +62,10 @@ impl Actor for SupervisorActor {
                 let _ = reply.send(state.child(&id).map(|s| (s.kind, s.slot.clone())));
                 Ok(())
             }
-            SupervisorMsg::RestartDue(token) => state.on_restart_due(&myself, token).await,
+            SupervisorMsg::RestartDue(token) => {
+                let span = tracing::info_span!("netrun.supervisor", supervisor = %state.name());
+                state.on_restart_due(&myself, token).instrument(span).await
+            }
         };
         match outcome {
             Ok(()) => Ok(()),
@@ -72,6 +76,30 @@ impl Actor for SupervisorActor {
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Exits, restarts and escalations become events of this span (ractor's own actor
+        // spans are not exported), so they reach the trace collector.
+        let span = tracing::info_span!("netrun.supervisor", supervisor = %state.name());
+        self.on_event(myself, event, state).instrument(span).await
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stop_all().await;
+        tracing::info!(supervisor = %state.name(), "supervisor stopped");
+        Ok(())
+    }
+}
+
+impl SupervisorActor {
+    async fn on_event(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
         event: SupervisionEvent,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -90,15 +118,5 @@ impl Actor for SupervisorActor {
             Ok(()) => Ok(()),
             Err(err) => Err(Self::escalate(state, err).await),
         }
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.stop_all().await;
-        tracing::info!(supervisor = %state.name(), "supervisor stopped");
-        Ok(())
     }
 }
