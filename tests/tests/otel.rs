@@ -105,7 +105,10 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
                 .as_array()
                 .is_some_and(|e| e.iter().any(|e| e == "peer up"))
     });
-    assert!(peer_up, "a session or handshake span carries the `peer up` event");
+    assert!(
+        peer_up,
+        "a session or handshake span carries the `peer up` event"
+    );
 }
 
 fn otel_node() -> &'static str {
