@@ -33,14 +33,19 @@
 //!  NACK (12 + 16·n bytes):
 //!   12  16·n ranges        [start, end) u64 LE pairs; start < end; strictly ascending and
 //!                          non-adjacent (start > previous end)
-//!  RESET, PROBE (12 bytes): no body
+//!  PROBE (28 bytes):
+//!   12   8  next_seq       the sequence number the sender will assign next
+//!   20   8  next_offset    the byte offset the sender will assign next
+//!  RESET (12 bytes): no body
 //! ```
 //!
 //! A GRANT is authoritative: it carries totals, never deltas, so the newest grant replaces
 //! every older one and coalescing or losing grants cannot undercount credit. The stream id,
 //! consumed count and cumulative ack make its 24-byte body. A PROBE asks the receiver to
 //! repeat its current grant (a sender whose credit is exhausted and whose last grant may
-//! have been lost).
+//! have been lost); it says how far the sender has sent, so a best-effort receiver can
+//! credit back segments that were lost at the tail and that it would otherwise never learn
+//! about.
 //!
 //! [`PacketKind::Stream`]: crate::header::PacketKind::Stream
 //! [`PacketFlags::RELIABLE`]: crate::header::PacketFlags::RELIABLE
@@ -64,6 +69,8 @@ pub const FRAME_VERSION: u8 = 1;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// Encoded size of a GRANT frame.
 pub const GRANT_LEN: usize = FRAME_HEADER_LEN + 16;
+/// Encoded size of a PROBE frame.
+pub const PROBE_LEN: usize = FRAME_HEADER_LEN + 16;
 /// Most ranges one NACK carries. A receiver reports its first gaps; later gaps follow once
 /// these are repaired, so a small fixed bound (1,036 bytes of frame) loses nothing.
 pub const MAX_NACK_RANGES: usize = 64;
@@ -244,6 +251,17 @@ impl ResetReason {
     pub const READ_TIMEOUT: Self = Self(6);
 }
 
+/// A sender's request for a fresh grant, with how far it has sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe {
+    /// Stream id.
+    pub stream: u64,
+    /// The sequence number the sender assigns next (everything below was sent).
+    pub next_seq: u64,
+    /// The byte offset the sender assigns next.
+    pub next_offset: u64,
+}
+
 /// Tells the peer a stream is dead; its pending reads and sends fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Reset {
@@ -263,10 +281,7 @@ pub enum StreamFrame {
     /// The stream is dead, either direction.
     Reset(Reset),
     /// "Repeat your grant", sender → receiver, when credit is exhausted.
-    Probe {
-        /// Stream id.
-        stream: u64,
-    },
+    Probe(Probe),
 }
 
 impl StreamFrame {
@@ -276,7 +291,7 @@ impl StreamFrame {
             Self::Grant(g) => g.stream,
             Self::Nack(n) => n.stream,
             Self::Reset(r) => r.stream,
-            Self::Probe { stream } => *stream,
+            Self::Probe(p) => p.stream,
         }
     }
 
@@ -285,7 +300,8 @@ impl StreamFrame {
         match self {
             Self::Grant(_) => GRANT_LEN,
             Self::Nack(n) => FRAME_HEADER_LEN + NACK_RANGE_LEN * n.ranges.len(),
-            Self::Reset(_) | Self::Probe { .. } => FRAME_HEADER_LEN,
+            Self::Reset(_) => FRAME_HEADER_LEN,
+            Self::Probe(_) => PROBE_LEN,
         }
     }
 
@@ -297,7 +313,7 @@ impl StreamFrame {
             // Bounded by MAX_NACK_RANGES at construction, so the count fits in u16.
             Self::Nack(n) => (TYPE_NACK, n.ranges.len() as u16),
             Self::Reset(r) => (TYPE_RESET, r.reason.0),
-            Self::Probe { .. } => (TYPE_PROBE, 0),
+            Self::Probe(_) => (TYPE_PROBE, 0),
         };
         out.push(FRAME_VERSION);
         out.push(kind);
@@ -314,7 +330,11 @@ impl StreamFrame {
                     out.extend_from_slice(&r.end.to_le_bytes());
                 }
             }
-            Self::Reset(_) | Self::Probe { .. } => {}
+            Self::Probe(p) => {
+                out.extend_from_slice(&p.next_seq.to_le_bytes());
+                out.extend_from_slice(&p.next_offset.to_le_bytes());
+            }
+            Self::Reset(_) => {}
         }
     }
 
@@ -395,7 +415,12 @@ impl StreamFrame {
                 if arg != 0 {
                     return Err(DecodeError::Reserved("probe arg"));
                 }
-                (Self::Probe { stream }, FRAME_HEADER_LEN)
+                let probe = Probe {
+                    stream,
+                    next_seq: u64_le_at(buf, 12)?,
+                    next_offset: u64_le_at(buf, 20)?,
+                };
+                (Self::Probe(probe), PROBE_LEN)
             }
             _ => return Err(DecodeError::Invalid("stream frame type")),
         };
@@ -418,19 +443,17 @@ mod tests {
 
     fn ranges() -> impl Strategy<Value = Vec<SeqRange>> {
         // Gaps and lengths ≥ 1 keep the ranges canonical by construction.
-        proptest::collection::vec((1u64..1000, 1u64..1000), 1..=MAX_NACK_RANGES).prop_map(
-            |steps| {
-                let mut at = 0u64;
-                steps
-                    .into_iter()
-                    .map(|(gap, len)| {
-                        let start = at + gap;
-                        at = start + len;
-                        SeqRange { start, end: at }
-                    })
-                    .collect()
-            },
-        )
+        proptest::collection::vec((1u64..1000, 1u64..1000), 1..=MAX_NACK_RANGES).prop_map(|steps| {
+            let mut at = 0u64;
+            steps
+                .into_iter()
+                .map(|(gap, len)| {
+                    let start = at + gap;
+                    at = start + len;
+                    SeqRange { start, end: at }
+                })
+                .collect()
+        })
     }
 
     fn frame() -> impl Strategy<Value = StreamFrame> {
@@ -451,7 +474,15 @@ mod tests {
                     reason: ResetReason(r),
                 })
             }),
-            any::<u64>().prop_map(|stream| StreamFrame::Probe { stream }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(stream, next_seq, next_offset)| {
+                    StreamFrame::Probe(Probe {
+                        stream,
+                        next_seq,
+                        next_offset,
+                    })
+                }
+            ),
         ]
     }
 
