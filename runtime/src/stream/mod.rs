@@ -194,6 +194,7 @@ pub struct Stream {
     tx: TxState,
     rx: RxState,
     failed: Option<ResetReason>,
+    failed_by_peer: bool,
     reset_due: Option<ResetReason>,
     events: VecDeque<StreamEvent>,
 }
@@ -211,6 +212,7 @@ impl Stream {
             rx: RxState::new(&config),
             config,
             failed: None,
+            failed_by_peer: false,
             reset_due: None,
             events: VecDeque::new(),
         })
@@ -236,8 +238,17 @@ impl Stream {
         self.failed.is_some() || (self.tx.is_closed() && self.rx.is_finished())
     }
 
-    /// Dispatches a control frame from the peer to the matching handler.
+    /// Dispatches a control frame from the peer to the matching handler. A stream that
+    /// gave up answers any frame but a RESET with its RESET again (the first may have been
+    /// lost), so a peer that is still waiting learns of the failure once it can be heard.
     pub fn handle_frame(&mut self, now: Instant, frame: &StreamFrame) {
+        if let Some(reason) = self.failed
+            && !self.failed_by_peer
+            && !matches!(frame, StreamFrame::Reset(_))
+        {
+            self.reset_due = Some(reason);
+            return;
+        }
         match frame {
             StreamFrame::Grant(g) => self.handle_grant(now, g),
             StreamFrame::Nack(n) => self.handle_nack(now, n),
@@ -316,12 +327,17 @@ impl Stream {
     /// Checks the structural invariants (tx window ≤ retransmit window, buffered ≤ window,
     /// receive buffer ≤ window); for simulations and debug assertions.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
+        if self.failed.is_some() {
+            // A failed stream released its state on purpose and reported the loss.
+            return Ok(());
+        }
         self.tx.check_invariants()?;
         self.rx.check_invariants()
     }
 
     fn fail(&mut self, reason: ResetReason, by_peer: bool) {
         self.failed = Some(reason);
+        self.failed_by_peer = by_peer;
         if !by_peer {
             self.reset_due = Some(reason);
         }

@@ -24,6 +24,7 @@ pub(super) struct RxState {
     reliable: bool,
     window: u64,
     nack_interval: Duration,
+    max_nack_interval: Duration,
     give_up: Duration,
     /// Cumulative ack: the lowest seq not yet received in order (best effort: one past the
     /// newest delivered).
@@ -43,6 +44,8 @@ pub(super) struct RxState {
     grant_due: bool,
     nack_due: bool,
     last_nack: Option<Instant>,
+    /// NACKs sent since the cumulative ack last moved: the repeat interval doubles with it.
+    nack_repeats: u32,
     read_deadline: Option<Instant>,
     duplicates: u64,
     late_dropped: u64,
@@ -59,6 +62,7 @@ impl RxState {
             reliable: config.is_reliable(),
             window: u64::from(config.window_bytes),
             nack_interval: config.nack_interval,
+            max_nack_interval: config.rtt.max_rto,
             give_up: config.give_up_time(),
             next_expected: 0,
             expected_offset: 0,
@@ -73,6 +77,7 @@ impl RxState {
             grant_due: false,
             nack_due: false,
             last_nack: None,
+            nack_repeats: 0,
             read_deadline: None,
             duplicates: 0,
             late_dropped: 0,
@@ -173,6 +178,7 @@ impl RxState {
             self.next_expected += 1;
             self.expected_offset = held.offset + held.data.len() as u64;
             self.grant_due = true;
+            self.nack_repeats = 0;
             if !held.data.is_empty() {
                 self.ready_bytes += held.data.len() as u64;
                 self.ready.push_back(held.data);
@@ -227,6 +233,15 @@ impl RxState {
             self.skipped_bytes += offset - self.expected_offset;
             self.grant_due = true;
         }
+    }
+
+    /// `nack_interval`, doubled for each NACK since the last progress, capped at the RTO
+    /// ceiling: a gap the sender cannot repair (it is gone) costs a few frames, not a flood.
+    fn nack_repeat_interval(&self) -> Duration {
+        let doublings = self.nack_repeats.saturating_sub(1).min(16);
+        self.nack_interval
+            .saturating_mul(1 << doublings)
+            .min(self.max_nack_interval.max(self.nack_interval))
     }
 
     fn missing_ranges(&self) -> Vec<SeqRange> {
@@ -361,6 +376,7 @@ impl Stream {
             if let Ok(nack) = Nack::new(self.id, ranges) {
                 rx.nacks_sent += 1;
                 rx.last_nack = Some(now);
+                rx.nack_repeats = rx.nack_repeats.saturating_add(1);
                 return Some(StreamFrame::Nack(nack));
             }
         }
@@ -370,7 +386,7 @@ impl Stream {
     pub(super) fn rx_timeout(&self) -> Option<Instant> {
         let rx = &self.rx;
         let scan = (!rx.reorder.is_empty())
-            .then(|| rx.last_nack.map(|t| t + rx.nack_interval))
+            .then(|| rx.last_nack.map(|t| t + rx.nack_repeat_interval()))
             .flatten();
         [scan, rx.read_deadline].into_iter().flatten().min()
     }
@@ -384,7 +400,8 @@ impl Stream {
         }
         // The per-tick gap scan: gaps that outlive a NACK interval are reported again, so a
         // lost NACK or a lost retransmission costs one interval, not an RTO.
-        if !rx.reorder.is_empty() && rx.last_nack.is_none_or(|t| t + rx.nack_interval <= now) {
+        let interval = rx.nack_repeat_interval();
+        if !rx.reorder.is_empty() && rx.last_nack.is_none_or(|t| t + interval <= now) {
             rx.nack_due = true;
         }
     }

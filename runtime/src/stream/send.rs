@@ -284,6 +284,7 @@ impl Stream {
         }
         let mut acked_bytes = 0;
         let mut sample = None;
+        let mut repaired = false;
         while let Some(entry) = tx.table.first_entry() {
             if *entry.key() >= ack {
                 break;
@@ -295,14 +296,15 @@ impl Stream {
                 tx.in_flight -= d.len();
             }
             acked_bytes += d.len();
-            // Karn: only segments transmitted once give an unambiguous sample.
-            if d.transmissions == 1 {
-                sample = d.first_sent;
-            }
+            repaired |= d.transmissions != 1;
+            sample = d.first_sent;
         }
         tx.acked = ack;
         tx.timeouts = 0;
-        if let Some(sent) = sample {
+        // Karn's rule, applied to the whole cumulative ack: if any covered segment was
+        // retransmitted, the ack waited for a repair and its timing says nothing about the
+        // path (sampling it would inflate SRTT by the recovery time).
+        if let Some(sent) = sample.filter(|_| !repaired) {
             tx.rtt.on_sample(now.saturating_duration_since(sent));
         }
         tx.cc.on_ack(acked_bytes);
@@ -310,9 +312,10 @@ impl Stream {
         self.check_close(now);
     }
 
-    /// Marks NACKed segments lost (each at most once per smoothed RTT, so repeated NACKs
-    /// for one gap do not multiply retransmissions) and reduces the congestion window once
-    /// per recovery epoch.
+    /// Marks NACKed segments lost and reduces the congestion window once per recovery
+    /// epoch. A segment's first NACK counts at once (the receiver only NACKs below data it
+    /// has seen); after that at most once per smoothed RTT, so the receiver's repeated gap
+    /// NACKs do not multiply retransmissions that are still in flight.
     pub fn handle_nack(&mut self, now: Instant, nack: &Nack) {
         if self.failed.is_some() || !self.tx.reliable {
             return;
@@ -331,9 +334,9 @@ impl Stream {
             }
             // Iterates the table, not the numeric range: cost is bounded by what we hold.
             for (seq, d) in tx.table.range_mut(range.start..end) {
-                let stale = d
-                    .last_sent
-                    .is_some_and(|t| now.saturating_duration_since(t) >= guard);
+                let stale = d.transmissions == 1
+                    || d.last_sent
+                        .is_some_and(|t| now.saturating_duration_since(t) >= guard);
                 if d.lost || !stale {
                     continue;
                 }
