@@ -12,6 +12,11 @@ use netrun_messages::stream::{
 
 use super::{Seq, Stream, StreamConfig, StreamEvent, StreamStats};
 
+/// A gap is NACKed once it has persisted a quarter of `nack_interval` (5 ms by default):
+/// long enough for packets of one batch that the path merely reordered, short next to any
+/// RTO.
+const REORDER_DELAY_DIVISOR: u32 = 4;
+
 #[derive(Debug)]
 struct Held {
     offset: u64,
@@ -44,6 +49,9 @@ pub(super) struct RxState {
     grant_due: bool,
     nack_due: bool,
     last_nack: Option<Instant>,
+    /// When the current gap episode began (reorder buffer non-empty since, or since the
+    /// cumulative ack last moved).
+    gap_since: Option<Instant>,
     /// NACKs sent since the cumulative ack last moved: the repeat interval doubles with it.
     nack_repeats: u32,
     read_deadline: Option<Instant>,
@@ -77,6 +85,7 @@ impl RxState {
             grant_due: false,
             nack_due: false,
             last_nack: None,
+            gap_since: None,
             nack_repeats: 0,
             read_deadline: None,
             duplicates: 0,
@@ -192,9 +201,6 @@ impl RxState {
                 break;
             }
         }
-        if !self.reorder.is_empty() && seq > self.next_expected {
-            self.nack_due = true;
-        }
         event
     }
 
@@ -244,6 +250,17 @@ impl RxState {
             .min(self.max_nack_interval.max(self.nack_interval))
     }
 
+    /// When the gap scan next reports the current gaps: `reorder_delay` after a gap episode
+    /// begins (arrivals that are merely reordered fill it before then), then every repeat
+    /// interval.
+    fn nack_at(&self) -> Option<Instant> {
+        let since = self.gap_since.filter(|_| !self.reorder.is_empty())?;
+        Some(match self.last_nack {
+            Some(t) if t >= since => t + self.nack_repeat_interval(),
+            _ => since + self.nack_interval / REORDER_DELAY_DIVISOR,
+        })
+    }
+
     fn missing_ranges(&self) -> Vec<SeqRange> {
         let mut ranges = Vec::new();
         let mut from = self.next_expected;
@@ -283,6 +300,11 @@ impl Stream {
             self.rx.accept_best_effort(header, data)
         };
         let progressed = before != (self.rx.next_expected, self.rx.reorder.len());
+        if self.rx.reorder.is_empty() {
+            self.rx.gap_since = None;
+        } else if self.rx.gap_since.is_none() || self.rx.next_expected != before.0 {
+            self.rx.gap_since = Some(now);
+        }
         if progressed && self.rx.read_deadline.is_some() {
             self.rx.read_deadline = Some(now + self.rx.give_up);
         }
@@ -385,10 +407,7 @@ impl Stream {
 
     pub(super) fn rx_timeout(&self) -> Option<Instant> {
         let rx = &self.rx;
-        let scan = (!rx.reorder.is_empty())
-            .then(|| rx.last_nack.map(|t| t + rx.nack_repeat_interval()))
-            .flatten();
-        [scan, rx.read_deadline].into_iter().flatten().min()
+        [rx.nack_at(), rx.read_deadline].into_iter().flatten().min()
     }
 
     pub(super) fn rx_handle_timeout(&mut self, now: Instant) {
@@ -398,10 +417,10 @@ impl Stream {
             self.fail(ResetReason::READ_TIMEOUT, false);
             return;
         }
-        // The per-tick gap scan: gaps that outlive a NACK interval are reported again, so a
-        // lost NACK or a lost retransmission costs one interval, not an RTO.
-        let interval = rx.nack_repeat_interval();
-        if !rx.reorder.is_empty() && rx.last_nack.is_none_or(|t| t + interval <= now) {
+        // The per-tick gap scan: a gap is first reported once it outlives the reorder
+        // tolerance, then again at the (backed-off) repeat interval, so a lost NACK or a
+        // lost retransmission costs one interval, not an RTO.
+        if rx.nack_at().is_some_and(|at| at <= now) {
             rx.nack_due = true;
         }
     }

@@ -124,16 +124,23 @@ fn nack_and_rto_repair_losses_and_karn_skips_retransmits() {
         a.send(t0, Bytes::from_static(b"abc")).expect("send");
     }
     let segs = transmit_all(&mut a, t0);
-    // Segment 1 is lost: the receiver NACKs it.
+    // Segment 1 is lost: the receiver acks segment 0 at once and NACKs the gap once it
+    // outlived the reorder tolerance (a quarter of the NACK interval).
     deliver(&mut b, t0 + 10 * MS, &[segs[0].clone(), segs[2].clone()]);
     let frames = control_all(&mut b, t0 + 10 * MS);
+    assert!(matches!(frames.as_slice(), [StreamFrame::Grant(_)]));
+    let first = b.poll_timeout().expect("reorder tolerance");
+    assert_eq!(first, t0 + 15 * MS);
+    b.handle_timeout(first);
+    let frames = control_all(&mut b, first);
+    assert!(matches!(frames.as_slice(), [StreamFrame::Nack(_)]));
     feed(&mut a, t0 + 20 * MS, &frames);
     let re = transmit_all(&mut a, t0 + 20 * MS);
     assert_eq!(re.len(), 1);
     assert!(re[0].retransmit && re[0].header.seq == 1);
     // Its retransmission is lost too: the gap scan repeats the NACK after the interval.
     let scan = b.poll_timeout().expect("gap scan");
-    assert_eq!(scan, t0 + 30 * MS);
+    assert_eq!(scan, t0 + 35 * MS);
     b.handle_timeout(scan);
     let again = control_all(&mut b, scan);
     assert!(matches!(again.as_slice(), [StreamFrame::Nack(_)]));
