@@ -32,8 +32,8 @@
 //!   more than `window + 1` descriptors: the tx window is never larger than the retransmit
 //!   window.
 //! - **Repair.** Out-of-order arrival makes the receiver NACK the gaps (coalesced per
-//!   stream) and repeat every `nack_interval` while gaps persist; the RTO backstop recovers a
-//!   lost tail. RTO per RFC 6298 with Karn's rule, clamped to [10 ms, 2 s]; Reno congestion
+//!   stream) once they outlive a short reorder tolerance, and repeat every `nack_interval`
+//!   (backing off) while they persist; the RTO backstop recovers a lost tail. RTO per RFC 6298 with Karn's rule, clamped to [10 ms, 2 s]; Reno congestion
 //!   window. Past `max_retries` consecutive timeouts the stream fails and queues a RESET.
 //! - **Delivery.** Reliable: in order, exactly once. Best effort: on arrival, never held
 //!   back; a segment older than one already delivered is dropped as late, and the bytes of
@@ -242,11 +242,10 @@ impl Stream {
     /// gave up answers any frame but a RESET with its RESET again (the first may have been
     /// lost), so a peer that is still waiting learns of the failure once it can be heard.
     pub fn handle_frame(&mut self, now: Instant, frame: &StreamFrame) {
-        if let Some(reason) = self.failed
-            && !self.failed_by_peer
-            && !matches!(frame, StreamFrame::Reset(_))
-        {
-            self.reset_due = Some(reason);
+        if self.failed.is_some() {
+            if !matches!(frame, StreamFrame::Reset(_)) {
+                self.answer_failed();
+            }
             return;
         }
         match frame {
@@ -333,6 +332,14 @@ impl Stream {
         }
         self.tx.check_invariants()?;
         self.rx.check_invariants()
+    }
+
+    /// Something arrived for a stream that gave up: repeat the RESET (the first may have
+    /// been lost). A stream the peer reset stays silent.
+    fn answer_failed(&mut self) {
+        if !self.failed_by_peer {
+            self.reset_due = self.failed;
+        }
     }
 
     fn fail(&mut self, reason: ResetReason, by_peer: bool) {

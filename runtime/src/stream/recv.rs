@@ -289,8 +289,8 @@ impl Stream {
     /// delivered in order. Best effort: see the [module docs](super). A segment for a failed
     /// stream is answered with another RESET.
     pub fn handle_segment(&mut self, now: Instant, header: SegmentHeader, data: Bytes) {
-        if let Some(reason) = self.failed {
-            self.reset_due = Some(reason);
+        if self.failed.is_some() {
+            self.answer_failed();
             return;
         }
         let before = (self.rx.next_expected, self.rx.reorder.len());
@@ -366,7 +366,7 @@ impl Stream {
     /// up on whatever the peer sent that never arrived.
     pub fn handle_probe(&mut self, probe: &Probe) {
         if self.failed.is_some() {
-            self.reset_due = self.failed;
+            self.answer_failed();
             return;
         }
         let rx = &mut self.rx;

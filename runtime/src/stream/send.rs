@@ -234,10 +234,12 @@ impl Stream {
             closing.deadline = closing.deadline.min(deadline);
             return Ok(());
         }
+        // A deadline already in the past fires at the next `handle_timeout`.
+        let deadline = deadline.max(now);
         let fin_seq = self.enqueue(Bytes::new(), true);
         self.tx.closing = Some(Closing { deadline, fin_seq });
         self.tx.probe_at = None;
-        self.check_close(now);
+        self.check_close();
         Ok(())
     }
 
@@ -252,7 +254,7 @@ impl Stream {
         } else {
             self.poll_best_effort()
         };
-        self.check_close(now);
+        self.check_close();
         out
     }
 
@@ -309,7 +311,7 @@ impl Stream {
         }
         tx.cc.on_ack(acked_bytes);
         tx.rto_deadline = (tx.acked < tx.next_unsent).then(|| now + tx.rtt.rto());
-        self.check_close(now);
+        self.check_close();
     }
 
     /// Marks NACKed segments lost and reduces the congestion window once per recovery
@@ -486,7 +488,7 @@ impl Stream {
         })
     }
 
-    fn check_close(&mut self, _now: Instant) {
+    fn check_close(&mut self) {
         let Some(closing) = self.tx.closing else {
             return;
         };
