@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use netrun_messages::stream::{Grant, Nack, Probe, ResetReason, SegmentHeader, StreamFrame};
+use netrun_messages::stream::{
+    Grant, Nack, Probe, ResetReason, SegmentHeader, SeqRange, StreamFrame,
+};
 
 use super::congestion::Reno;
 use super::{Outgoing, Seq, Stream, StreamConfig, StreamError, StreamEvent, StreamStats};
@@ -21,6 +23,9 @@ struct Descriptor {
     last_sent: Option<Instant>,
     transmissions: u32,
     lost: bool,
+    /// A NACK showed the receiver holds it (above a gap); never resent, still tracked until
+    /// the cumulative ack covers it.
+    sacked: bool,
 }
 
 impl Descriptor {
@@ -169,7 +174,7 @@ impl TxState {
             let flight: u64 = self
                 .table
                 .range(..self.next_unsent)
-                .filter(|(_, d)| !d.lost)
+                .filter(|(_, d)| !d.lost && !d.sacked)
                 .map(|(_, d)| d.len())
                 .sum();
             if flight != self.in_flight {
@@ -177,6 +182,32 @@ impl TxState {
             }
         }
         Ok(())
+    }
+
+    /// A NACK lists every gap from its first range to its last, and the receiver holds the
+    /// segment at the last range's end and everything between ranges (it never discards a
+    /// buffered segment). Those are marked held: out of flight, never resent.
+    fn mark_held(&mut self, ranges: &[SeqRange]) {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return;
+        };
+        if last.end >= self.next_unsent {
+            return;
+        }
+        let mut gaps = ranges.iter().peekable();
+        for (seq, d) in self.table.range_mut(first.start..=last.end) {
+            while gaps.next_if(|r| r.end <= *seq).is_some() {}
+            if gaps.peek().is_some_and(|r| r.contains(*seq)) || d.sacked {
+                continue;
+            }
+            d.sacked = true;
+            if d.lost {
+                d.lost = false;
+                self.lost.remove(seq);
+            } else {
+                self.in_flight -= d.len();
+            }
+        }
     }
 
     fn arm_probe(&mut self, now: Instant) {
@@ -294,7 +325,7 @@ impl Stream {
             let (seq, d) = entry.remove_entry();
             if d.lost {
                 tx.lost.remove(&seq);
-            } else {
+            } else if !d.sacked {
                 tx.in_flight -= d.len();
             }
             acked_bytes += d.len();
@@ -339,7 +370,7 @@ impl Stream {
                 let stale = d.transmissions == 1
                     || d.last_sent
                         .is_some_and(|t| now.saturating_duration_since(t) >= guard);
-                if d.lost || !stale {
+                if d.lost || d.sacked || !stale {
                     continue;
                 }
                 d.lost = true;
@@ -351,6 +382,7 @@ impl Stream {
         if let Some(seq) = first_loss {
             tx.cc.on_loss(seq, tx.next_seq, flight);
         }
+        tx.mark_held(nack.ranges());
     }
 
     pub(super) fn tx_poll_probe(&mut self) -> Option<StreamFrame> {
@@ -400,10 +432,11 @@ impl Stream {
             }
             tx.rtt.on_timeout();
             tx.cc.on_timeout(tx.next_seq, tx.in_flight);
-            // Everything transmitted and unacknowledged is presumed lost (the timer only
-            // fires after a full RTO of silence); the receiver's ack drops duplicates.
+            // Everything transmitted, unacknowledged and not known to be held is presumed
+            // lost (the timer only fires after a full RTO of silence); the receiver drops
+            // duplicates and re-acknowledges.
             for (seq, d) in tx.table.range_mut(..tx.next_unsent) {
-                if !d.lost {
+                if !d.lost && !d.sacked {
                     d.lost = true;
                     tx.lost.insert(*seq);
                 }
@@ -427,6 +460,7 @@ impl Stream {
                 last_sent: None,
                 transmissions: 0,
                 lost: false,
+                sacked: false,
             },
         );
         tx.next_seq += 1;
