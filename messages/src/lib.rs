@@ -18,6 +18,7 @@ pub mod header;
 pub mod identity;
 pub mod ids;
 pub mod routing;
+pub mod stream;
 pub mod token;
 
 pub use capability::{

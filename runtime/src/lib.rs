@@ -13,6 +13,7 @@
 pub mod crypto;
 pub mod handshake;
 pub mod liveness;
+pub mod stream;
 
 /// The `rand_core` version the cores take randomness from (`CryptoRngCore`, and `OsRng`
 /// for production callers), re-exported so callers need not match versions by hand.
