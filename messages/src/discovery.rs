@@ -59,7 +59,9 @@ pub struct Pingwave {
     pub origin: NodeId,
     /// The origin's wave counter; larger is fresher.
     pub seq: u64,
-    /// Hops the wave may still travel.
+    /// Hops the wave may still travel, counting the link it arrived on: the origin stamps
+    /// the radius, and a receiver propagates only while `ttl > 1`, so a wave reaches nodes
+    /// at most `radius` hops away.
     pub ttl: u8,
     /// Hops the wave has travelled before this receiver.
     pub hops: u8,

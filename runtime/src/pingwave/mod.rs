@@ -6,7 +6,7 @@
 //!  handle_wave(now, from, link_rtt, wave)
 //!      ├─ ProximityGraph::update_from_pingwave  (acceptance rule, duplicates, self-edges)
 //!      ├─ echo   ──▶ back to `from` when it is the origin (hops 0), for the RTT
-//!      ├─ forward──▶ every neighbour but `from`: ttl - 1, hops + 1, path RTT + link RTT
+//!      ├─ forward──▶ every neighbour but `from` while ttl > 1: ttl - 1, hops + 1, path RTT + link RTT
 //!      └─ route  ──▶ RoutingTable::handle_route(origin via from, metric = hops + 1)
 //!  handle_echo(now, from, echo) ──▶ link RTT sample for the edge to `from`
 //! ```
@@ -136,7 +136,7 @@ impl Pingwaves {
             seq: wave.seq,
             sent_at_micros: wave.sent_at_micros,
         });
-        let forward = (acceptance.propagates() && wave.ttl > 0).then(|| Pingwave {
+        let forward = (acceptance.propagates() && wave.ttl > 1).then(|| Pingwave {
             ttl: wave.ttl.saturating_sub(1),
             hops: wave.hops.saturating_add(1),
             path_rtt_micros: path_micros,
@@ -256,7 +256,7 @@ mod tests {
         assert!(dup.forward.is_none() && dup.echo.is_none());
         assert_eq!(dup.route.map(|(_, r)| (r.next_hop, r.metric)), Some((NodeId(4), 2)));
         let mut last = wave(6, 1, 2);
-        last.ttl = 0;
+        last.ttl = 1;
         assert!(p.handle_wave(now, NodeId(4), None, &last).forward.is_none());
     }
 
