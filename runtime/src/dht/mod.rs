@@ -297,7 +297,7 @@ impl Dht {
                 return; // a response id echoed by the wrong peer is ignored
             }
             self.pending.remove(&message.request_id);
-            self.table.insert(now, from);
+            self.seen(now, from);
             let Some(lid) = p.lookup else {
                 return;
             };
@@ -337,10 +337,50 @@ impl Dht {
             _ => return,
         };
         let to = from.entry.clone();
-        self.table.insert(now, from);
         self.outbox.push_back(Outgoing {
             to,
             message: answer,
+        });
+        self.seen(now, from);
+    }
+
+    /// Records that `from` is alive; a contact new to the table is handed the records it is
+    /// now closer to than this node (the Kademlia join rule), so values stay findable at the
+    /// k closest nodes as the network grows.
+    fn seen(&mut self, now: Instant, from: Contact) {
+        let newcomer = from.clone();
+        if self.table.insert(now, from) != InsertOutcome::Inserted {
+            return;
+        }
+        let local = self.local.id;
+        let handoff: Vec<(DhtId, Vec<u8>, Instant)> = self
+            .store
+            .iter(now)
+            .filter(|(key, _, _)| xor_distance(&newcomer.id, key) < xor_distance(&local, key))
+            .map(|(key, v, at)| (key, v.to_vec(), at))
+            .collect();
+        for (key, value, expires_at) in handoff {
+            let ttl_secs = u32::try_from(expires_at.saturating_duration_since(now).as_secs())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            self.send_request(now, None, newcomer.clone(), DhtBody::Store { key, ttl_secs, value });
+        }
+    }
+
+    fn send_request(&mut self, now: Instant, lookup: Option<LookupId>, to: Contact, body: DhtBody) {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.pending.insert(
+            request_id,
+            Pending {
+                lookup,
+                to: to.id,
+                sent_at: now,
+            },
+        );
+        self.outbox.push_back(Outgoing {
+            to: to.entry,
+            message: DhtMessage { request_id, body },
         });
     }
 
@@ -443,28 +483,17 @@ impl Dht {
         };
         let value = matches!(run.purpose, Purpose::Find { value: true });
         let target = run.lookup.target();
-        for to in run.lookup.next_queries(now) {
-            let request_id = self.next_request;
-            self.next_request += 1;
+        let queries = run.lookup.next_queries(now);
+        let done = run.lookup.is_done();
+        for to in queries {
             let body = if value {
                 DhtBody::FindValue { key: target }
             } else {
                 DhtBody::FindNode { target }
             };
-            self.pending.insert(
-                request_id,
-                Pending {
-                    lookup: Some(id),
-                    to: to.id,
-                    sent_at: now,
-                },
-            );
-            self.outbox.push_back(Outgoing {
-                to: to.entry,
-                message: DhtMessage { request_id, body },
-            });
+            self.send_request(now, Some(id), to, body);
         }
-        if !run.lookup.is_done() {
+        if !done {
             return;
         }
         let Some(run) = self.lookups.remove(&id) else {
@@ -504,27 +533,12 @@ impl Dht {
                     replicas += 1;
                 }
                 for c in closest {
-                    let request_id = self.next_request;
-                    self.next_request += 1;
-                    self.pending.insert(
-                        request_id,
-                        Pending {
-                            lookup: None,
-                            to: c.id,
-                            sent_at: now,
-                        },
-                    );
-                    self.outbox.push_back(Outgoing {
-                        to: c.entry,
-                        message: DhtMessage {
-                            request_id,
-                            body: DhtBody::Store {
-                                key: target,
-                                ttl_secs,
-                                value: value.clone(),
-                            },
-                        },
-                    });
+                    let body = DhtBody::Store {
+                        key: target,
+                        ttl_secs,
+                        value: value.clone(),
+                    };
+                    self.send_request(now, None, c, body);
                     replicas += 1;
                 }
                 self.events.push_back(DhtEvent::Stored {

@@ -107,6 +107,14 @@ impl RecordStore {
             .map(|r| r.value.as_slice())
     }
 
+    /// Live records with their expiry.
+    pub fn iter(&self, now: Instant) -> impl Iterator<Item = (DhtId, &[u8], Instant)> {
+        self.records
+            .iter()
+            .filter(move |(_, r)| r.expires_at > now)
+            .map(|(k, r)| (*k, r.value.as_slice(), r.expires_at))
+    }
+
     /// Drops expired records; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let before = self.records.len();
