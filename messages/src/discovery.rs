@@ -314,7 +314,13 @@ impl SignedPeerList {
     /// Encodes the list with its signature.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            PEER_LIST_FIXED + 64 + self.entries.iter().map(PeerEntry::encoded_len).sum::<usize>(),
+            PEER_LIST_FIXED
+                + 64
+                + self
+                    .entries
+                    .iter()
+                    .map(PeerEntry::encoded_len)
+                    .sum::<usize>(),
         );
         self.encode_unsigned(&mut out);
         out.extend_from_slice(&self.signature.0);
@@ -684,7 +690,8 @@ mod tests {
                 }),
             proptest::collection::vec(entry(), 0..=MAX_DHT_CONTACTS)
                 .prop_map(|contacts| DhtBody::Nodes { contacts }),
-            proptest::collection::vec(any::<u8>(), 0..64).prop_map(|value| DhtBody::Value { value }),
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|value| DhtBody::Value { value }),
             any::<bool>().prop_map(|stored| DhtBody::StoreAck { stored }),
         ]
     }

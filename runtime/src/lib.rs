@@ -15,8 +15,8 @@
 //! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
 
 pub mod crypto;
-pub mod handshake;
 pub mod dht;
+pub mod handshake;
 pub mod liveness;
 pub mod peer_exchange;
 pub mod pingwave;

@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use netrun_messages::discovery::{
-    MAX_PEER_LIST_ENTRIES, PeerEntry, PeerListError, SignedPeerList,
-};
+use netrun_messages::discovery::{MAX_PEER_LIST_ENTRIES, PeerEntry, PeerListError, SignedPeerList};
 use netrun_messages::{Identity, NodeId};
 use thiserror::Error;
 
@@ -154,20 +152,39 @@ mod tests {
         let me = Identity::from_seed([1; 32]);
         let peer = Identity::from_seed([2; 32]);
         let mut px = PeerExchange::new(me.node_id(), PeerExchangeConfig { max_hints: 2 });
-        let list = PeerExchange::build_list(&peer, 10, [entry(1), entry(2), entry(3), entry(4), entry(5)])
-            .expect("signs");
+        let list = PeerExchange::build_list(
+            &peer,
+            10,
+            [entry(1), entry(2), entry(3), entry(4), entry(5)],
+        )
+        .expect("signs");
         assert_eq!(
             px.handle_list(Identity::from_seed([9; 32]).node_id(), &list),
-            Err(PeerExchangeError::SignerNotPeer { signer: peer.node_id(), peer: Identity::from_seed([9; 32]).node_id() })
+            Err(PeerExchangeError::SignerNotPeer {
+                signer: peer.node_id(),
+                peer: Identity::from_seed([9; 32]).node_id()
+            })
         );
         let hints = px.handle_list(peer.node_id(), &list).expect("accepted");
         let ids: Vec<NodeId> = hints.iter().map(|h| h.entry.node_id()).collect();
-        assert_eq!(ids, vec![entry(3).node_id(), entry(4).node_id()], "self and sender skipped, bounded");
+        assert_eq!(
+            ids,
+            vec![entry(3).node_id(), entry(4).node_id()],
+            "self and sender skipped, bounded"
+        );
         assert_eq!(px.dropped(), 1);
-        assert!(px.handle_list(peer.node_id(), &list).expect("ok").is_empty(), "no repeats");
+        assert!(
+            px.handle_list(peer.node_id(), &list)
+                .expect("ok")
+                .is_empty(),
+            "no repeats"
+        );
         let mut forged = list.clone();
         forged.entries.pop();
-        assert!(matches!(px.handle_list(peer.node_id(), &forged), Err(PeerExchangeError::Invalid(_))));
+        assert!(matches!(
+            px.handle_list(peer.node_id(), &forged),
+            Err(PeerExchangeError::Invalid(_))
+        ));
         assert!(px.forget(entry(3).node_id()).is_some());
         assert_eq!(px.len(), 1);
     }

@@ -27,9 +27,11 @@ fn entry(i: usize) -> PeerEntry {
     let seed = *blake3::hash(&(i as u64).to_le_bytes()).as_bytes();
     PeerEntry {
         public_key: Identity::from_seed(seed).entity_id(),
-        addrs: vec![format!("10.{}.{}.{}:7000", i >> 16, (i >> 8) & 0xff, i & 0xff)
-            .parse()
-            .expect("addr")],
+        addrs: vec![
+            format!("10.{}.{}.{}:7000", i >> 16, (i >> 8) & 0xff, i & 0xff)
+                .parse()
+                .expect("addr"),
+        ],
     }
 }
 
@@ -134,7 +136,10 @@ impl Net {
         self.nodes[i].add_contact(now, boot);
         let own = self.nodes[i].local().id;
         self.run(i, |d, now| d.find_node(now, own).expect("room"));
-        self.run(i, |d, now| d.publish_contact(now, MESH, Duration::from_secs(3600)).expect("room"));
+        self.run(i, |d, now| {
+            d.publish_contact(now, MESH, Duration::from_secs(3600))
+                .expect("room")
+        });
     }
 
     fn build(n: usize) -> Self {
@@ -144,7 +149,10 @@ impl Net {
             net.join(i);
         }
         // The bootstrap node had nobody to publish to when it started.
-        net.run(0, |d, now| d.publish_contact(now, MESH, Duration::from_secs(3600)).expect("room"));
+        net.run(0, |d, now| {
+            d.publish_contact(now, MESH, Duration::from_secs(3600))
+                .expect("room")
+        });
         net
     }
 
@@ -177,7 +185,10 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 fn nodes_join_through_one_bootstrap_and_every_node_is_found() {
     let n = 250;
     let mut net = Net::build(n);
-    assert!(net.nodes.iter().all(|d| d.table().len() >= 20), "tables-populated");
+    assert!(
+        net.nodes.iter().all(|d| d.table().len() >= 20),
+        "tables-populated"
+    );
     let mut hops = Vec::new();
     for target in 0..n {
         let from = querier(target, n);
@@ -193,9 +204,20 @@ fn nodes_join_through_one_bootstrap_and_every_node_is_found() {
         let from = querier(target + 1, n);
         let node = net.entries[target].node_id();
         match net.run(from, |d, now| d.resolve(now, MESH, node).expect("room")) {
-            DhtEvent::LookupDone { outcome: LookupOutcome::Value(v), .. } => {
-                assert_eq!(contact_record(node, &v), Some(net.entries[target].clone()), "record-resolves");
-                assert_eq!(contact_record(net.entries[(target + 1) % n].node_id(), &v), None, "record-bound-to-id");
+            DhtEvent::LookupDone {
+                outcome: LookupOutcome::Value(v),
+                ..
+            } => {
+                assert_eq!(
+                    contact_record(node, &v),
+                    Some(net.entries[target].clone()),
+                    "record-resolves"
+                );
+                assert_eq!(
+                    contact_record(net.entries[(target + 1) % n].node_id(), &v),
+                    None,
+                    "record-bound-to-id"
+                );
             }
             other => panic!("resolve-succeeds: {other:?}"),
         }
@@ -220,8 +242,17 @@ fn lookup_hops_grow_logarithmically() {
             }
             let id = DhtId::of_public_key(&net.entries[target].public_key);
             match net.run(from, |d, now| d.find_node(now, id).expect("room")) {
-                DhtEvent::LookupDone { outcome: LookupOutcome::Nodes(nodes), hops: h, queries: q, .. } => {
-                    assert_eq!(nodes.first(), Some(&net.entries[target]), "find-node-succeeds");
+                DhtEvent::LookupDone {
+                    outcome: LookupOutcome::Nodes(nodes),
+                    hops: h,
+                    queries: q,
+                    ..
+                } => {
+                    assert_eq!(
+                        nodes.first(),
+                        Some(&net.entries[target]),
+                        "find-node-succeeds"
+                    );
                     hops.push(h.expect("found"));
                     queries.push(q);
                 }
@@ -238,7 +269,10 @@ fn lookup_hops_grow_logarithmically() {
             percentile(&queries, 0.5),
             percentile(&queries, 0.99),
         ));
-        assert!(f64::from(p99) <= 2.0 * log2, "lookup-hops-O(log n): {report:?}");
+        assert!(
+            f64::from(p99) <= 2.0 * log2,
+            "lookup-hops-O(log n): {report:?}"
+        );
     }
     eprintln!("{}", report.join("\n"));
 }
@@ -257,10 +291,18 @@ fn storage_is_bounded_and_expires() {
     let mut d = Dht::new(config, entry(0), now);
     let peer = entry(1);
     let store = |d: &mut Dht, at: Instant, rid: u64, key: u8, len: usize, ttl: u32| {
-        d.handle_message(at, peer.clone(), DhtMessage {
-            request_id: rid,
-            body: DhtBody::Store { key: DhtId([key; 32]), ttl_secs: ttl, value: vec![key; len] },
-        });
+        d.handle_message(
+            at,
+            peer.clone(),
+            DhtMessage {
+                request_id: rid,
+                body: DhtBody::Store {
+                    key: DhtId([key; 32]),
+                    ttl_secs: ttl,
+                    value: vec![key; len],
+                },
+            },
+        );
         let out = d.poll_transmit().expect("ack");
         assert_eq!(out.message.request_id, rid, "request-id-echoed");
         match out.message.body {
@@ -272,14 +314,18 @@ fn storage_is_bounded_and_expires() {
     assert!(!store(&mut d, now, 2, 2, 60, 3600), "byte-bound");
     assert!(store(&mut d, now, 3, 2, 40, 3600), "ttl capped at max_ttl");
     assert!(!store(&mut d, now, 4, 3, 1, 3600), "count-bound");
-    assert!(store(&mut d, now, 5, 1, 10, 10), "replacing a record is allowed");
+    assert!(
+        store(&mut d, now, 5, 1, 10, 10),
+        "replacing a record is allowed"
+    );
     assert_eq!((d.records().len(), d.records().bytes()), (2, 50));
     d.handle_timeout(now + Duration::from_secs(11));
     assert_eq!(d.records().len(), 1, "expired");
     d.handle_timeout(now + Duration::from_secs(61));
     assert!(d.records().is_empty(), "ttl-capped-record-expired");
     assert_eq!(
-        d.store(now, DhtId([9; 32]), vec![0; 2000], Duration::from_secs(1)).err(),
+        d.store(now, DhtId([9; 32]), vec![0; 2000], Duration::from_secs(1))
+            .err(),
         Some(StoreError::ValueTooLarge(2000).into())
     );
 }
@@ -289,12 +335,28 @@ fn keys_of_one_mesh_are_invisible_to_another() {
     let mut net = Net::build(60);
     let a = NamespacedKey::new("mesh-a", "service", "printer").expect("key");
     let b = NamespacedKey::new("mesh-b", "service", "printer").expect("key");
-    let ev = net.run(5, |d, now| d.store(now, a.id(), b"lpd://10.0.0.9".to_vec(), Duration::from_secs(600)).expect("room"));
-    assert!(matches!(ev, DhtEvent::Stored { replicas, .. } if replicas >= 20), "stored-on-k-nodes: {ev:?}");
-    let found = |net: &mut Net, key: DhtId| matches!(
-        net.run(40, |d, now| d.find_value(now, key).expect("room")),
-        DhtEvent::LookupDone { outcome: LookupOutcome::Value(_), .. }
+    let ev = net.run(5, |d, now| {
+        d.store(
+            now,
+            a.id(),
+            b"lpd://10.0.0.9".to_vec(),
+            Duration::from_secs(600),
+        )
+        .expect("room")
+    });
+    assert!(
+        matches!(ev, DhtEvent::Stored { replicas, .. } if replicas >= 20),
+        "stored-on-k-nodes: {ev:?}"
     );
+    let found = |net: &mut Net, key: DhtId| {
+        matches!(
+            net.run(40, |d, now| d.find_value(now, key).expect("room")),
+            DhtEvent::LookupDone {
+                outcome: LookupOutcome::Value(_),
+                ..
+            }
+        )
+    };
     assert!(found(&mut net, a.id()), "same-mesh-finds");
     assert!(!found(&mut net, b.id()), "other-mesh-does-not");
 }
@@ -313,11 +375,18 @@ fn dead_contacts_time_out_and_responses_are_matched_to_their_peer() {
     let target = DhtId([0x42; 32]);
     d.find_node(now, target).expect("room");
     let out = d.poll_transmit().expect("a request");
-    let impostor = PeerEntry { public_key: EntityId([1; 32]), addrs: vec![] };
+    let impostor = PeerEntry {
+        public_key: EntityId([1; 32]),
+        addrs: vec![],
+    };
     let before = d.table().len();
-    d.handle_message(now, impostor, DhtMessage {
-        request_id: out.message.request_id,
-        body: DhtBody::Nodes { contacts: vec![] },
-    });
+    d.handle_message(
+        now,
+        impostor,
+        DhtMessage {
+            request_id: out.message.request_id,
+            body: DhtBody::Nodes { contacts: vec![] },
+        },
+    );
     assert_eq!(d.table().len(), before, "unmatched-response-ignored");
 }

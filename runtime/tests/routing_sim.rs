@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use netrun_messages::NodeId;
 use netrun_messages::discovery::PingwaveMessage;
 use netrun_messages::header::{HEADER_LEN, Header, PacketKind};
 use netrun_messages::routing::RoutingHeader;
-use netrun_messages::NodeId;
 use netrun_runtime::liveness::{Liveness, LivenessConfig, LivenessEvent};
 use netrun_runtime::pingwave::{PingwaveConfig, Pingwaves};
 use netrun_runtime::routing::{
@@ -91,8 +91,12 @@ impl Sim {
         for &(a, b) in edges {
             nodes[a].neighbours.push(b);
             nodes[b].neighbours.push(a);
-            nodes[a].liveness.insert(b, Liveness::new(liveness, now).expect("config"));
-            nodes[b].liveness.insert(a, Liveness::new(liveness, now).expect("config"));
+            nodes[a]
+                .liveness
+                .insert(b, Liveness::new(liveness, now).expect("config"));
+            nodes[b]
+                .liveness
+                .insert(a, Liveness::new(liveness, now).expect("config"));
         }
         Self {
             now,
@@ -170,7 +174,11 @@ impl Sim {
                     }
                     let neighbours = node.neighbours.clone();
                     if let Some(echo) = out.echo {
-                        self.send(to, from, Msg::Pingwave(PingwaveMessage::Echo(echo).to_vec()));
+                        self.send(
+                            to,
+                            from,
+                            Msg::Pingwave(PingwaveMessage::Echo(echo).to_vec()),
+                        );
                     }
                     if let Some(fwd) = out.forward {
                         for j in neighbours.into_iter().filter(|&j| j != from) {
@@ -222,7 +230,9 @@ impl Sim {
 }
 
 fn packet(src: usize, dst: usize, kind: PacketKind, counter: u64, ttl: u8) -> Vec<u8> {
-    let payload: Vec<u8> = (0..200u32).map(|i| (i as u8) ^ (counter as u8) ^ 0x5c).collect();
+    let payload: Vec<u8> = (0..200u32)
+        .map(|i| (i as u8) ^ (counter as u8) ^ 0x5c)
+        .collect();
     let mut h = Header::new(kind, id_of(src), id_of(dst));
     h.ttl = ttl;
     h.stream = 7;
@@ -243,15 +253,41 @@ const E: usize = 4;
 fn line_converges_and_relays_touch_only_routing_bytes() {
     let mut sim = Sim::new(5, &[(A, B), (B, C), (C, D), (D, E)], 4);
     sim.run(Duration::from_secs(2));
-    let route = *sim.nodes[A].table.lookup(id_of(E)).expect("routes-converge: A knows E");
-    assert_eq!((route.next_hop, route.metric, route.source), (id_of(B), 4, RouteSource::Pingwave));
-    assert_eq!(sim.nodes[E].table.lookup(id_of(A)).map(|r| r.next_hop), Some(id_of(D)));
-    let node = sim.nodes[A].pingwaves.graph().node(id_of(E)).expect("proximity graph has E");
+    let route = *sim.nodes[A]
+        .table
+        .lookup(id_of(E))
+        .expect("routes-converge: A knows E");
+    assert_eq!(
+        (route.next_hop, route.metric, route.source),
+        (id_of(B), 4, RouteSource::Pingwave)
+    );
+    assert_eq!(
+        sim.nodes[E].table.lookup(id_of(A)).map(|r| r.next_hop),
+        Some(id_of(D))
+    );
+    let node = sim.nodes[A]
+        .pingwaves
+        .graph()
+        .node(id_of(E))
+        .expect("proximity graph has E");
     assert_eq!((node.hops, node.via), (4, id_of(B)));
-    assert!(node.path_rtt > Duration::ZERO, "path RTT accumulates measured link RTTs");
-    assert!(sim.nodes[A].pingwaves.graph().edge(id_of(B)).flatten().is_some(), "echo measured the A–B link");
+    assert!(
+        node.path_rtt > Duration::ZERO,
+        "path RTT accumulates measured link RTTs"
+    );
+    assert!(
+        sim.nodes[A]
+            .pingwaves
+            .graph()
+            .edge(id_of(B))
+            .flatten()
+            .is_some(),
+        "echo measured the A–B link"
+    );
 
-    let sent: Vec<Vec<u8>> = (1..=10).map(|c| packet(A, E, PacketKind::Data, c, 16)).collect();
+    let sent: Vec<Vec<u8>> = (1..=10)
+        .map(|c| packet(A, E, PacketKind::Data, c, 16))
+        .collect();
     for p in &sent {
         assert!(sim.originate(A, p.clone()));
     }
@@ -261,13 +297,26 @@ fn line_converges_and_relays_touch_only_routing_bytes() {
     let got = &sim.nodes[E].delivered;
     assert_eq!(got.len(), sent.len(), "all-delivered");
     for (before, after) in sent.iter().zip(got) {
-        assert_eq!(&after[HEADER_LEN..], &before[HEADER_LEN..], "payload-untouched");
-        let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+        assert_eq!(
+            &after[HEADER_LEN..],
+            &before[HEADER_LEN..],
+            "payload-untouched"
+        );
+        let changed: Vec<usize> = (0..before.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
         assert_eq!(changed, vec![3, 4], "only-ttl-and-hop-count-rewritten");
         let (h, _) = Header::parse(after).expect("parses");
         assert_eq!((h.ttl, h.hop_count), (13, 3), "three relays");
     }
-    assert_eq!((sim.nodes[B].forwarded, sim.nodes[C].forwarded, sim.nodes[D].forwarded), (10, 10, 10));
+    assert_eq!(
+        (
+            sim.nodes[B].forwarded,
+            sim.nodes[C].forwarded,
+            sim.nodes[D].forwarded
+        ),
+        (10, 10, 10)
+    );
 }
 
 #[test]
@@ -279,7 +328,11 @@ fn ttl_expires_and_duplicates_are_dropped() {
         sim.step();
     }
     assert!(sim.nodes[E].delivered.is_empty());
-    assert_eq!(sim.drops(D, DropReason::TtlExpired), 1, "ttl-bounds-the-path");
+    assert_eq!(
+        sim.drops(D, DropReason::TtlExpired),
+        1,
+        "ttl-bounds-the-path"
+    );
     // The same (src, stream, counter) twice: the second copy dies at the first relay.
     let p = packet(A, E, PacketKind::Data, 2, 16);
     sim.originate(A, p.clone());
@@ -288,7 +341,11 @@ fn ttl_expires_and_duplicates_are_dropped() {
         sim.step();
     }
     assert_eq!(sim.nodes[E].delivered.len(), 1);
-    assert_eq!(sim.drops(B, DropReason::Duplicate), 1, "duplicate-suppressed");
+    assert_eq!(
+        sim.drops(B, DropReason::Duplicate),
+        1,
+        "duplicate-suppressed"
+    );
 }
 
 #[test]
@@ -315,10 +372,25 @@ fn loops_are_broken_by_self_origin_duplicates_and_ttl() {
     for _ in 0..20 {
         sim.step();
     }
-    assert_eq!(sim.drops(x, DropReason::SelfOriginated), 1, "self-originated-dropped");
-    assert_eq!(sim.drops(x, DropReason::Duplicate), 1, "looping-copy-dropped-as-duplicate");
-    assert_eq!(sim.drops(x, DropReason::TtlExpired) + sim.drops(y, DropReason::TtlExpired), 1);
-    assert_eq!(sim.nodes[x].forwarded + sim.nodes[y].forwarded, 1 + 2 + 6, "ttl-bounds-forwards");
+    assert_eq!(
+        sim.drops(x, DropReason::SelfOriginated),
+        1,
+        "self-originated-dropped"
+    );
+    assert_eq!(
+        sim.drops(x, DropReason::Duplicate),
+        1,
+        "looping-copy-dropped-as-duplicate"
+    );
+    assert_eq!(
+        sim.drops(x, DropReason::TtlExpired) + sim.drops(y, DropReason::TtlExpired),
+        1
+    );
+    assert_eq!(
+        sim.nodes[x].forwarded + sim.nodes[y].forwarded,
+        1 + 2 + 6,
+        "ttl-bounds-forwards"
+    );
 }
 
 #[test]
@@ -326,9 +398,23 @@ fn dead_relay_is_routed_around_once_declared_down() {
     // Ring A–C–E–D–B–A: A reaches E through C (2 hops) or through B, D (3 hops).
     let mut sim = Sim::new(5, &[(A, C), (C, E), (E, D), (D, B), (B, A)], 4);
     sim.run(Duration::from_secs(2));
-    assert_eq!(sim.nodes[A].table.lookup(id_of(E)).map(|r| (r.next_hop, r.metric)), Some((id_of(C), 2)));
-    let hops: Vec<NodeId> = sim.nodes[A].table.candidates(id_of(E)).iter().map(|r| r.next_hop).collect();
-    assert!(hops.contains(&id_of(B)), "alternative-candidate-kept: {hops:?}");
+    assert_eq!(
+        sim.nodes[A]
+            .table
+            .lookup(id_of(E))
+            .map(|r| (r.next_hop, r.metric)),
+        Some((id_of(C), 2))
+    );
+    let hops: Vec<NodeId> = sim.nodes[A]
+        .table
+        .candidates(id_of(E))
+        .iter()
+        .map(|r| r.next_hop)
+        .collect();
+    assert!(
+        hops.contains(&id_of(B)),
+        "alternative-candidate-kept: {hops:?}"
+    );
 
     sim.nodes[C].alive = false;
     let killed_at = sim.now;
@@ -342,7 +428,10 @@ fn dead_relay_is_routed_around_once_declared_down() {
         if declared.is_none() && downs.contains(&(A, C)) {
             declared = Some(sim.now);
             // Rerouted in the same step, from a kept candidate: no new probe was needed.
-            assert_eq!(sim.nodes[A].table.lookup(id_of(E)).map(|r| r.next_hop), Some(id_of(B)));
+            assert_eq!(
+                sim.nodes[A].table.lookup(id_of(E)).map(|r| r.next_hop),
+                Some(id_of(B))
+            );
             rerouted = Some(sim.nodes[E].delivered.len());
         }
     }
@@ -350,8 +439,13 @@ fn dead_relay_is_routed_around_once_declared_down() {
     assert!(declared - killed_at <= Duration::from_millis(1300));
     let before = rerouted.expect("rerouted");
     let after = sim.nodes[E].delivered.len();
-    assert!(after - before >= 60, "traffic-flows-on-the-other-path: {before} → {after}");
-    let last = Header::parse(sim.nodes[E].delivered.last().expect("one")).expect("parses").0;
+    assert!(
+        after - before >= 60,
+        "traffic-flows-on-the-other-path: {before} → {after}"
+    );
+    let last = Header::parse(sim.nodes[E].delivered.last().expect("one"))
+        .expect("parses")
+        .0;
     assert_eq!(last.hop_count, 2, "A→B→D→E: two relays");
 }
 
@@ -362,7 +456,10 @@ fn pingwave_flood_is_bounded_by_radius() {
     let mut sim = Sim::new(12, &edges, 3);
     sim.run(Duration::from_secs(3));
     assert!(sim.nodes[0].table.lookup(id_of(3)).is_some());
-    assert!(sim.nodes[0].table.lookup(id_of(4)).is_none(), "radius-bounds-discovery");
+    assert!(
+        sim.nodes[0].table.lookup(id_of(4)).is_none(),
+        "radius-bounds-discovery"
+    );
     let g = sim.nodes[5].pingwaves.graph();
     assert_eq!(g.num_edges(), 2);
     assert_eq!(g.num_nodes(), 6, "nodes within the radius only");

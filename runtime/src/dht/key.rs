@@ -151,9 +151,18 @@ mod tests {
         let b = NamespacedKey::new("meshB", "svc", "x:y").expect("ok");
         assert_eq!(a.as_str(), "meshA:svc:x:y");
         assert_ne!(a.id(), b.id());
-        assert_eq!(NamespacedKey::new("a:b", "svc", "k"), Err(KeyError::Separator("mesh prefix")));
-        assert_eq!(NamespacedKey::new("a", "", "k"), Err(KeyError::Empty("key type")));
-        assert!(matches!(NamespacedKey::new("a", "t", &"k".repeat(600)), Err(KeyError::TooLong(_))));
+        assert_eq!(
+            NamespacedKey::new("a:b", "svc", "k"),
+            Err(KeyError::Separator("mesh prefix"))
+        );
+        assert_eq!(
+            NamespacedKey::new("a", "", "k"),
+            Err(KeyError::Empty("key type"))
+        );
+        assert!(matches!(
+            NamespacedKey::new("a", "t", &"k".repeat(600)),
+            Err(KeyError::TooLong(_))
+        ));
         assert_eq!(bucket_index(&DhtId([0; 32]), &DhtId([0; 32])), None);
         let mut one = [0u8; 32];
         one[31] = 1;

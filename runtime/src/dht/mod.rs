@@ -26,13 +26,13 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use netrun_messages::NodeId;
-use netrun_messages::discovery::{
-    DhtBody, DhtId, DhtMessage, MAX_DHT_CONTACTS, PeerEntry,
-};
+use netrun_messages::discovery::{DhtBody, DhtId, DhtMessage, MAX_DHT_CONTACTS, PeerEntry};
 use thiserror::Error;
 
 pub use buckets::{Contact, InsertOutcome, KBuckets};
-pub use key::{Distance, KeyError, MAX_KEY_LEN, NamespacedKey, bucket_index, id_in_bucket, xor_distance};
+pub use key::{
+    Distance, KeyError, MAX_KEY_LEN, NamespacedKey, bucket_index, id_in_bucket, xor_distance,
+};
 pub use lookup::Lookup;
 pub use store::{RecordStore, StoreConfig, StoreError};
 
@@ -363,7 +363,16 @@ impl Dht {
             let ttl_secs = u32::try_from(expires_at.saturating_duration_since(now).as_secs())
                 .unwrap_or(u32::MAX)
                 .max(1);
-            self.send_request(now, None, newcomer.clone(), DhtBody::Store { key, ttl_secs, value });
+            self.send_request(
+                now,
+                None,
+                newcomer.clone(),
+                DhtBody::Store {
+                    key,
+                    ttl_secs,
+                    value,
+                },
+            );
         }
     }
 
@@ -416,7 +425,9 @@ impl Dht {
             }
         }
         self.store.expire(now);
-        if now.saturating_duration_since(self.refresh_checked_at) >= self.config.refresh_interval / 4 {
+        if now.saturating_duration_since(self.refresh_checked_at)
+            >= self.config.refresh_interval / 4
+        {
             self.refresh_checked_at = now;
             let before = now.checked_sub(self.config.refresh_interval);
             let stale = before.map_or_else(Vec::new, |b| self.table.stale_buckets(b));

@@ -163,7 +163,8 @@ impl ProximityGraph {
     /// Removes a neighbour the failure detector declared down, and every path through it.
     pub fn remove_neighbour(&mut self, neighbour: NodeId) {
         self.edges.remove(&neighbour);
-        self.nodes.retain(|id, n| *id != neighbour && n.via != neighbour);
+        self.nodes
+            .retain(|id, n| *id != neighbour && n.via != neighbour);
     }
 
     /// What is known about `origin`.

@@ -231,14 +231,26 @@ mod tests {
         assert_eq!(a(&mut p, 9, wave(9, 4, 0)), Acceptance::Stale);
         assert_eq!(a(&mut p, 3, wave(9, 6, 0)), Acceptance::Spoofed);
         assert_eq!(a(&mut p, 3, wave(9, 6, 2)), Acceptance::FreshSeqOnly);
-        assert_eq!(p.graph().node(NodeId(9)).map(|n| (n.hops, n.via, n.last_seq)), Some((1, NodeId(9), 6)));
-        assert_eq!(a(&mut p, 9, wave(9, 6, 0)), Acceptance::Duplicate, "same seq, same hops");
+        assert_eq!(
+            p.graph()
+                .node(NodeId(9))
+                .map(|n| (n.hops, n.via, n.last_seq)),
+            Some((1, NodeId(9), 6))
+        );
+        assert_eq!(
+            a(&mut p, 9, wave(9, 6, 0)),
+            Acceptance::Duplicate,
+            "same seq, same hops"
+        );
         assert_eq!(a(&mut p, 3, wave(1, 7, 1)), Acceptance::SelfEdge);
         assert_eq!(a(&mut p, 1, wave(8, 7, 1)), Acceptance::SelfEdge);
         // Same seq over a shorter path improves; the old path is replaced.
         assert_eq!(a(&mut p, 4, wave(7, 1, 3)), Acceptance::Fresh);
         assert_eq!(a(&mut p, 5, wave(7, 1, 1)), Acceptance::Improved);
-        assert_eq!(p.graph().node(NodeId(7)).map(|n| (n.hops, n.via)), Some((2, NodeId(5))));
+        assert_eq!(
+            p.graph().node(NodeId(7)).map(|n| (n.hops, n.via)),
+            Some((2, NodeId(5)))
+        );
         assert_eq!(p.graph().num_edges(), 1);
     }
 
@@ -246,15 +258,26 @@ mod tests {
     fn outcomes_echo_forward_and_route() {
         let now = t0();
         let mut p = Pingwaves::new(NodeId(1), PingwaveConfig::default(), now);
-        let out = p.handle_wave(now, NodeId(9), Some(Duration::from_micros(300)), &wave(9, 1, 0));
+        let out = p.handle_wave(
+            now,
+            NodeId(9),
+            Some(Duration::from_micros(300)),
+            &wave(9, 1, 0),
+        );
         assert_eq!(out.echo.map(|e| e.seq), Some(1));
         let fwd = out.forward.expect("propagates");
         assert_eq!((fwd.ttl, fwd.hops, fwd.path_rtt_micros), (2, 1, 300));
         let (dst, route) = out.route.expect("route");
-        assert_eq!((dst, route.next_hop, route.metric), (NodeId(9), NodeId(9), 1));
+        assert_eq!(
+            (dst, route.next_hop, route.metric),
+            (NodeId(9), NodeId(9), 1)
+        );
         let dup = p.handle_wave(now, NodeId(4), None, &wave(9, 1, 1));
         assert!(dup.forward.is_none() && dup.echo.is_none());
-        assert_eq!(dup.route.map(|(_, r)| (r.next_hop, r.metric)), Some((NodeId(4), 2)));
+        assert_eq!(
+            dup.route.map(|(_, r)| (r.next_hop, r.metric)),
+            Some((NodeId(4), 2))
+        );
         let mut last = wave(6, 1, 2);
         last.ttl = 1;
         assert!(p.handle_wave(now, NodeId(4), None, &last).forward.is_none());
@@ -268,11 +291,23 @@ mod tests {
         let w1 = p.poll_wave(now).expect("first wave is due");
         assert!(p.poll_wave(now).is_none());
         assert_eq!(p.poll_timeout(), now + config.interval);
-        let echo = PingwaveEcho { seq: w1.seq, sent_at_micros: w1.sent_at_micros };
+        let echo = PingwaveEcho {
+            seq: w1.seq,
+            sent_at_micros: w1.sent_at_micros,
+        };
         let later = now + Duration::from_millis(3);
-        assert_eq!(p.handle_echo(later, NodeId(2), &echo), Some(Duration::from_millis(3)));
-        assert_eq!(p.graph().edge(NodeId(2)), Some(Some(Duration::from_millis(3))));
-        let future = PingwaveEcho { seq: 9, sent_at_micros: 0 };
+        assert_eq!(
+            p.handle_echo(later, NodeId(2), &echo),
+            Some(Duration::from_millis(3))
+        );
+        assert_eq!(
+            p.graph().edge(NodeId(2)),
+            Some(Some(Duration::from_millis(3)))
+        );
+        let future = PingwaveEcho {
+            seq: 9,
+            sent_at_micros: 0,
+        };
         assert_eq!(p.handle_echo(later, NodeId(2), &future), None);
     }
 }

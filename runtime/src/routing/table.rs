@@ -148,8 +148,7 @@ impl RoutingTable {
         if dst == self.local || route.next_hop == self.local || route.expires_at <= now {
             return false;
         }
-        if !self.entries.contains_key(&dst) && self.entries.len() >= self.config.max_destinations
-        {
+        if !self.entries.contains_key(&dst) && self.entries.len() >= self.config.max_destinations {
             self.refused += 1;
             return false;
         }
@@ -293,7 +292,10 @@ mod tests {
         let now = t0();
         let mut t = RoutingTable::new(NodeId(1), RoutingConfig::default());
         assert!(t.handle_route(now, NodeId(9), route(2, 3, now)));
-        assert!(!t.handle_route(now, NodeId(9), route(3, 3, now)), "a tie keeps the installed");
+        assert!(
+            !t.handle_route(now, NodeId(9), route(3, 3, now)),
+            "a tie keeps the installed"
+        );
         assert_eq!(t.lookup(NodeId(9)).map(|r| r.next_hop), Some(NodeId(2)));
         assert!(t.handle_route(now, NodeId(9), route(4, 2, now)));
         assert_eq!(t.snapshot().lookup(NodeId(9)), Some(NodeId(4)));
@@ -311,11 +313,18 @@ mod tests {
         assert_eq!(t.handle_peer_down(NodeId(2)), vec![NodeId(2), NodeId(9)]);
         let s2 = t.snapshot();
         assert!(s2.version() > s1.version());
-        assert_eq!(s1.lookup(NodeId(9)), Some(NodeId(2)), "old snapshots are immutable");
+        assert_eq!(
+            s1.lookup(NodeId(9)),
+            Some(NodeId(2)),
+            "old snapshots are immutable"
+        );
         assert_eq!(s2.lookup(NodeId(9)), Some(NodeId(3)));
         assert_eq!(s2.lookup(NodeId(2)), None);
         assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(30)));
-        assert_eq!(t.handle_timeout(now + Duration::from_secs(31)), vec![NodeId(9)]);
+        assert_eq!(
+            t.handle_timeout(now + Duration::from_secs(31)),
+            vec![NodeId(9)]
+        );
         assert!(t.is_empty());
         assert!(t.snapshot().is_empty());
     }
@@ -335,7 +344,11 @@ mod tests {
         t.handle_route(now, NodeId(9), route(4, 7, now));
         assert_eq!(t.candidates(NodeId(9)).len(), 2);
         t.handle_route(now, NodeId(9), route(5, 1, now));
-        let hops: Vec<u64> = t.candidates(NodeId(9)).iter().map(|r| r.next_hop.0).collect();
+        let hops: Vec<u64> = t
+            .candidates(NodeId(9))
+            .iter()
+            .map(|r| r.next_hop.0)
+            .collect();
         assert_eq!(hops, vec![2, 5]);
         assert!(!t.handle_route(now, NodeId(8), route(2, 1, now)));
         assert_eq!(t.refused(), 1);
