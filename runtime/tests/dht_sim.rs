@@ -390,3 +390,26 @@ fn dead_contacts_time_out_and_responses_are_matched_to_their_peer() {
     );
     assert_eq!(d.table().len(), before, "unmatched-response-ignored");
 }
+
+#[test]
+fn idle_buckets_are_refreshed() {
+    let mut net = Net::build(30);
+    let before = net.messages;
+    net.now += Duration::from_secs(16 * 60);
+    let now = net.now;
+    net.nodes[3].handle_timeout(now);
+    assert!(
+        net.nodes[3].lookups_running() > 0,
+        "refresh-lookups-started"
+    );
+    net.dirty.insert(3);
+    net.pump();
+    assert!(net.messages > before);
+    while net.nodes[3].poll_event().is_some() {}
+    net.nodes[3].handle_timeout(now + Duration::from_secs(1));
+    assert_eq!(
+        net.nodes[3].lookups_running(),
+        0,
+        "not-refreshed-again-until-idle"
+    );
+}

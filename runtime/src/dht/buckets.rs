@@ -195,3 +195,59 @@ impl KBuckets {
         self.len == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netrun_messages::EntityId;
+
+    fn contact(first: u8, last: u8) -> Contact {
+        let mut id = [0u8; 32];
+        id[0] = first;
+        id[31] = last;
+        Contact {
+            id: DhtId(id),
+            entry: PeerEntry {
+                public_key: EntityId([last; 32]),
+                addrs: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn full_bucket_keeps_old_contacts_and_promotes_spares_on_failure() {
+        #[allow(clippy::disallowed_methods)] // arbitrary origin
+        let now = Instant::now();
+        let mut t = KBuckets::new(DhtId([0; 32]), 2, 1);
+        assert_eq!(t.insert(now, contact(0x80, 1)), InsertOutcome::Inserted);
+        assert_eq!(t.insert(now, contact(0x81, 2)), InsertOutcome::Inserted);
+        assert_eq!(t.insert(now, contact(0x80, 1)), InsertOutcome::Updated);
+        assert_eq!(
+            t.insert(now, contact(0x82, 3)),
+            InsertOutcome::Pending {
+                lru: contact(0x81, 2)
+            }
+        );
+        assert_eq!(
+            t.insert(now, contact(0x83, 4)),
+            InsertOutcome::Pending {
+                lru: contact(0x81, 2)
+            }
+        );
+        assert_eq!((t.len(), t.bucket_len(255)), (2, 2));
+        assert!(t.remove(&contact(0x81, 2).id));
+        assert!(t.contains(&contact(0x83, 4).id), "newest spare promoted");
+        assert!(
+            !t.contains(&contact(0x82, 3).id),
+            "replacement cache is bounded"
+        );
+        assert_eq!(t.insert(now, contact(0, 0)), InsertOutcome::Local);
+        let closest = t.closest(&contact(0x83, 0).id, 1);
+        assert_eq!(closest, vec![contact(0x83, 4)]);
+        assert_eq!(t.stale_buckets(now), vec![255]);
+        assert!(
+            t.stale_buckets(now - std::time::Duration::from_secs(1))
+                .is_empty()
+        );
+    }
+}

@@ -85,3 +85,71 @@ fn le_u64(bytes: &[u8]) -> u64 {
     b.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{Route, RouteSource, RoutingConfig, RoutingTable};
+    use netrun_messages::header::{Header, PacketKind};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn each_drop_reason_and_forward() {
+        #[allow(clippy::disallowed_methods)] // arbitrary origin
+        let now = Instant::now();
+        let me = NodeId(1);
+        let mut t = RoutingTable::new(me, RoutingConfig::default());
+        t.handle_route(
+            now,
+            NodeId(9),
+            Route {
+                next_hop: NodeId(2),
+                metric: 1,
+                expires_at: now + Duration::from_secs(5),
+                source: RouteSource::Direct,
+            },
+        );
+        let snap = t.snapshot();
+        let mut seen = RecentlySeen::new(16, Duration::from_secs(1));
+        let mut decide = |src: u64, dst: u64, ttl: u8, counter: u64| {
+            let mut h = Header::new(PacketKind::Data, NodeId(src), NodeId(dst));
+            h.ttl = ttl;
+            h.counter = counter;
+            let mut p = h.encode().to_vec();
+            let before = p.clone();
+            let d = forward_decision(me, &snap, &mut p, &mut seen);
+            (d, p != before)
+        };
+        assert_eq!(
+            decide(5, 9, 4, 1),
+            (
+                Decision::Forward {
+                    next_hop: NodeId(2)
+                },
+                true
+            )
+        );
+        assert_eq!(
+            decide(5, 9, 4, 1),
+            (Decision::Drop(DropReason::Duplicate), false)
+        );
+        assert_eq!(
+            decide(1, 9, 4, 2),
+            (Decision::Drop(DropReason::SelfOriginated), false)
+        );
+        assert_eq!(decide(5, 1, 4, 3), (Decision::Deliver, false));
+        assert_eq!(
+            decide(5, 8, 4, 4),
+            (Decision::Drop(DropReason::NoRoute), false)
+        );
+        assert_eq!(
+            decide(5, 9, 0, 5),
+            (Decision::Drop(DropReason::TtlExpired), false)
+        );
+        let mut short = vec![1u8; 30];
+        assert_eq!(
+            forward_decision(me, &snap, &mut short, &mut seen),
+            Decision::Drop(DropReason::Malformed)
+        );
+    }
+}

@@ -271,7 +271,41 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
+
+    proptest! {
+        #[test]
+        fn installed_is_always_a_best_candidate_and_snapshot_agrees(
+            ops in proptest::collection::vec((0u8..4, 1u64..6, 2u64..8, 1u32..6, 0u64..40), 1..80)
+        ) {
+            let t0 = t0();
+            let mut t = RoutingTable::new(NodeId(1), RoutingConfig { max_candidates: 3, max_destinations: 8 });
+            for (op, dst, hop, metric, at) in ops {
+                let now = t0 + Duration::from_secs(at);
+                match op {
+                    0 | 1 => { t.handle_route(now, NodeId(dst), Route {
+                        next_hop: NodeId(hop), metric, expires_at: now + Duration::from_secs(10),
+                        source: RouteSource::Discovery,
+                    }); }
+                    2 => { t.handle_peer_down(NodeId(hop)); }
+                    _ => { t.handle_timeout(now); }
+                }
+                let snap = t.snapshot();
+                for d in 1..6 {
+                    let c = t.candidates(NodeId(d));
+                    prop_assert!(c.len() <= 3);
+                    let mut hops: Vec<NodeId> = c.iter().map(|r| r.next_hop).collect();
+                    hops.sort_unstable();
+                    hops.dedup();
+                    prop_assert_eq!(hops.len(), c.len(), "one candidate per next hop");
+                    let best = c.iter().map(|r| r.metric).min();
+                    prop_assert_eq!(t.lookup(NodeId(d)).map(|r| r.metric), best);
+                    prop_assert_eq!(snap.lookup(NodeId(d)), t.lookup(NodeId(d)).map(|r| r.next_hop));
+                }
+            }
+        }
+    }
 
     #[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
     fn t0() -> Instant {
