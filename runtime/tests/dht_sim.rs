@@ -231,6 +231,7 @@ fn lookup_hops_grow_logarithmically() {
     let mut report = Vec::new();
     for n in [100usize, 1000] {
         let mut net = Net::build(n);
+        let join_messages = net.messages;
         let samples = 200.min(n);
         let mut hops = Vec::new();
         let mut queries = Vec::new();
@@ -264,10 +265,12 @@ fn lookup_hops_grow_logarithmically() {
         let log2 = (n as f64).log2();
         let (median, p99) = (percentile(&hops, 0.5), percentile(&hops, 0.99));
         report.push(format!(
-            "n={n}: hops median {median} p99 {p99} max {}; queries median {} p99 {}; log2(n)={log2:.1}",
+            "n={n}: hops median {median} p99 {p99} max {}; queries median {} p99 {}; \
+             log2(n)={log2:.1}; {} messages per join",
             hops.last().copied().unwrap_or(0),
             percentile(&queries, 0.5),
             percentile(&queries, 0.99),
+            join_messages / n as u64,
         ));
         assert!(
             f64::from(p99) <= 2.0 * log2,

@@ -148,6 +148,26 @@ impl KBuckets {
         all.into_iter().map(|(_, c)| c.clone()).collect()
     }
 
+    /// How many contacts are strictly closer to `target` than `distance`, counting at most
+    /// to `limit` (no allocation).
+    pub fn count_closer(
+        &self,
+        target: &DhtId,
+        distance: &super::key::Distance,
+        limit: usize,
+    ) -> usize {
+        let mut n = 0;
+        for c in self.buckets.iter().flat_map(|b| b.entries.iter()) {
+            if xor_distance(&c.id, target) < *distance {
+                n += 1;
+                if n >= limit {
+                    break;
+                }
+            }
+        }
+        n
+    }
+
     /// Marks bucket `index` as recently used (a lookup ran in its range).
     pub fn touch(&mut self, index: usize, now: Instant) {
         if let Some(b) = self.buckets.get_mut(index) {

@@ -344,35 +344,45 @@ impl Dht {
         self.seen(now, from);
     }
 
-    /// Records that `from` is alive; a contact new to the table is handed the records it is
-    /// now closer to than this node (the Kademlia join rule), so values stay findable at the
-    /// k closest nodes as the network grows.
+    /// Records that `from` is alive. A contact new to the table is handed the records it now
+    /// belongs with (the Kademlia join rule): records whose key is closer to the newcomer
+    /// than to this node, for which the newcomer is among the `k` closest contacts this node
+    /// knows, and for which this node is among the `alpha` closest holders it knows (so one
+    /// record is handed over by a few nodes, not by all `k` replicas). Values stay findable
+    /// at the k closest nodes as the network grows.
     fn seen(&mut self, now: Instant, from: Contact) {
         let newcomer = from.clone();
         if self.table.insert(now, from) != InsertOutcome::Inserted {
             return;
         }
         let local = self.local.id;
+        let k = self.config.k;
+        let alpha = self.config.alpha;
+        let table = &self.table;
         let handoff: Vec<(DhtId, Vec<u8>, Instant)> = self
             .store
             .iter(now)
-            .filter(|(key, _, _)| xor_distance(&newcomer.id, key) < xor_distance(&local, key))
+            .filter(|(key, _, _)| {
+                let theirs = xor_distance(&newcomer.id, key);
+                let ours = xor_distance(&local, key);
+                // The newcomer is one of the contacts closer than us, so `<= alpha` means at
+                // most `alpha - 1` others are.
+                theirs < ours
+                    && table.count_closer(key, &ours, alpha + 1) <= alpha
+                    && table.count_closer(key, &theirs, k) < k
+            })
             .map(|(key, v, at)| (key, v.to_vec(), at))
             .collect();
         for (key, value, expires_at) in handoff {
             let ttl_secs = u32::try_from(expires_at.saturating_duration_since(now).as_secs())
                 .unwrap_or(u32::MAX)
                 .max(1);
-            self.send_request(
-                now,
-                None,
-                newcomer.clone(),
-                DhtBody::Store {
-                    key,
-                    ttl_secs,
-                    value,
-                },
-            );
+            let body = DhtBody::Store {
+                key,
+                ttl_secs,
+                value,
+            };
+            self.send_request(now, None, newcomer.clone(), body);
         }
     }
 
