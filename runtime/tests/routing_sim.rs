@@ -465,3 +465,46 @@ fn pingwave_flood_is_bounded_by_radius() {
     assert_eq!(g.num_nodes(), 6, "nodes within the radius only");
     assert!(sim.control_messages > 0);
 }
+
+#[test]
+fn a_failure_two_hops_away_is_routed_around_when_the_route_expires() {
+    // Ring of nine: A reaches E clockwise through B, C, D (4 hops) or counter-clockwise
+    // through the other four nodes (5 hops). C dies. B and D declare it down; A has no
+    // verdict about C, so its route through B stops being refreshed and expires, and the
+    // kept candidate through the other side takes over.
+    let edges: Vec<(usize, usize)> = (0..9).map(|i| (i, (i + 1) % 9)).collect();
+    let mut sim = Sim::new(9, &edges, 6);
+    sim.run(Duration::from_secs(3));
+    let via_b = sim.nodes[A]
+        .table
+        .lookup(id_of(E))
+        .map(|r| (r.next_hop, r.metric));
+    assert_eq!(via_b, Some((id_of(B), 4)));
+    sim.nodes[C].alive = false;
+    let killed_at = sim.now;
+    let mut counter = 1000;
+    let mut switched = None;
+    while sim.now < killed_at + Duration::from_secs(6) {
+        counter += 1;
+        sim.originate(A, packet(A, E, PacketKind::Data, counter, 16));
+        sim.step();
+        let hop = sim.nodes[A].table.lookup(id_of(E)).map(|r| r.next_hop);
+        if switched.is_none() && hop == Some(id_of(8)) {
+            switched = Some(sim.now - killed_at);
+        }
+    }
+    let switched = switched.expect("A switched to the other side");
+    // A needs no verdict about C: its route through B expires at most route_ttl (1.5 s)
+    // after the last wave C relayed, plus a wave interval of slack.
+    assert!(
+        switched <= Duration::from_millis(2100),
+        "reroute took {switched:?}"
+    );
+    let resumed = sim.nodes[E]
+        .delivered
+        .iter()
+        .filter(|p| Header::parse(p).is_ok_and(|(h, _)| h.counter > 1000))
+        .count();
+    assert!(resumed > 60, "traffic-resumes-on-the-other-side: {resumed}");
+    eprintln!("ring of 9: A rerouted {switched:?} after C died (route_ttl 1.5 s)");
+}
