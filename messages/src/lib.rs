@@ -12,6 +12,7 @@
 pub mod capability;
 pub mod causal;
 pub mod channel;
+pub mod discovery;
 pub mod envelope;
 pub mod error;
 pub mod header;

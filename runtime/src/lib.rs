@@ -9,10 +9,18 @@
 //! - [`handshake`]: the Noise `IKpsk2` handshake that produces session keys, the
 //!   session-rotation rules and the retry backoff.
 //! - [`liveness`]: RTT estimation and the per-peer failure detector driven by heartbeats.
+//! - [`routing`]: the routing table, its read-only snapshot and the per-packet relay decision.
+//! - [`pingwave`]: hop-bounded probes that build the proximity graph and feed routes.
+//! - [`peer_exchange`]: signed peer lists from session peers, taken as connect hints only.
+//! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
 
 pub mod crypto;
+pub mod dht;
 pub mod handshake;
 pub mod liveness;
+pub mod peer_exchange;
+pub mod pingwave;
+pub mod routing;
 pub mod stream;
 
 /// The `rand_core` version the cores take randomness from (`CryptoRngCore`, and `OsRng`

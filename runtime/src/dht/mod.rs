@@ -1,0 +1,580 @@
+//! Kademlia: 256-bit ids, XOR distance, k-buckets, iterative lookups and bounded storage.
+//!
+//! ```text
+//!  find_node / find_value / store / publish_contact / resolve ─▶ Lookup (α in flight)
+//!        poll_transmit() ─▶ Outgoing{to, DhtMessage{request_id, FIND_*/STORE}} ─▶ session
+//!  session ─▶ handle_message(now, from, msg)
+//!        request  ─▶ answer from KBuckets / RecordStore ─▶ poll_transmit()
+//!        response ─▶ matched by (request id, sender) ─▶ Lookup ─▶ next queries or done
+//!  handle_timeout(now) ─▶ request timeouts (contact evicted), record expiry, bucket refresh
+//!        poll_event() ─▶ DhtEvent::{LookupDone, Stored}
+//! ```
+//!
+//! Node DHT ids are BLAKE3 of the node's public key; record keys are BLAKE3 of a
+//! [`NamespacedKey`] `{mesh_prefix}:{key_type}:{key}`, so two meshes never share a key.
+//! Every node publishes its contact record under `{mesh_prefix}:node:{node id}`;
+//! [`Dht::resolve`] finds it, and [`contact_record`] checks that the record's key derives
+//! the node id asked for. Messages arrive over authenticated sessions, so `from` is a proven
+//! identity; what responses *say* about other nodes is only a hint.
+
+mod buckets;
+mod key;
+mod lookup;
+mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use netrun_messages::NodeId;
+use netrun_messages::discovery::{DhtBody, DhtId, DhtMessage, MAX_DHT_CONTACTS, PeerEntry};
+use thiserror::Error;
+
+pub use buckets::{Contact, InsertOutcome, KBuckets};
+pub use key::{
+    Distance, KeyError, MAX_KEY_LEN, NamespacedKey, bucket_index, id_in_bucket, xor_distance,
+};
+pub use lookup::Lookup;
+pub use store::{RecordStore, StoreConfig, StoreError};
+
+/// Kademlia's bucket size and replication factor.
+pub const K: usize = 20;
+/// Kademlia's lookup parallelism.
+pub const ALPHA: usize = 3;
+
+/// DHT parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhtConfig {
+    /// Bucket size and replication factor.
+    pub k: usize,
+    /// Requests in flight per lookup.
+    pub alpha: usize,
+    /// A request unanswered this long fails and its contact is evicted.
+    pub request_timeout: Duration,
+    /// A non-empty bucket with no lookup in its range for this long is refreshed.
+    pub refresh_interval: Duration,
+    /// Spare contacts cached per full bucket.
+    pub replacement_len: usize,
+    /// Lookups running at once; more are refused.
+    pub max_lookups: usize,
+    /// Record storage limits.
+    pub store: StoreConfig,
+    /// Seed of the refresh-target generator (randomness is an input).
+    pub seed: [u8; 32],
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        Self {
+            k: K,
+            alpha: ALPHA,
+            request_timeout: Duration::from_secs(2),
+            refresh_interval: Duration::from_secs(15 * 60),
+            replacement_len: 8,
+            max_lookups: 64,
+            store: StoreConfig::default(),
+            seed: [0; 32],
+        }
+    }
+}
+
+/// Identifies a lookup started on one [`Dht`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LookupId(pub u64);
+
+/// A message to send over the session with `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The recipient.
+    pub to: PeerEntry,
+    /// The message.
+    pub message: DhtMessage,
+}
+
+/// How a lookup ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The closest contacts that answered, closest first.
+    Nodes(Vec<PeerEntry>),
+    /// A FIND_VALUE hit.
+    Value(Vec<u8>),
+}
+
+/// What the DHT reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// A lookup finished.
+    LookupDone {
+        /// Which lookup.
+        id: LookupId,
+        /// Its target.
+        target: DhtId,
+        /// The result.
+        outcome: LookupOutcome,
+        /// The query round that first learned the target or value (0: known locally);
+        /// `None` if it was not found.
+        hops: Option<u32>,
+        /// Requests the lookup sent.
+        queries: u32,
+    },
+    /// A store finished its lookup and sent STORE to the closest nodes.
+    Stored {
+        /// Which lookup.
+        id: LookupId,
+        /// The key.
+        key: DhtId,
+        /// STORE requests sent (plus one if this node kept a copy).
+        replicas: usize,
+    },
+}
+
+/// Why a DHT operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum DhtError {
+    /// [`DhtConfig::max_lookups`] lookups are already running.
+    #[error("too many lookups in progress")]
+    TooManyLookups,
+    /// The key could not be namespaced.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The value is too large for a record.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug)]
+enum Purpose {
+    Find { value: bool },
+    Store { value: Vec<u8>, ttl: Duration },
+}
+
+#[derive(Debug)]
+struct Running {
+    lookup: Lookup,
+    purpose: Purpose,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    lookup: Option<LookupId>,
+    to: DhtId,
+    sent_at: Instant,
+}
+
+/// The Kademlia core of one node.
+#[derive(Debug)]
+pub struct Dht {
+    config: DhtConfig,
+    local: Contact,
+    table: KBuckets,
+    store: RecordStore,
+    lookups: HashMap<LookupId, Running>,
+    pending: HashMap<u64, Pending>,
+    outbox: VecDeque<Outgoing>,
+    events: VecDeque<DhtEvent>,
+    next_request: u64,
+    next_lookup: u64,
+    refresh_counter: u64,
+    refresh_checked_at: Instant,
+}
+
+impl Dht {
+    /// A DHT node for `local` (this node's key and addresses).
+    pub fn new(config: DhtConfig, local: PeerEntry, now: Instant) -> Self {
+        let local = Contact::new(local);
+        Self {
+            table: KBuckets::new(local.id, config.k, config.replacement_len),
+            store: RecordStore::new(config.store),
+            config,
+            local,
+            lookups: HashMap::new(),
+            pending: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            next_request: 1,
+            next_lookup: 1,
+            refresh_counter: 0,
+            refresh_checked_at: now,
+        }
+    }
+
+    /// Adds a known contact (a bootstrap node, an authenticated session peer).
+    pub fn add_contact(&mut self, now: Instant, entry: PeerEntry) -> InsertOutcome {
+        self.table.insert(now, Contact::new(entry))
+    }
+
+    /// Starts an iterative FIND_NODE for `target`.
+    pub fn find_node(&mut self, now: Instant, target: DhtId) -> Result<LookupId, DhtError> {
+        self.start(now, target, Purpose::Find { value: false })
+    }
+
+    /// Starts an iterative FIND_VALUE for `key` (answered at once from the local store).
+    pub fn find_value(&mut self, now: Instant, key: DhtId) -> Result<LookupId, DhtError> {
+        self.start(now, key, Purpose::Find { value: true })
+    }
+
+    /// Stores `value` under `key` on the `k` nodes closest to it.
+    pub fn store(
+        &mut self,
+        now: Instant,
+        key: DhtId,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<LookupId, DhtError> {
+        if value.len() > netrun_messages::discovery::MAX_DHT_VALUE_LEN {
+            return Err(StoreError::ValueTooLarge(value.len()).into());
+        }
+        self.start(now, key, Purpose::Store { value, ttl })
+    }
+
+    /// Publishes this node's contact record under `{mesh_prefix}:node:{node id}`.
+    pub fn publish_contact(
+        &mut self,
+        now: Instant,
+        mesh_prefix: &str,
+        ttl: Duration,
+    ) -> Result<LookupId, DhtError> {
+        let key = NamespacedKey::node_record(mesh_prefix, self.local.node_id())?;
+        let mut value = Vec::with_capacity(self.local.entry.encoded_len());
+        self.local.entry.encode_into(&mut value);
+        self.store(now, key.id(), value, ttl)
+    }
+
+    /// Looks up the contact record of `node`; check the value with [`contact_record`].
+    pub fn resolve(
+        &mut self,
+        now: Instant,
+        mesh_prefix: &str,
+        node: NodeId,
+    ) -> Result<LookupId, DhtError> {
+        let key = NamespacedKey::node_record(mesh_prefix, node)?;
+        self.find_value(now, key.id())
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        target: DhtId,
+        purpose: Purpose,
+    ) -> Result<LookupId, DhtError> {
+        let value = matches!(purpose, Purpose::Find { value: true });
+        if self.lookups.len() >= self.config.max_lookups {
+            return Err(DhtError::TooManyLookups);
+        }
+        let id = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        if let Some(i) = bucket_index(&self.local.id, &target) {
+            self.table.touch(i, now);
+        }
+        let seeds = self.table.closest(&target, self.config.k);
+        let mut lookup = Lookup::new(
+            self.local.id,
+            target,
+            seeds,
+            self.config.k,
+            self.config.alpha,
+            self.config.request_timeout,
+        );
+        if value && let Some(v) = self.store.get(now, &target) {
+            lookup.on_value(&self.local.id, v.to_vec());
+        }
+        self.lookups.insert(id, Running { lookup, purpose });
+        self.drive(now, id);
+        Ok(id)
+    }
+
+    /// Takes a message received over the authenticated session with `from`.
+    pub fn handle_message(&mut self, now: Instant, from: PeerEntry, message: DhtMessage) {
+        let from = Contact::new(from);
+        let from_id = from.id;
+        if from_id == self.local.id {
+            return;
+        }
+        if message.is_response() {
+            let Some(p) = self.pending.get(&message.request_id).copied() else {
+                return;
+            };
+            if p.to != from_id {
+                return; // a response id echoed by the wrong peer is ignored
+            }
+            self.pending.remove(&message.request_id);
+            self.seen(now, from);
+            let Some(lid) = p.lookup else {
+                return;
+            };
+            let Some(run) = self.lookups.get_mut(&lid) else {
+                return;
+            };
+            match message.body {
+                DhtBody::Nodes { contacts } => {
+                    let contacts = contacts.into_iter().map(Contact::new).collect();
+                    run.lookup.on_nodes(&from_id, contacts);
+                }
+                DhtBody::Value { value } => run.lookup.on_value(&from_id, value),
+                _ => run.lookup.on_failure(&from_id),
+            }
+            self.drive(now, lid);
+            return;
+        }
+        let reply = |body| DhtMessage {
+            request_id: message.request_id,
+            body,
+        };
+        let answer = match &message.body {
+            DhtBody::FindNode { target } => reply(self.nodes_body(target, &from_id)),
+            DhtBody::FindValue { key } => match self.store.get(now, key) {
+                Some(v) => reply(DhtBody::Value { value: v.to_vec() }),
+                None => reply(self.nodes_body(key, &from_id)),
+            },
+            DhtBody::Store {
+                key,
+                ttl_secs,
+                value,
+            } => {
+                let ttl = Duration::from_secs(u64::from(*ttl_secs));
+                let stored = self.store.put(now, *key, value.clone(), ttl).is_ok();
+                reply(DhtBody::StoreAck { stored })
+            }
+            _ => return,
+        };
+        let to = from.entry.clone();
+        self.outbox.push_back(Outgoing {
+            to,
+            message: answer,
+        });
+        self.seen(now, from);
+    }
+
+    /// Records that `from` is alive. A contact new to the table is handed the records it now
+    /// belongs with (the Kademlia join rule): records whose key is closer to the newcomer
+    /// than to this node, for which the newcomer is among the `k` closest contacts this node
+    /// knows, and for which this node is among the `alpha` closest holders it knows (so one
+    /// record is handed over by a few nodes, not by all `k` replicas). Values stay findable
+    /// at the k closest nodes as the network grows.
+    fn seen(&mut self, now: Instant, from: Contact) {
+        let newcomer = from.clone();
+        if self.table.insert(now, from) != InsertOutcome::Inserted {
+            return;
+        }
+        let local = self.local.id;
+        let k = self.config.k;
+        let alpha = self.config.alpha;
+        let table = &self.table;
+        let handoff: Vec<(DhtId, Vec<u8>, Instant)> = self
+            .store
+            .iter(now)
+            .filter(|(key, _, _)| {
+                let theirs = xor_distance(&newcomer.id, key);
+                let ours = xor_distance(&local, key);
+                // The newcomer is one of the contacts closer than us, so `<= alpha` means at
+                // most `alpha - 1` others are.
+                theirs < ours
+                    && table.count_closer(key, &ours, alpha + 1) <= alpha
+                    && table.count_closer(key, &theirs, k) < k
+            })
+            .map(|(key, v, at)| (key, v.to_vec(), at))
+            .collect();
+        for (key, value, expires_at) in handoff {
+            let ttl_secs = u32::try_from(expires_at.saturating_duration_since(now).as_secs())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let body = DhtBody::Store {
+                key,
+                ttl_secs,
+                value,
+            };
+            self.send_request(now, None, newcomer.clone(), body);
+        }
+    }
+
+    fn send_request(&mut self, now: Instant, lookup: Option<LookupId>, to: Contact, body: DhtBody) {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.pending.insert(
+            request_id,
+            Pending {
+                lookup,
+                to: to.id,
+                sent_at: now,
+            },
+        );
+        self.outbox.push_back(Outgoing {
+            to: to.entry,
+            message: DhtMessage { request_id, body },
+        });
+    }
+
+    fn nodes_body(&self, target: &DhtId, requester: &DhtId) -> DhtBody {
+        let contacts = self
+            .table
+            .closest(target, self.config.k.min(MAX_DHT_CONTACTS) + 1)
+            .into_iter()
+            .filter(|c| c.id != *requester)
+            .take(self.config.k.min(MAX_DHT_CONTACTS))
+            .map(|c| c.entry)
+            .collect();
+        DhtBody::Nodes { contacts }
+    }
+
+    /// Times out requests, expires records and starts due bucket refreshes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.request_timeout;
+        let expired: Vec<(u64, Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.sent_at) >= timeout)
+            .map(|(r, p)| (*r, *p))
+            .collect();
+        for (request, p) in expired {
+            self.pending.remove(&request);
+            self.table.remove(&p.to);
+            if let Some(lid) = p.lookup {
+                if let Some(run) = self.lookups.get_mut(&lid) {
+                    run.lookup.on_failure(&p.to);
+                }
+                self.drive(now, lid);
+            }
+        }
+        self.store.expire(now);
+        if now.saturating_duration_since(self.refresh_checked_at)
+            >= self.config.refresh_interval / 4
+        {
+            self.refresh_checked_at = now;
+            let before = now.checked_sub(self.config.refresh_interval);
+            let stale = before.map_or_else(Vec::new, |b| self.table.stale_buckets(b));
+            for index in stale {
+                self.refresh_counter += 1;
+                let mut h = blake3::Hasher::new();
+                h.update(&self.config.seed);
+                h.update(&self.refresh_counter.to_le_bytes());
+                let target = id_in_bucket(&self.local.id, index, h.finalize().as_bytes());
+                if self.find_node(now, target).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let requests = self
+            .pending
+            .values()
+            .map(|p| p.sent_at + self.config.request_timeout)
+            .min();
+        let refresh = self.refresh_checked_at + self.config.refresh_interval / 4;
+        [requests, self.store.poll_timeout(), Some(refresh)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &KBuckets {
+        &self.table
+    }
+
+    /// The record store.
+    pub fn records(&self) -> &RecordStore {
+        &self.store
+    }
+
+    /// This node's contact.
+    pub fn local(&self) -> &Contact {
+        &self.local
+    }
+
+    /// Lookups running.
+    pub fn lookups_running(&self) -> usize {
+        self.lookups.len()
+    }
+
+    fn drive(&mut self, now: Instant, id: LookupId) {
+        let Some(run) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let value = matches!(run.purpose, Purpose::Find { value: true });
+        let target = run.lookup.target();
+        let queries = run.lookup.next_queries(now);
+        let done = run.lookup.is_done();
+        for to in queries {
+            let body = if value {
+                DhtBody::FindValue { key: target }
+            } else {
+                DhtBody::FindNode { target }
+            };
+            self.send_request(now, Some(id), to, body);
+        }
+        if !done {
+            return;
+        }
+        let Some(run) = self.lookups.remove(&id) else {
+            return;
+        };
+        let lookup = run.lookup;
+        match run.purpose {
+            Purpose::Find { .. } => {
+                let outcome = match lookup.value() {
+                    Some(v) => LookupOutcome::Value(v.to_vec()),
+                    None => LookupOutcome::Nodes(
+                        lookup.closest().into_iter().map(|c| c.entry).collect(),
+                    ),
+                };
+                let hops = match outcome {
+                    LookupOutcome::Value(_) => lookup.hops(),
+                    LookupOutcome::Nodes(_) if value => None,
+                    LookupOutcome::Nodes(_) => lookup.hops(),
+                };
+                self.events.push_back(DhtEvent::LookupDone {
+                    id,
+                    target,
+                    outcome,
+                    hops,
+                    queries: lookup.queries(),
+                });
+            }
+            Purpose::Store { value, ttl } => {
+                let closest = lookup.closest();
+                let ttl_secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+                let mut replicas = 0;
+                let local_is_close = closest.len() < self.config.k
+                    || closest.last().is_some_and(|far| {
+                        xor_distance(&self.local.id, &target) < xor_distance(&far.id, &target)
+                    });
+                if local_is_close && self.store.put(now, target, value.clone(), ttl).is_ok() {
+                    replicas += 1;
+                }
+                for c in closest {
+                    let body = DhtBody::Store {
+                        key: target,
+                        ttl_secs,
+                        value: value.clone(),
+                    };
+                    self.send_request(now, None, c, body);
+                    replicas += 1;
+                }
+                self.events.push_back(DhtEvent::Stored {
+                    id,
+                    key: target,
+                    replicas,
+                });
+            }
+        }
+    }
+}
+
+/// Decodes a contact record found under `{mesh}:node:{node}` and checks that its key
+/// derives `node`. The result is a hint to connect to, not an identity.
+pub fn contact_record(node: NodeId, value: &[u8]) -> Option<PeerEntry> {
+    let (entry, used) = PeerEntry::decode_prefix(value).ok()?;
+    (used == value.len() && entry.node_id() == node).then_some(entry)
+}

@@ -1,0 +1,390 @@
+//! The routing table and the snapshot it publishes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use netrun_messages::NodeId;
+
+/// Where a route was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteSource {
+    /// An authenticated session with the destination itself.
+    Direct,
+    /// A pingwave that reached us through the next hop.
+    Pingwave,
+    /// A discovery backend (peer exchange, DHT) suggested the path.
+    Discovery,
+}
+
+/// One way to reach a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The neighbour the packet is handed to.
+    pub next_hop: NodeId,
+    /// Path cost; lower is better (hop count for pingwave routes, 1 for direct sessions).
+    pub metric: u32,
+    /// When the route stops being used unless refreshed.
+    pub expires_at: Instant,
+    /// Where it was learned.
+    pub source: RouteSource,
+}
+
+/// Table limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Candidate routes kept per destination (one per next hop). Four covers a node with a
+    /// handful of neighbours and lets a reroute happen without waiting for a new probe.
+    pub max_candidates: usize,
+    /// Destinations kept; a new destination beyond this is refused and counted.
+    pub max_destinations: usize,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            max_candidates: 4,
+            max_destinations: 65_536,
+        }
+    }
+}
+
+/// The read-only `destination → next hop` map the router publishes for the data path.
+///
+/// Immutable once built; cloning shares the map. `version` grows with every rebuild so a
+/// reader can tell whether it holds the latest.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingSnapshot {
+    version: u64,
+    next_hops: Arc<HashMap<NodeId, NodeId>>,
+}
+
+impl RoutingSnapshot {
+    /// The next hop toward `dst`, if there is a route.
+    #[inline]
+    pub fn lookup(&self, dst: NodeId) -> Option<NodeId> {
+        self.next_hops.get(&dst).copied()
+    }
+
+    /// Destinations with a route.
+    pub fn len(&self) -> usize {
+        self.next_hops.len()
+    }
+
+    /// Whether no destination has a route.
+    pub fn is_empty(&self) -> bool {
+        self.next_hops.is_empty()
+    }
+
+    /// The rebuild counter of the table that built this snapshot.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// At most `max_candidates`, at most one per next hop.
+    candidates: Vec<Route>,
+    /// Next hop of the installed route, if any.
+    installed: Option<NodeId>,
+}
+
+impl Entry {
+    fn installed_route(&self) -> Option<&Route> {
+        let hop = self.installed?;
+        self.candidates.iter().find(|r| r.next_hop == hop)
+    }
+
+    /// Re-applies the selection rule; returns whether the installed next hop changed.
+    fn reselect(&mut self) -> bool {
+        let best = self
+            .candidates
+            .iter()
+            .min_by_key(|r| (r.metric, r.next_hop))
+            .copied();
+        let before = self.installed;
+        self.installed = match (self.installed_route(), best) {
+            (_, None) => None,
+            (Some(cur), Some(best)) if best.metric >= cur.metric => Some(cur.next_hop),
+            (_, Some(best)) => Some(best.next_hop),
+        };
+        before != self.installed
+    }
+}
+
+/// Destination → candidate routes, with the strictly-better replacement rule.
+///
+/// Sans-IO: the router actor feeds it sessions, pingwave route updates, discovery hints and
+/// failure-detector verdicts, and publishes [`snapshot`](Self::snapshot) after each change.
+#[derive(Debug)]
+pub struct RoutingTable {
+    local: NodeId,
+    config: RoutingConfig,
+    entries: HashMap<NodeId, Entry>,
+    snapshot: RoutingSnapshot,
+    dirty: bool,
+    refused: u64,
+}
+
+impl RoutingTable {
+    /// An empty table for node `local`.
+    pub fn new(local: NodeId, config: RoutingConfig) -> Self {
+        Self {
+            local,
+            config,
+            entries: HashMap::new(),
+            snapshot: RoutingSnapshot::default(),
+            dirty: false,
+            refused: 0,
+        }
+    }
+
+    /// Offers a route to `dst`. A candidate through the same next hop is refreshed in place
+    /// (metric, expiry, source); a new next hop joins the candidates, evicting the worst if
+    /// the set is full. The installed route changes only when a candidate is strictly better
+    /// than it. Returns whether the installed next hop changed.
+    pub fn handle_route(&mut self, now: Instant, dst: NodeId, route: Route) -> bool {
+        if dst == self.local || route.next_hop == self.local || route.expires_at <= now {
+            return false;
+        }
+        if !self.entries.contains_key(&dst) && self.entries.len() >= self.config.max_destinations {
+            self.refused += 1;
+            return false;
+        }
+        let max = self.config.max_candidates.max(1);
+        let entry = self.entries.entry(dst).or_default();
+        if let Some(c) = entry
+            .candidates
+            .iter_mut()
+            .find(|c| c.next_hop == route.next_hop)
+        {
+            *c = route;
+        } else if entry.candidates.len() < max {
+            entry.candidates.push(route);
+        } else {
+            let worst = entry
+                .candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| Some(c.next_hop) != entry.installed)
+                .max_by_key(|(_, c)| (c.metric, std::cmp::Reverse(c.expires_at)))
+                .map(|(i, c)| (i, c.metric));
+            match worst {
+                Some((i, metric)) if route.metric < metric => entry.candidates[i] = route,
+                _ => return false,
+            }
+        }
+        let changed = entry.reselect();
+        self.dirty |= changed;
+        changed
+    }
+
+    /// The failure detector declared `next_hop` down: every candidate through it is
+    /// withdrawn and each affected destination falls back to its best remaining candidate.
+    /// Returns the destinations whose installed route changed (rerouted or now unreachable).
+    pub fn handle_peer_down(&mut self, next_hop: NodeId) -> Vec<NodeId> {
+        let mut changed = Vec::new();
+        self.entries.retain(|dst, entry| {
+            let before = entry.candidates.len();
+            entry.candidates.retain(|c| c.next_hop != next_hop);
+            if entry.candidates.len() != before && entry.reselect() {
+                changed.push(*dst);
+            }
+            !entry.candidates.is_empty()
+        });
+        changed.sort_unstable();
+        self.dirty |= !changed.is_empty();
+        changed
+    }
+
+    /// Drops expired candidates and reselects. Returns the destinations whose installed
+    /// route changed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<NodeId> {
+        let mut changed = Vec::new();
+        self.entries.retain(|dst, entry| {
+            let before = entry.candidates.len();
+            entry.candidates.retain(|c| c.expires_at > now);
+            if entry.candidates.len() != before && entry.reselect() {
+                changed.push(*dst);
+            }
+            !entry.candidates.is_empty()
+        });
+        changed.sort_unstable();
+        self.dirty |= !changed.is_empty();
+        changed
+    }
+
+    /// The earliest candidate expiry, when [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .flat_map(|e| e.candidates.iter().map(|c| c.expires_at))
+            .min()
+    }
+
+    /// The installed route to `dst`.
+    pub fn lookup(&self, dst: NodeId) -> Option<&Route> {
+        self.entries.get(&dst)?.installed_route()
+    }
+
+    /// Every candidate to `dst` (installed or not).
+    pub fn candidates(&self, dst: NodeId) -> &[Route] {
+        self.entries
+            .get(&dst)
+            .map_or(&[][..], |e| e.candidates.as_slice())
+    }
+
+    /// Destinations with at least one candidate.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Routes refused because the table was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// The current snapshot, rebuilt only if an installed route changed since the last call.
+    pub fn snapshot(&mut self) -> RoutingSnapshot {
+        if self.dirty {
+            let map = self
+                .entries
+                .iter()
+                .filter_map(|(dst, e)| Some((*dst, e.installed?)))
+                .collect();
+            self.snapshot = RoutingSnapshot {
+                version: self.snapshot.version + 1,
+                next_hops: Arc::new(map),
+            };
+            self.dirty = false;
+        }
+        self.snapshot.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    proptest! {
+        #[test]
+        fn installed_is_always_a_best_candidate_and_snapshot_agrees(
+            ops in proptest::collection::vec((0u8..4, 1u64..6, 2u64..8, 1u32..6, 0u64..40), 1..80)
+        ) {
+            let t0 = t0();
+            let mut t = RoutingTable::new(NodeId(1), RoutingConfig { max_candidates: 3, max_destinations: 8 });
+            for (op, dst, hop, metric, at) in ops {
+                let now = t0 + Duration::from_secs(at);
+                match op {
+                    0 | 1 => { t.handle_route(now, NodeId(dst), Route {
+                        next_hop: NodeId(hop), metric, expires_at: now + Duration::from_secs(10),
+                        source: RouteSource::Discovery,
+                    }); }
+                    2 => { t.handle_peer_down(NodeId(hop)); }
+                    _ => { t.handle_timeout(now); }
+                }
+                let snap = t.snapshot();
+                for d in 1..6 {
+                    let c = t.candidates(NodeId(d));
+                    prop_assert!(c.len() <= 3);
+                    let mut hops: Vec<NodeId> = c.iter().map(|r| r.next_hop).collect();
+                    hops.sort_unstable();
+                    hops.dedup();
+                    prop_assert_eq!(hops.len(), c.len(), "one candidate per next hop");
+                    let best = c.iter().map(|r| r.metric).min();
+                    prop_assert_eq!(t.lookup(NodeId(d)).map(|r| r.metric), best);
+                    prop_assert_eq!(snap.lookup(NodeId(d)), t.lookup(NodeId(d)).map(|r| r.next_hop));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn route(hop: u64, metric: u32, at: Instant) -> Route {
+        Route {
+            next_hop: NodeId(hop),
+            metric,
+            expires_at: at + Duration::from_secs(30),
+            source: RouteSource::Pingwave,
+        }
+    }
+
+    #[test]
+    fn replaced_only_by_strictly_better() {
+        let now = t0();
+        let mut t = RoutingTable::new(NodeId(1), RoutingConfig::default());
+        assert!(t.handle_route(now, NodeId(9), route(2, 3, now)));
+        assert!(
+            !t.handle_route(now, NodeId(9), route(3, 3, now)),
+            "a tie keeps the installed"
+        );
+        assert_eq!(t.lookup(NodeId(9)).map(|r| r.next_hop), Some(NodeId(2)));
+        assert!(t.handle_route(now, NodeId(9), route(4, 2, now)));
+        assert_eq!(t.snapshot().lookup(NodeId(9)), Some(NodeId(4)));
+        assert_eq!(t.candidates(NodeId(9)).len(), 3);
+    }
+
+    #[test]
+    fn peer_down_falls_back_to_a_candidate_and_expiry_removes() {
+        let now = t0();
+        let mut t = RoutingTable::new(NodeId(1), RoutingConfig::default());
+        t.handle_route(now, NodeId(9), route(2, 2, now));
+        t.handle_route(now, NodeId(9), route(3, 4, now));
+        t.handle_route(now, NodeId(2), route(2, 1, now));
+        let s1 = t.snapshot();
+        assert_eq!(t.handle_peer_down(NodeId(2)), vec![NodeId(2), NodeId(9)]);
+        let s2 = t.snapshot();
+        assert!(s2.version() > s1.version());
+        assert_eq!(
+            s1.lookup(NodeId(9)),
+            Some(NodeId(2)),
+            "old snapshots are immutable"
+        );
+        assert_eq!(s2.lookup(NodeId(9)), Some(NodeId(3)));
+        assert_eq!(s2.lookup(NodeId(2)), None);
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(30)));
+        assert_eq!(
+            t.handle_timeout(now + Duration::from_secs(31)),
+            vec![NodeId(9)]
+        );
+        assert!(t.is_empty());
+        assert!(t.snapshot().is_empty());
+    }
+
+    #[test]
+    fn self_routes_ignored_and_candidates_bounded() {
+        let now = t0();
+        let config = RoutingConfig {
+            max_candidates: 2,
+            max_destinations: 1,
+        };
+        let mut t = RoutingTable::new(NodeId(1), config);
+        assert!(!t.handle_route(now, NodeId(1), route(2, 1, now)));
+        assert!(!t.handle_route(now, NodeId(9), route(1, 1, now)));
+        t.handle_route(now, NodeId(9), route(2, 5, now));
+        t.handle_route(now, NodeId(9), route(3, 6, now));
+        t.handle_route(now, NodeId(9), route(4, 7, now));
+        assert_eq!(t.candidates(NodeId(9)).len(), 2);
+        t.handle_route(now, NodeId(9), route(5, 1, now));
+        let hops: Vec<u64> = t
+            .candidates(NodeId(9))
+            .iter()
+            .map(|r| r.next_hop.0)
+            .collect();
+        assert_eq!(hops, vec![2, 5]);
+        assert!(!t.handle_route(now, NodeId(8), route(2, 1, now)));
+        assert_eq!(t.refused(), 1);
+    }
+}
