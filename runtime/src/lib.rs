@@ -13,6 +13,7 @@
 //! - [`pingwave`]: hop-bounded probes that build the proximity graph and feed routes.
 //! - [`peer_exchange`]: signed peer lists from session peers, taken as connect hints only.
 //! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
+//! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
 
 pub mod crypto;
 pub mod dht;
