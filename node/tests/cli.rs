@@ -217,3 +217,34 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running"), "{err}");
 }
+
+#[test]
+fn identity_new_then_show_and_never_replace() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = netrun(&["identity", "show"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("netrun identity new"));
+
+    let out = netrun(&["identity", "new", "--json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let out = netrun(&["identity", "show", "--json"], dir.path());
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(created["node_id"], shown["node_id"]);
+    assert_eq!(created["public_key"], shown["public_key"]);
+
+    let out = netrun(&["identity", "new"], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an existing identity is never replaced"
+    );
+
+    // The node started on this data directory uses the same identity.
+    let node = start(dir.path(), &[]);
+    assert_eq!(node.hello["node_id"], shown["node_id"]);
+}
