@@ -24,9 +24,9 @@ use tokio::time::Instant;
 
 use crate::events::{EVENT_CAPACITY, PeerEvent};
 use crate::session::SessionMsg;
-use crate::stream::{ACCEPT_BACKLOG, StreamHandle};
 use crate::sessions::SessionsMsg;
 use crate::stats::TransportStats;
+use crate::stream::{ACCEPT_BACKLOG, StreamHandle};
 
 /// One direction pair of session keys from one handshake.
 pub struct KeyPair {
@@ -214,10 +214,7 @@ impl Wire {
     }
 
     pub(crate) fn stream_accept_config(&self) -> netrun_runtime::stream::StreamConfig {
-        self.stream_accept
-            .lock()
-            .map(|c| *c)
-            .unwrap_or_default()
+        self.stream_accept.lock().map(|c| *c).unwrap_or_default()
     }
 
     /// Test hook: drops each sealed packet this node sends with `probability` (0 turns it

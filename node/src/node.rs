@@ -19,18 +19,18 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use netrun_actors::events::PeerEvent;
+use netrun_actors::session::SessionMsg;
 use netrun_actors::session::{ConnectError, PeerInfo};
 use netrun_actors::sessions::SessionsMsg;
 use netrun_actors::stats::TransportSnapshot;
-use netrun_actors::session::SessionMsg;
 use netrun_actors::stream::{StreamHandle, StreamOpenError};
 use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
 use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
 use netrun_runtime::stream::{StreamConfig, StreamStats};
-use ractor::rpc::CallResult;
 use netrun_supervisor::node_tree::{self, NodeTree, NodeTreeArgs};
+use ractor::rpc::CallResult;
 use thiserror::Error;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::time::Instant;
@@ -464,6 +464,14 @@ impl Node {
     /// Transport and session counters.
     pub fn stats(&self) -> TransportSnapshot {
         self.inner.wire.stats().snapshot()
+    }
+
+    /// Test hook: drops each sealed packet this node sends with `probability` (seeded; 0
+    /// turns it off), as if the network lost it; counted in `dropped_injected`. For loss
+    /// tests on loopback, where the kernel does not lose.
+    #[doc(hidden)]
+    pub fn set_loss(&self, probability: f64, seed: u64) {
+        self.inner.wire.set_loss(probability, seed);
     }
 
     /// Stops the node: the supervision tree shuts down in reverse start order (control,

@@ -20,7 +20,8 @@ use netrun_messages::envelope::{Envelope, Subprotocol};
 use netrun_messages::stream::{ResetReason, StreamFrame};
 use netrun_messages::{NodeId, PacketFlags, PacketKind};
 use netrun_runtime::stream::{
-    DEFAULT_MAX_STREAMS, StreamConfig, StreamConfigError, StreamError, StreamEvent, StreamStats, Streams, TableError,
+    DEFAULT_MAX_STREAMS, StreamConfig, StreamConfigError, StreamError, StreamEvent, StreamStats,
+    Streams, TableError,
 };
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
@@ -181,7 +182,10 @@ impl SessionStreams {
         match self.table.get_mut(id).map(|s| s.send(now, data)) {
             Some(Ok(_)) => local.sent += len,
             Some(Err(e)) => {
-                local.shared.lost_sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                local
+                    .shared
+                    .lost_sends
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 debug!(stream = id, error = %e, "send accepted by the handle refused by the core");
             }
             None => {}

@@ -434,10 +434,10 @@ impl StreamSender {
     pub async fn stats(&self) -> StreamStats {
         let shared = &self.guard.shared;
         let id = shared.id;
-        let call = self
-            .guard
-            .session
-            .call(|reply| SessionMsg::StreamStats { id, reply }, Some(CALL_TIMEOUT));
+        let call = self.guard.session.call(
+            |reply| SessionMsg::StreamStats { id, reply },
+            Some(CALL_TIMEOUT),
+        );
         let stats = match call.await {
             Ok(CallResult::Success(Some(stats))) => Some(stats),
             _ => None,
