@@ -203,8 +203,8 @@ impl SessionActor {
             SessionMsg::StreamOpen { id, config, reply } => {
                 let _ = reply.send(state.streams.open(id, config, &myself));
             }
-            SessionMsg::StreamSend { id, data } => {
-                state.streams.on_send(id, data);
+            SessionMsg::StreamSend { id } => {
+                state.streams.on_send(id);
                 state.pump_streams(&myself).await;
             }
             SessionMsg::StreamConsumed { id, bytes } => {
@@ -217,6 +217,10 @@ impl SessionActor {
             }
             SessionMsg::StreamAbort { id } => {
                 state.streams.on_abort(id);
+                state.pump_streams(&myself).await;
+            }
+            SessionMsg::StreamRelease { id } => {
+                state.streams.on_release(id);
                 state.pump_streams(&myself).await;
             }
             SessionMsg::StreamStats { id, reply } => {

@@ -185,12 +185,10 @@ pub enum SessionMsg {
         /// The handle, or why not.
         reply: RpcReplyPort<Result<StreamHandle, StreamOpenError>>,
     },
-    /// Data a handle accepted against its published credit.
+    /// Stream `id` has sends queued (accepted against its published credit) to take.
     StreamSend {
         /// Stream id.
         id: u64,
-        /// One message.
-        data: Bytes,
     },
     /// The application consumed `bytes` more of stream `id` (coalesced by the handle).
     StreamConsumed {
@@ -210,6 +208,12 @@ pub enum SessionMsg {
     },
     /// Abort stream `id` (RESET to the peer).
     StreamAbort {
+        /// Stream id.
+        id: u64,
+    },
+    /// The application dropped stream `id`: close it gracefully if the peer finished,
+    /// abort it otherwise.
+    StreamRelease {
         /// Stream id.
         id: u64,
     },

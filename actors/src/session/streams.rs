@@ -9,7 +9,8 @@
 //! 3. `poll_transmit` → sealed `Stream` packets (`RELIABLE` flag for reliable streams);
 //! 4. `poll_control` → sealed `Control` packets carrying `STREAM` envelopes;
 //! 5. the send limit (`consumed + window`) published to each handle;
-//! 6. done streams reaped; one timer armed at the table's `poll_timeout`.
+//! 6. done streams removed once their linger (the peer's give-up time) is over; one timer
+//!    armed at the earliest of the table's `poll_timeout` and the next linger end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub(super) struct SessionStreams {
     /// stale and ignored).
     timer: Option<(Instant, u64)>,
     next_token: u64,
+    /// The earliest end of a done stream's linger.
+    linger_until: Option<Instant>,
     /// Encoding scratch (segments and envelopes).
     buf: Vec<u8>,
     body: Vec<u8>,
@@ -60,6 +63,12 @@ struct Local {
     sent: u64,
     finished: bool,
     close_waiters: Vec<RpcReplyPort<Result<(), StreamError>>>,
+    /// When the stream was first seen done (closed both ways, or failed).
+    done_at: Option<Instant>,
+    /// How long a done stream stays in the table: the peer's give-up time, so that its
+    /// late retransmissions (a FIN whose ack was lost) still meet this stream instead of
+    /// creating a new one with the same id.
+    linger: Duration,
 }
 
 impl SessionStreams {
@@ -70,6 +79,7 @@ impl SessionStreams {
             peer,
             timer: None,
             next_token: 0,
+            linger_until: None,
             buf: Vec::new(),
             body: Vec::new(),
         })
@@ -109,6 +119,8 @@ impl SessionStreams {
                 sent: 0,
                 finished: false,
                 close_waiters: Vec::new(),
+                done_at: None,
+                linger: config.give_up_time(),
             },
         );
         StreamHandle::new(shared, session.clone(), rx, config.window_bytes)
@@ -172,23 +184,28 @@ impl SessionStreams {
         }
     }
 
-    /// A send the handle already checked against the credit it was published.
-    pub(super) fn on_send(&mut self, id: u64, data: Bytes) {
-        let len = data.len() as u64;
+    /// Takes the sends the handle queued (each already checked against the credit it was
+    /// published) and hands them to the core in order.
+    pub(super) fn on_send(&mut self, id: u64) {
         let now = Instant::now().into_std();
         let Some(local) = self.local.get_mut(&id) else {
             return;
         };
-        match self.table.get_mut(id).map(|s| s.send(now, data)) {
-            Some(Ok(_)) => local.sent += len,
-            Some(Err(e)) => {
-                local
-                    .shared
-                    .lost_sends
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                debug!(stream = id, error = %e, "send accepted by the handle refused by the core");
+        let Some(stream) = self.table.get_mut(id) else {
+            return;
+        };
+        for data in local.shared.take_pending() {
+            let len = data.len() as u64;
+            match stream.send(now, data) {
+                Ok(_) => local.sent += len,
+                Err(e) => {
+                    local
+                        .shared
+                        .lost_sends
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(stream = id, error = %e, "send accepted by the handle refused by the core");
+                }
             }
-            None => {}
         }
     }
 
@@ -223,6 +240,25 @@ impl SessionStreams {
         }
     }
 
+    /// The handle is gone. After the peer's FIN nothing is left to read, so the send half
+    /// closes gracefully (within the stream's give-up time) and the peer's own close can
+    /// complete; before it, the stream is aborted.
+    pub(super) fn on_release(&mut self, id: u64) {
+        let now = Instant::now().into_std();
+        let finished = self.local.get(&id).is_some_and(|l| l.finished);
+        let Some(stream) = self.table.get_mut(id) else {
+            return;
+        };
+        if finished {
+            let deadline = now + stream.config().give_up_time();
+            if stream.close_graceful(now, deadline).is_err() {
+                stream.abort();
+            }
+        } else {
+            stream.abort();
+        }
+    }
+
     pub(super) fn stats(&self, id: u64) -> Option<StreamStats> {
         let stats = self.table.get(id)?.stats();
         Some(match self.local.get(&id) {
@@ -231,10 +267,12 @@ impl SessionStreams {
         })
     }
 
+    /// Every live stream (done streams that only linger are left out).
     pub(super) fn list(&self) -> Vec<(u64, StreamStats)> {
         self.local
-            .keys()
-            .filter_map(|&id| self.stats(id).map(|s| (id, s)))
+            .iter()
+            .filter(|(_, local)| local.done_at.is_none())
+            .filter_map(|(&id, _)| self.stats(id).map(|s| (id, s)))
             .collect()
     }
 
@@ -372,36 +410,51 @@ impl SessionStreams {
         }
     }
 
+    /// Removes done streams whose linger is over; notes the next linger deadline.
     fn reap(&mut self) {
-        for (&id, local) in &self.local {
-            if let Some(stream) = self.table.get(id).filter(|s| s.is_done()) {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut gone = Vec::new();
+        for (&id, local) in &mut self.local {
+            let Some(stream) = self.table.get(id) else {
+                gone.push(id);
+                continue;
+            };
+            if !stream.is_done() {
+                continue;
+            }
+            let done_at = *local.done_at.get_or_insert_with(|| {
                 // Keep the figures readable once the table forgets the stream.
                 local.shared.store_stats(stream.stats());
+                if local.shared.failure().is_none() {
+                    local.shared.mark_closed();
+                }
+                now
+            });
+            let until = done_at + local.linger;
+            if until <= now {
+                gone.push(id);
+            } else {
+                next = Some(next.map_or(until, |n| n.min(until)));
             }
         }
-        if self.table.reap() == 0 {
-            return;
-        }
-        let table = &self.table;
-        self.local.retain(|id, local| {
-            let keep = table.get(*id).is_some();
-            if !keep {
-                // Reaped without a failure means closed both ways.
-                local.shared.mark_closed();
+        self.linger_until = next;
+        for id in gone {
+            self.table.remove(id);
+            if let Some(mut local) = self.local.remove(&id) {
                 for waiter in local.close_waiters.drain(..) {
                     let _ = waiter.send(Ok(()));
                 }
             }
-            keep
-        });
+        }
     }
 
     /// Arms the timer at the table's next deadline unless an earlier one is armed.
     fn arm(&mut self, session: &ActorRef<SessionMsg>) {
-        let Some(at) = self.table.poll_timeout() else {
+        let core = self.table.poll_timeout().map(Instant::from_std);
+        let Some(at) = [core, self.linger_until].into_iter().flatten().min() else {
             return;
         };
-        let at = Instant::from_std(at);
         if self.timer.is_some_and(|(armed, _)| armed <= at) {
             return;
         }

@@ -4,12 +4,16 @@
 //! session). A [`StreamHandle`] is the application's end of one stream:
 //!
 //! ```text
-//!   StreamSender::send ── credit check (atomics) ──cast StreamSend──▶ Session{peer} actor
+//!   StreamSender::send ── credit check (atomics), queue ──wake──▶ Session{peer} actor
 //!        ▲ Backpressure at once                                  │ core: send, poll_transmit
 //!        └── credit notify ◀── limit published after each batch ─┤ seal ─▶ UDP
 //!   StreamReceiver::recv ◀── bounded mpsc<Bytes> ◀── poll_deliver ┘
 //!        └── cast StreamConsumed (coalesced) ──▶ core: on_consumed ─▶ GRANT to the peer
 //! ```
+//!
+//! Sends are queued in the stream's shared state and the actor is woken once per batch
+//! (a `StreamSend` message only when none is already on its way), so a fast sender costs
+//! one actor message per batch, not per send.
 //!
 //! Credit is mirrored so `send` never waits for the actor: the actor publishes
 //! `limit = bytes the peer consumed + window` (only ever growing) and the sender keeps
@@ -21,6 +25,7 @@
 //! the window delivered-but-unconsumed, and the actor only moves a chunk into the channel
 //! when it has a permit, so the channel never drops.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,6 +93,11 @@ pub(crate) struct Shared {
     pub(crate) lost_sends: AtomicU64,
     /// The last statistics, kept once the session forgets the stream.
     pub(crate) last_stats: Mutex<Option<StreamStats>>,
+    /// Accepted sends the actor has not taken yet: bounded by the credit, since every one
+    /// was reserved against `limit` (at most a window of bytes).
+    pending: Mutex<VecDeque<Bytes>>,
+    /// A `StreamSend` wake-up is on its way to the actor: later sends only queue.
+    wake: AtomicBool,
 }
 
 impl Shared {
@@ -105,7 +115,19 @@ impl Shared {
             refused: AtomicU64::new(0),
             lost_sends: AtomicU64::new(0),
             last_stats: Mutex::new(None),
+            pending: Mutex::new(VecDeque::new()),
+            wake: AtomicBool::new(false),
         })
+    }
+
+    /// Takes every accepted send, in order (the actor, on a `StreamSend` wake-up). The
+    /// flag is cleared first, so a send queued after the take sends a new wake-up.
+    pub(crate) fn take_pending(&self) -> VecDeque<Bytes> {
+        self.wake.store(false, Ordering::Release);
+        self.pending
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
     }
 
     /// Raises the send limit (never lowers it) and wakes waiting senders.
@@ -152,7 +174,7 @@ impl Shared {
     }
 }
 
-/// Aborts the stream when the application drops its last half.
+/// Releases the stream when the application drops its last half.
 #[derive(Debug)]
 struct Guard {
     shared: Arc<Shared>,
@@ -165,14 +187,15 @@ impl Drop for Guard {
         if self.shared.failure().is_none() {
             let _ = self
                 .session
-                .send_message(SessionMsg::StreamAbort { id: self.shared.id });
+                .send_message(SessionMsg::StreamRelease { id: self.shared.id });
         }
     }
 }
 
-/// One stream with one peer: both halves. Dropping the last half aborts the stream
-/// (RESET `ABORTED`) unless it already ended; use [`close_graceful`](Self::close_graceful)
-/// to finish cleanly.
+/// One stream with one peer: both halves. Dropping the last half after the peer finished
+/// (`recv` returned `None`) closes the send half gracefully in the background; dropping it
+/// earlier aborts the stream (RESET `ABORTED`). Use [`close_graceful`](Self::close_graceful)
+/// to finish cleanly and learn the outcome.
 #[derive(Debug)]
 pub struct StreamHandle {
     sender: StreamSender,
@@ -332,13 +355,20 @@ impl StreamSender {
                 Err(now) => reserved = now,
             }
         }
-        let msg = SessionMsg::StreamSend {
-            id: shared.id,
-            data,
-        };
-        if self.guard.session.send_message(msg).is_err() {
-            shared.fail(ResetReason::ABORTED);
-            return Err(StreamError::Failed(ResetReason::ABORTED));
+        match shared.pending.lock() {
+            Ok(mut queue) => queue.push_back(data),
+            Err(_) => {
+                shared.fail(ResetReason::ABORTED);
+                return Err(StreamError::Failed(ResetReason::ABORTED));
+            }
+        }
+        // One wake-up per batch: while one is on its way, the actor will take this too.
+        if !shared.wake.swap(true, Ordering::AcqRel) {
+            let msg = SessionMsg::StreamSend { id: shared.id };
+            if self.guard.session.send_message(msg).is_err() {
+                shared.fail(ResetReason::ABORTED);
+                return Err(StreamError::Failed(ResetReason::ABORTED));
+            }
         }
         Ok(())
     }

@@ -8,6 +8,8 @@
 //! both ends (`Node::set_loss` for netrun; the same seeded coin for UDP, whose sender then
 //! treats the message as gone). Latency: a 64-byte message and its echo on one reliable
 //! stream (and the same over plain UDP). One JSON line per result; the last compares.
+//! Netrun runs with the default stream timers and with loopback-tuned ones (NACK interval
+//! and RTO floor 2 ms). `STREAMS_BENCH_DEBUG=1` prints both ends' stream counters.
 //!
 //! ```sh
 //! cargo run --release -p netrun-benches --bin streams            # 64 MiB per run
@@ -34,19 +36,22 @@ const UDP_WINDOW: u64 = 128;
 const ACK_EVERY: u64 = 32;
 const PING: usize = 64;
 const DEFAULT_NACK: Duration = netrun_runtime::stream::DEFAULT_NACK_INTERVAL;
+const DEFAULT_MIN_RTO: Duration = netrun_runtime::stream::stream_rtt_config().min_rto;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let bytes: u64 = if quick { 8 << 20 } else { 64 << 20 };
     let pings = if quick { 2_000 } else { 10_000 };
-    // The default config, then a loopback-tuned one: the receiver NACKs a gap after
-    // `nack_interval / 4`, which at the 20 ms default dwarfs a 40 µs loopback RTT.
+    // The defaults, then loopback-tuned timers: the receiver NACKs a gap after
+    // `nack_interval / 4` and a lost final grant costs one RTO, and at the defaults (5 ms,
+    // RTO floor 10 ms) both dwarf a sub-millisecond loopback RTT.
+    let tuned = Duration::from_millis(2);
     let configs = [
-        (64 * 1024u32, DEFAULT_NACK),
-        (1024 * 1024, DEFAULT_NACK),
-        (64 * 1024, Duration::from_millis(2)),
-        (256 * 1024, Duration::from_millis(2)),
+        (64 * 1024u32, DEFAULT_NACK, DEFAULT_MIN_RTO),
+        (1024 * 1024, DEFAULT_NACK, DEFAULT_MIN_RTO),
+        (64 * 1024, tuned, tuned),
+        (256 * 1024, tuned, tuned),
     ];
 
     let mut udp0 = 0.0;
@@ -61,11 +66,12 @@ async fn main() -> Result<()> {
         );
     }
     let mut best0: f64 = 0.0;
-    for (window, nack) in configs {
-        let config = StreamConfig {
+    for (window, nack, min_rto) in configs {
+        let mut config = StreamConfig {
             nack_interval: nack,
             ..StreamConfig::default().with_window_bytes(window)
         };
+        config.rtt.min_rto = min_rto;
         for loss in [0.0, 0.01] {
             let (mbps, retransmits) = stream_goodput(bytes, loss, config).await?;
             if loss == 0.0 {
@@ -73,7 +79,7 @@ async fn main() -> Result<()> {
             }
             println!(
                 "{}",
-                json!({"bench": "goodput", "transport": "netrun-stream", "reliable": true, "window": window, "nack_interval_ms": micros(nack) / 1000.0, "msg": MSG, "loss": loss, "bytes": bytes, "mb_per_s": mbps, "retransmits": retransmits})
+                json!({"bench": "goodput", "transport": "netrun-stream", "reliable": true, "window": window, "nack_interval_ms": micros(nack) / 1000.0, "min_rto_ms": micros(min_rto) / 1000.0, "msg": MSG, "loss": loss, "bytes": bytes, "mb_per_s": mbps, "retransmits": retransmits})
             );
         }
     }
