@@ -373,6 +373,11 @@ async fn streams_are_listed_with_their_stats_and_closed_cleanly() {
     let listed = a.streams().await;
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].0, listed[0].1), (b_id, 7));
+    // What `netrun peers --streams --json` prints.
+    let json = netrun::control::streams(&a).await;
+    assert_eq!(json[0]["node_id"], b_id.to_string());
+    assert_eq!(json[0]["stream"], 7);
+    assert_eq!(json[0]["window"], 64 * 1024);
     assert!(matches!(
         a.open_stream(b_id, 7, StreamConfig::default()).await,
         Err(netrun::StreamOpenError::Exists(7))
