@@ -468,14 +468,24 @@ impl StreamSender {
             |reply| SessionMsg::StreamStats { id, reply },
             Some(CALL_TIMEOUT),
         );
-        let stats = match call.await {
-            Ok(CallResult::Success(Some(stats))) => Some(stats),
-            _ => None,
-        };
-        let stats = stats
-            .or_else(|| shared.last_stats.lock().ok().and_then(|s| *s))
-            .unwrap_or_default();
-        shared.adjust(stats)
+        match call.await {
+            // The session already added this handle's refusals.
+            Ok(CallResult::Success(Some(stats))) => stats,
+            _ => shared.adjust(
+                shared
+                    .last_stats
+                    .lock()
+                    .ok()
+                    .and_then(|s| *s)
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Sends this handle accepted that the stream then refused, because it failed or was
+    /// closed in between (counted, never silently lost).
+    pub fn lost_sends(&self) -> u64 {
+        self.guard.shared.lost_sends.load(Ordering::Relaxed)
     }
 
     /// Why the stream failed, if it did.
