@@ -8,7 +8,8 @@
 //!                     │ data ──▶ bounded inbound queue ──▶ Node::recv
 //!                     │ heartbeats/control (one message per session per batch)
 //!                     ▼
-//!                  Session{peer} actor: liveness core, heartbeats, PeerUp/Suspected/Down
+//!                  Session{peer} actor: liveness core, heartbeats, PeerUp/Suspected/Down,
+//!                     stream table (segments, grants, retransmits) ◀──▶ StreamHandle
 //!                     ▲ spawns, rotates, forwards handshakes
 //!                  Sessions actor: handshake responder core, connect requests
 //! ```
@@ -22,5 +23,6 @@ pub mod events;
 pub mod session;
 pub mod sessions;
 pub mod stats;
+pub mod stream;
 pub mod transport;
 pub mod wire;

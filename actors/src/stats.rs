@@ -70,6 +70,12 @@ counters! {
         handshake_replays,
         /// Socket errors on receive or send.
         socket_errors,
+        /// Dropped on send by the test-only loss hook ([`Wire::set_loss`](crate::wire::Wire::set_loss)).
+        dropped_injected,
+        /// Streams a peer opened that were refused because the accept queue was full.
+        streams_refused,
+        /// Stream segments or frames that did not decode.
+        stream_malformed,
     }
 }
 

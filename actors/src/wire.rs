@@ -19,13 +19,14 @@ use netrun_runtime::crypto::{RxKey, SealError, TxKey, seal_datagram, seal_in_pla
 use ractor::ActorRef;
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::events::{EVENT_CAPACITY, PeerEvent};
 use crate::session::SessionMsg;
 use crate::sessions::SessionsMsg;
 use crate::stats::TransportStats;
+use crate::stream::{ACCEPT_BACKLOG, StreamHandle};
 
 /// One direction pair of session keys from one handshake.
 pub struct KeyPair {
@@ -132,6 +133,37 @@ pub struct Wire {
     sessions: ArcSwapOption<ActorRef<SessionsMsg>>,
     bound: std::sync::Mutex<Option<SocketAddr>>,
     receiver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    accept_tx: mpsc::Sender<StreamHandle>,
+    accept_rx: std::sync::Mutex<Option<mpsc::Receiver<StreamHandle>>>,
+    stream_accept: std::sync::Mutex<netrun_runtime::stream::StreamConfig>,
+    loss: LossHook,
+}
+
+/// The test-only send-side loss injector: a drop threshold and a splitmix64 state.
+#[derive(Debug, Default)]
+struct LossHook {
+    /// Drop when the next random `u64` is below this; 0 disables the hook.
+    threshold: AtomicU64,
+    state: AtomicU64,
+}
+
+impl LossHook {
+    /// Whether to drop the next sealed packet.
+    #[inline]
+    fn drop_next(&self) -> bool {
+        let threshold = self.threshold.load(Ordering::Relaxed);
+        if threshold == 0 {
+            return false;
+        }
+        let mut z = self
+            .state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        z < threshold
+    }
 }
 
 thread_local! {
@@ -143,6 +175,7 @@ impl Wire {
     /// A wire for the node `local`, with no socket yet.
     pub fn new(local: NodeId) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BACKLOG);
         Arc::new(Self {
             local,
             socket: ArcSwapOption::empty(),
@@ -154,7 +187,47 @@ impl Wire {
             sessions: ArcSwapOption::empty(),
             bound: std::sync::Mutex::new(None),
             receiver: std::sync::Mutex::new(None),
+            accept_tx,
+            accept_rx: std::sync::Mutex::new(Some(accept_rx)),
+            stream_accept: std::sync::Mutex::new(netrun_runtime::stream::StreamConfig::default()),
+            loss: LossHook::default(),
         })
+    }
+
+    /// Takes the receiving end of the queue of streams peers opened (once; `None` after).
+    /// The queue holds [`ACCEPT_BACKLOG`] streams; a stream that finds it full is refused
+    /// (reset) and counted in `streams_refused`.
+    pub fn take_stream_acceptor(&self) -> Option<mpsc::Receiver<StreamHandle>> {
+        self.accept_rx.lock().ok().and_then(|mut rx| rx.take())
+    }
+
+    pub(crate) fn stream_accept_queue(&self) -> &mpsc::Sender<StreamHandle> {
+        &self.accept_tx
+    }
+
+    /// The configuration a session gives a stream the peer opens (its reliability comes
+    /// from the first packet). Sessions read it when they start.
+    pub fn set_stream_accept_config(&self, config: netrun_runtime::stream::StreamConfig) {
+        if let Ok(mut slot) = self.stream_accept.lock() {
+            *slot = config;
+        }
+    }
+
+    pub(crate) fn stream_accept_config(&self) -> netrun_runtime::stream::StreamConfig {
+        self.stream_accept.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    /// Test hook: drops each sealed packet this node sends with `probability` (0 turns it
+    /// off), drawing from a generator seeded with `seed`. The packet is sealed first (its
+    /// counter is used), then not handed to the socket, exactly as if the network lost it;
+    /// `dropped_injected` counts it. Handshake datagrams are never dropped.
+    #[doc(hidden)]
+    pub fn set_loss(&self, probability: f64, seed: u64) {
+        let p = probability.clamp(0.0, 1.0);
+        // u64::MAX as f64 rounds up to 2^64; the cast back saturates, which is what p = 1 means.
+        let threshold = (p * u64::MAX as f64) as u64;
+        self.loss.state.store(seed, Ordering::Relaxed);
+        self.loss.threshold.store(threshold, Ordering::Relaxed);
     }
 
     /// This node's id.
@@ -400,6 +473,10 @@ impl Wire {
                     seal_in_place(&keys.pair.tx, header, &mut buf, len)?
                 }
             };
+            if self.loss.drop_next() {
+                TransportStats::bump(&self.stats.dropped_injected);
+                return Ok(None);
+            }
             match socket.try_send_to(&buf, keys.addr) {
                 Ok(_) => {
                     self.count_tx(buf.len());

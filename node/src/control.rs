@@ -1,6 +1,6 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
-//! Request: `{"op": "status"}` or `{"op": "peers"}`. Response: `{"ok": true, "result": …}`
+//! Request: `{"op": "status"}`, `{"op": "peers"}` or `{"op": "streams"}`. Response: `{"ok": true, "result": …}`
 //! or `{"ok": false, "error": "…"}`. The `result` objects are the `--json` output of the
 //! matching CLI commands, a stable contract for scripts.
 
@@ -38,6 +38,7 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                 Ok(req) => match req.op.as_str() {
                     "status" => json!({"ok": true, "result": status(&node).await}),
                     "peers" => json!({"ok": true, "result": peers(&node).await}),
+                    "streams" => json!({"ok": true, "result": streams(&node).await}),
                     other => json!({"ok": false, "error": format!("unknown op {other:?}")}),
                 },
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
@@ -84,6 +85,42 @@ pub async fn peers(node: &Node) -> Value {
         })
         .collect();
     Value::Array(peers)
+}
+
+/// The `streams` result: one object per open stream of every session.
+pub async fn streams(node: &Node) -> Value {
+    let streams: Vec<Value> = node
+        .streams()
+        .await
+        .into_iter()
+        .map(|(peer, id, s)| {
+            json!({
+                "node_id": peer.to_string(),
+                "stream": id,
+                "window": s.window,
+                "buffered": s.buffered,
+                "in_flight": s.in_flight,
+                "tracked": s.tracked,
+                "tx_seq": s.tx_seq,
+                "rx_seq": s.rx_seq,
+                "srtt_ms": s.srtt.map(|d| d.as_secs_f64() * 1000.0),
+                "rto_ms": s.rto.as_secs_f64() * 1000.0,
+                "cwnd": s.cwnd,
+                "retransmits": s.retransmits,
+                "backpressure_events": s.backpressure_events,
+                "delivered_bytes": s.delivered_bytes,
+                "consumed_bytes": s.consumed_bytes,
+                "duplicates": s.duplicates,
+                "late_dropped": s.late_dropped,
+                "skipped_segments": s.skipped_segments,
+                "overruns": s.overruns,
+                "grants_sent": s.grants_sent,
+                "nacks_sent": s.nacks_sent,
+                "probes_sent": s.probes_sent,
+            })
+        })
+        .collect();
+    Value::Array(streams)
 }
 
 /// Why a client request failed.

@@ -15,8 +15,13 @@ pub mod telemetry;
 pub use netrun_actors::events::PeerEvent;
 pub use netrun_actors::session::{ConnectError, PeerInfo, PeerState};
 pub use netrun_actors::stats::TransportSnapshot;
+pub use netrun_actors::stream::{StreamHandle, StreamOpenError, StreamReceiver, StreamSender};
 pub use netrun_actors::transport::Received;
 pub use netrun_actors::wire::SendError;
+pub use netrun_messages::stream::ResetReason;
+pub use netrun_runtime::stream::{
+    BlockingPolicy, Reliability, RetryPolicy, StreamConfig, StreamError, StreamStats,
+};
 pub use netrun_supervisor::node_tree::NodeTree;
 pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
 

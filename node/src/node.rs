@@ -19,14 +19,18 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use netrun_actors::events::PeerEvent;
+use netrun_actors::session::SessionMsg;
 use netrun_actors::session::{ConnectError, PeerInfo};
 use netrun_actors::sessions::SessionsMsg;
 use netrun_actors::stats::TransportSnapshot;
+use netrun_actors::stream::{StreamHandle, StreamOpenError};
 use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
 use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
+use netrun_runtime::stream::{StreamConfig, StreamStats};
 use netrun_supervisor::node_tree::{self, NodeTree, NodeTreeArgs};
+use ractor::rpc::CallResult;
 use thiserror::Error;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::time::Instant;
@@ -37,6 +41,9 @@ use crate::config::SessionTiming;
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
 pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
+
+/// Longest a stream request (open, stats) waits for its session actor.
+const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest `connect` waits for the session layer (the handshake itself gives up sooner).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,6 +58,9 @@ pub enum StartError {
     /// The session timing is invalid.
     #[error("invalid session timing: {0}")]
     Timing(String),
+    /// The configuration for streams peers open is invalid.
+    #[error("invalid stream accept config: {0}")]
+    StreamConfig(#[from] netrun_runtime::stream::StreamConfigError),
     /// An actor did not start (for example the UDP address could not be bound).
     #[error("{what} did not start: {}", spawn_cause(source))]
     Spawn {
@@ -72,6 +82,7 @@ pub struct NodeBuilder {
     timing: SessionTiming,
     inbound_capacity: usize,
     control_socket: Option<PathBuf>,
+    stream_accept: StreamConfig,
 }
 
 impl Default for NodeBuilder {
@@ -85,6 +96,7 @@ impl Default for NodeBuilder {
             timing: SessionTiming::default(),
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             control_socket: None,
+            stream_accept: StreamConfig::default(),
         }
     }
 }
@@ -146,6 +158,15 @@ impl NodeBuilder {
         self
     }
 
+    /// The configuration a stream gets when the peer opens it first (default
+    /// [`StreamConfig::default`]: 64 KiB window; the reliability always follows the peer's
+    /// first packet). Use the window the openers use.
+    #[must_use]
+    pub fn stream_accept_config(mut self, config: StreamConfig) -> Self {
+        self.stream_accept = config;
+        self
+    }
+
     /// Starts the node: assembles the supervision tree (binding UDP, starting the session
     /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
@@ -160,7 +181,11 @@ impl NodeBuilder {
         liveness
             .validate()
             .map_err(|e| StartError::Timing(e.to_string()))?;
+        self.stream_accept.validate()?;
         let wire = Wire::new(identity.node_id());
+        wire.set_stream_accept_config(self.stream_accept);
+        let (_, unused) = mpsc::channel(1);
+        let accept = wire.take_stream_acceptor().unwrap_or(unused);
         let psk = Arc::new(Zeroizing::new(self.psk.unwrap_or(DEVELOPMENT_PSK)));
         let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
         let node_slot: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());
@@ -191,6 +216,7 @@ impl NodeBuilder {
             tree,
             local_addr,
             inbound: Mutex::new(inbound_rx),
+            accept: Mutex::new(accept),
             started: Instant::now(),
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
@@ -211,6 +237,7 @@ pub(crate) struct Inner {
     tree: NodeTree,
     local_addr: SocketAddr,
     inbound: Mutex<mpsc::Receiver<Received>>,
+    accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
 }
 
@@ -370,6 +397,65 @@ impl Node {
         Some((received, span))
     }
 
+    /// Opens stream `id` with `peer` (which must have a session).
+    ///
+    /// The caller picks the id. The peer learns of the stream from its first segment and
+    /// gets it from [`Node::accept_stream`]; if both sides open the same id, they share one
+    /// stream. A convention that avoids that: the side that initiated the session uses odd
+    /// ids, the other even ids (see `PeerInfo::initiator`). Both sides should use the same
+    /// reliability and window.
+    pub async fn open_stream(
+        &self,
+        peer: NodeId,
+        id: u64,
+        config: StreamConfig,
+    ) -> Result<StreamHandle, StreamOpenError> {
+        config.validate()?;
+        let keys = self
+            .inner
+            .wire
+            .peer(peer)
+            .ok_or(StreamOpenError::NotConnected(peer))?;
+        let open = |reply| SessionMsg::StreamOpen { id, config, reply };
+        match keys.session.call(open, Some(STREAM_CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(StreamOpenError::SessionClosed),
+        }
+    }
+
+    /// The next stream a peer opened; `None` after shutdown. Streams wait in a queue of
+    /// [`netrun_actors::stream::ACCEPT_BACKLOG`]; when it is full, new ones are refused
+    /// (reset) and counted in `streams_refused`.
+    pub async fn accept_stream(&self) -> Option<StreamHandle> {
+        self.inner.accept.lock().await.recv().await
+    }
+
+    /// The statistics of stream `id` with `peer`, while the session holds it.
+    pub async fn stream_stats(&self, peer: NodeId, id: u64) -> Option<StreamStats> {
+        let keys = self.inner.wire.peer(peer)?;
+        let ask = |reply| SessionMsg::StreamStats { id, reply };
+        match keys.session.call(ask, Some(STREAM_CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(stats)) => stats,
+            _ => None,
+        }
+    }
+
+    /// Every open stream of every session: `(peer, stream id, statistics)`.
+    pub async fn streams(&self) -> Vec<(NodeId, u64, StreamStats)> {
+        let mut all = Vec::new();
+        for keys in self.inner.wire.peers() {
+            let list = keys
+                .session
+                .call(SessionMsg::StreamList, Some(STREAM_CALL_TIMEOUT))
+                .await;
+            if let Ok(CallResult::Success(list)) = list {
+                all.extend(list.into_iter().map(|(id, s)| (keys.node, id, s)));
+            }
+        }
+        all.sort_by_key(|(peer, id, _)| (*peer, *id));
+        all
+    }
+
     /// Subscribes to peer events (up, suspected, recovered, down).
     pub fn events(&self) -> broadcast::Receiver<PeerEvent> {
         self.inner.wire.subscribe()
@@ -378,6 +464,14 @@ impl Node {
     /// Transport and session counters.
     pub fn stats(&self) -> TransportSnapshot {
         self.inner.wire.stats().snapshot()
+    }
+
+    /// Test hook: drops each sealed packet this node sends with `probability` (seeded; 0
+    /// turns it off), as if the network lost it; counted in `dropped_injected`. For loss
+    /// tests on loopback, where the kernel does not lose.
+    #[doc(hidden)]
+    pub fn set_loss(&self, probability: f64, seed: u64) {
+        self.inner.wire.set_loss(probability, seed);
     }
 
     /// Stops the node: the supervision tree shuts down in reverse start order (control,

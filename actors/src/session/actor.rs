@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::streams::SessionStreams;
 use super::{
     ConnectError, ControlFrame, PeerInfo, PeerState, SessionArgs, SessionMsg, SessionStart,
 };
@@ -36,6 +37,7 @@ pub struct SessionState {
     waiters: Vec<RpcReplyPort<Result<NodeId, ConnectError>>>,
     tick: Option<JoinHandle<()>>,
     epoch: u64,
+    streams: SessionStreams,
 }
 
 #[derive(Debug)]
@@ -97,12 +99,14 @@ impl Actor for SessionActor {
                 ..BackoffConfig::default()
             }),
         };
+        let streams = SessionStreams::new(peer_node, shared.wire.stream_accept_config())?;
         let mut state = SessionState {
             args: shared,
             phase: Phase::Closed,
             waiters: Vec::new(),
             tick: None,
             epoch: 0,
+            streams,
         };
         match args.start {
             SessionStart::Initiate { waiters } => {
@@ -138,6 +142,7 @@ impl Actor for SessionActor {
             tick.abort();
         }
         state.fail_waiters(&ConnectError::Closed);
+        state.streams.shut();
         if let Phase::Up(up) = &state.phase {
             state
                 .args
@@ -163,7 +168,10 @@ impl SessionActor {
         match message {
             // Frames are authenticated by whichever keys opened them; the epoch they carry
             // only tells which keys that was.
-            SessionMsg::Control { epoch: _, frames } => state.on_frames(frames).await,
+            SessionMsg::Control { epoch: _, frames } => {
+                state.on_frames(&myself, frames).await;
+                state.pump_streams(&myself).await;
+            }
             SessionMsg::Promote { pair } => state.promote(&myself, pair),
             SessionMsg::HandshakeResponse(datagram) => {
                 let span = info_span!("netrun.handshake", peer = %state.args.peer_node, role = "initiator");
@@ -191,6 +199,40 @@ impl SessionActor {
             },
             SessionMsg::Info(reply) => {
                 let _ = reply.send(state.info());
+            }
+            SessionMsg::StreamOpen { id, config, reply } => {
+                let _ = reply.send(state.streams.open(id, config, &myself));
+            }
+            SessionMsg::StreamSend { id } => {
+                state.streams.on_send(id);
+                state.pump_streams(&myself).await;
+            }
+            SessionMsg::StreamConsumed { id, bytes } => {
+                state.streams.on_consumed(id, bytes);
+                state.pump_streams(&myself).await;
+            }
+            SessionMsg::StreamClose { id, timeout, reply } => {
+                state.streams.on_close(id, timeout, reply);
+                state.pump_streams(&myself).await;
+            }
+            SessionMsg::StreamAbort { id } => {
+                state.streams.on_abort(id);
+                state.pump_streams(&myself).await;
+            }
+            SessionMsg::StreamRelease { id } => {
+                state.streams.on_release(id);
+                state.pump_streams(&myself).await;
+            }
+            SessionMsg::StreamStats { id, reply } => {
+                let _ = reply.send(state.streams.stats(id));
+            }
+            SessionMsg::StreamList(reply) => {
+                let _ = reply.send(state.streams.list());
+            }
+            SessionMsg::StreamTimer { token } => {
+                if state.streams.on_timer(token) {
+                    state.pump_streams(&myself).await;
+                }
             }
         }
         Ok(())
@@ -379,11 +421,23 @@ impl SessionState {
         }
     }
 
-    async fn on_frames(&mut self, frames: Vec<ControlFrame>) {
+    async fn on_frames(&mut self, myself: &ActorRef<SessionMsg>, frames: Vec<ControlFrame>) {
         let now = Instant::now().into_std();
         for frame in frames {
-            if frame.kind != PacketKind::Heartbeat {
-                continue;
+            match frame.kind {
+                PacketKind::Heartbeat => {}
+                PacketKind::Stream => {
+                    let wire = &self.args.wire;
+                    let (id, flags) = (frame.stream, frame.flags);
+                    self.streams
+                        .on_segment(wire, myself, id, flags, frame.payload);
+                    continue;
+                }
+                PacketKind::Control => {
+                    self.streams.on_control(&self.args.wire, &frame.payload);
+                    continue;
+                }
+                _ => continue,
             }
             let Phase::Up(up) = &mut self.phase else {
                 return;
@@ -402,6 +456,17 @@ impl SessionState {
             }
         }
         self.on_heard();
+    }
+
+    /// Carries out the stream table's outputs (sealed with the current keys, if any).
+    async fn pump_streams(&mut self, myself: &ActorRef<SessionMsg>) {
+        let keys = match &self.phase {
+            Phase::Up(up) => Some(Arc::clone(&up.keys)),
+            _ => None,
+        };
+        self.streams
+            .pump(&self.args.wire, keys.as_deref(), myself)
+            .await;
     }
 
     /// Feeds the data path's last-heard time into the liveness core.

@@ -6,6 +6,10 @@
 //! The responder side of a handshake runs in the Sessions actor, which hands the
 //! established keys to a new session actor (or to the existing one, for a rotation).
 //!
+//! Streams live here too (ADR 0005): the actor owns the session's `Streams` table, feeds
+//! it the batch's `Stream` packets and `STREAM` envelopes and the handles' requests, and
+//! carries out its outputs (see `streams`).
+//!
 //! Lifecycle: `Handshaking` (initiator only; retries with bounded backoff, a fresh
 //! ephemeral per attempt) → `Up` (keys published; for a responder, unconfirmed until the
 //! first authenticated packet) → `Suspected` ↔ `Up` → the actor stops when the peer is
@@ -14,6 +18,7 @@
 //! behind.
 
 mod actor;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,12 +28,14 @@ use bytes::Bytes;
 use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::handshake::{Established, HandshakeError};
 use netrun_runtime::liveness::LivenessConfig;
+use netrun_runtime::stream::{StreamConfig, StreamError, StreamStats};
 use ractor::RpcReplyPort;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 pub use actor::SessionActor;
 
+use crate::stream::{StreamHandle, StreamOpenError};
 use crate::wire::Wire;
 
 /// A sealed, authenticated packet for a session, opened by the receive loop.
@@ -169,4 +176,59 @@ pub enum SessionMsg {
     WaitUp(RpcReplyPort<Result<NodeId, ConnectError>>),
     /// Report this session's state.
     Info(RpcReplyPort<PeerInfo>),
+    /// Open stream `id` with this peer.
+    StreamOpen {
+        /// Stream id (chosen by the caller; see ADR 0005).
+        id: u64,
+        /// Its configuration.
+        config: StreamConfig,
+        /// The handle, or why not.
+        reply: RpcReplyPort<Result<StreamHandle, StreamOpenError>>,
+    },
+    /// Stream `id` has sends queued (accepted against its published credit) to take.
+    StreamSend {
+        /// Stream id.
+        id: u64,
+    },
+    /// The application consumed `bytes` more of stream `id` (coalesced by the handle).
+    StreamConsumed {
+        /// Stream id.
+        id: u64,
+        /// Bytes consumed since the last report.
+        bytes: u64,
+    },
+    /// Close the send half gracefully; reply when done.
+    StreamClose {
+        /// Stream id.
+        id: u64,
+        /// Deadline for the close, from now.
+        timeout: Duration,
+        /// Answered when the FIN is acknowledged, or the close failed.
+        reply: RpcReplyPort<Result<(), StreamError>>,
+    },
+    /// Abort stream `id` (RESET to the peer).
+    StreamAbort {
+        /// Stream id.
+        id: u64,
+    },
+    /// The application dropped stream `id`: close it gracefully if the peer finished,
+    /// abort it otherwise.
+    StreamRelease {
+        /// Stream id.
+        id: u64,
+    },
+    /// One stream's statistics (`None` if the session does not hold it).
+    StreamStats {
+        /// Stream id.
+        id: u64,
+        /// The statistics.
+        reply: RpcReplyPort<Option<StreamStats>>,
+    },
+    /// Every stream's statistics.
+    StreamList(RpcReplyPort<Vec<(u64, StreamStats)>>),
+    /// The stream timer (stale tokens are ignored).
+    StreamTimer {
+        /// Which arming this is.
+        token: u64,
+    },
 }

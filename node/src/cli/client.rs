@@ -1,10 +1,10 @@
-//! Client subcommands that talk to a running node: `status`, `peers`.
+//! Client subcommands that talk to a running node: `status`, `peers` (`--streams`).
 
 use netrun::config::{ProcessEnv, default_data_dir};
 use netrun::control::{ClientError, request};
 use serde_json::Value;
 
-use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, fail};
+use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
 
 /// No node is running at the data directory.
 const EXIT_NOT_RUNNING: u8 = 3;
@@ -35,8 +35,11 @@ pub(crate) fn status(args: ClientArgs) -> u8 {
     })
 }
 
-pub(crate) fn peers(args: ClientArgs) -> u8 {
-    call(&args, "peers", |v| {
+pub(crate) fn peers(args: PeersArgs) -> u8 {
+    if args.streams {
+        return streams(&args.client);
+    }
+    call(&args.client, "peers", |v| {
         let peers = v.as_array().cloned().unwrap_or_default();
         if peers.is_empty() {
             println!("no peers");
@@ -57,6 +60,39 @@ pub(crate) fn peers(args: ClientArgs) -> u8 {
                 text(&p, "addr"),
                 text(&p, "state"),
                 rtt
+            );
+        }
+    })
+}
+
+fn streams(args: &ClientArgs) -> u8 {
+    call(args, "streams", |v| {
+        let streams = v.as_array().cloned().unwrap_or_default();
+        if streams.is_empty() {
+            println!("no streams");
+            return;
+        }
+        println!(
+            "{:<16}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>7}",
+            "NODE", "STREAM", "WINDOW", "BUFFERED", "INFLIGHT", "SRTT", "RETX", "BACKPR", "SKIPPED"
+        );
+        for s in streams {
+            let n = |key: &str| s.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let srtt = s
+                .get("srtt_ms")
+                .and_then(Value::as_f64)
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms"));
+            println!(
+                "{:<16}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>7}",
+                text(&s, "node_id"),
+                n("stream"),
+                n("window"),
+                n("buffered"),
+                n("in_flight"),
+                srtt,
+                n("retransmits"),
+                n("backpressure_events"),
+                n("skipped_segments"),
             );
         }
     })

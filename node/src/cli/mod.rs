@@ -60,14 +60,26 @@ pub(crate) struct ClientArgs {
     pub(crate) json: bool,
 }
 
+/// Arguments of `netrun peers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PeersArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// List every open stream per peer: window, buffered and in-flight bytes, RTT,
+    /// retransmits, backpressure and loss counters.
+    #[arg(long)]
+    pub(crate) streams: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
     Start(start::StartArgs),
     /// Show a running node: id, uptime, supervision tree, counters.
     Status(ClientArgs),
-    /// List a running node's peers: id, address, state, RTT.
-    Peers(ClientArgs),
+    /// List a running node's peers: id, address, state, RTT (with `--streams`, every
+    /// open stream and its counters).
+    Peers(PeersArgs),
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
