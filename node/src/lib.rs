@@ -25,5 +25,11 @@ pub use netrun_runtime::stream::{
 pub use netrun_supervisor::node_tree::NodeTree;
 pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
 
+pub use bytes::Bytes;
 pub use identity_file::{IdentityFile, IdentityFileError};
 pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};
+
+/// The README's Rust example, compiled as a doctest so the README cannot drift from the API.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
