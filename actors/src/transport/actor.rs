@@ -38,13 +38,13 @@ impl Actor for UdpTransport {
             Some(previous) if args.bind.port() == 0 || args.fallback_to_ephemeral => previous,
             _ => args.bind,
         };
-        let socket = match UdpSocket::bind(bind).await {
+        let socket = match bind_udp(bind) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && args.fallback_to_ephemeral => {
                 let mut any = bind;
                 any.set_port(0);
                 warn!(requested = %bind, "udp port in use; binding an ephemeral port");
-                UdpSocket::bind(any).await?
+                bind_udp(any)?
             }
             Err(e) => return Err(Box::new(e)),
         };
@@ -90,4 +90,24 @@ impl Actor for UdpTransport {
         state.wire.stop_receiver().await;
         Ok(())
     }
+}
+
+/// Kernel socket buffer size requested for the UDP socket. Bursts of a full stream window
+/// (or a receive batch the loop has not reached yet) must fit; the kernel caps the request
+/// at `net.core.rmem_max` / `wmem_max`, so this is best effort.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds a non-blocking UDP socket with enlarged kernel buffers.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        warn!(error = %e, "could not enlarge the udp receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        warn!(error = %e, "could not enlarge the udp send buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
