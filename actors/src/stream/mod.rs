@@ -381,21 +381,8 @@ impl StreamSender {
         data: Bytes,
         policy: RetryPolicy,
     ) -> Result<(), StreamError> {
-        let mut attempt = 0;
-        loop {
-            let notified = self.guard.shared.credit.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.send(data.clone()) {
-                Err(StreamError::Backpressure) => {}
-                other => return other,
-            }
-            let Some(delay) = policy.delay(attempt) else {
-                return Err(StreamError::Backpressure);
-            };
-            attempt += 1;
-            let _ = tokio::time::timeout(delay, notified).await;
-        }
+        self.send_waiting(data, |attempt| policy.delay(attempt))
+            .await
     }
 
     /// [`send`](Self::send), waiting on `Backpressure` with the capped backoff of `policy`
@@ -407,8 +394,20 @@ impl StreamSender {
         policy: BlockingPolicy,
     ) -> Result<(), StreamError> {
         let start = Instant::now();
+        self.send_waiting(data, |attempt| policy.delay(attempt, start.elapsed()))
+            .await
+    }
+
+    /// Retries `send` while it says `Backpressure`, sleeping `next_delay(attempt)` between
+    /// tries (woken early when the peer grants credit), until `next_delay` gives up.
+    async fn send_waiting(
+        &self,
+        data: Bytes,
+        mut next_delay: impl FnMut(u32) -> Option<Duration>,
+    ) -> Result<(), StreamError> {
         let mut attempt = 0;
         loop {
+            // Registered before the try, so a grant between the try and the wait wakes us.
             let notified = self.guard.shared.credit.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -416,7 +415,7 @@ impl StreamSender {
                 Err(StreamError::Backpressure) => {}
                 other => return other,
             }
-            let Some(delay) = policy.delay(attempt, start.elapsed()) else {
+            let Some(delay) = next_delay(attempt) else {
                 return Err(StreamError::Backpressure);
             };
             attempt += 1;
