@@ -144,15 +144,28 @@ fn nack_and_rto_repair_losses_and_karn_skips_retransmits() {
     b.handle_timeout(scan);
     let again = control_all(&mut b, scan);
     assert!(matches!(again.as_slice(), [StreamFrame::Nack(_)]));
-    // Then the RTO backstop fires (the repeated NACK is lost as well).
+    // Then the RTO backstop fires (the repeated NACK is lost as well). It resends only the
+    // oldest unacknowledged segment (RFC 6298 §5.4); the ack it draws shows the path works
+    // and the rest of the flight the receiver does not hold follows.
     let rto = a.poll_timeout().expect("rto");
     a.handle_timeout(rto);
     let re = transmit_all(&mut a, rto);
-    assert!(re.iter().any(|o| o.header.seq == 1));
+    let seqs: Vec<u64> = re.iter().map(|o| o.header.seq).collect();
+    assert_eq!(seqs, [0], "the RTO resends only the oldest");
     deliver(&mut b, rto + 10 * MS, &re);
+    feed(&mut a, rto + 20 * MS, &control_all(&mut b, rto + 10 * MS));
+    let re = transmit_all(&mut a, rto + 20 * MS);
+    let seqs: Vec<u64> = re.iter().map(|o| o.header.seq).collect();
+    assert_eq!(
+        seqs,
+        [1],
+        "after the ack, the hole (not the held 2) follows"
+    );
+    a.check_invariants().expect("flight accounting");
+    deliver(&mut b, rto + 30 * MS, &re);
     assert_eq!(drain(&mut b), b"abcabcabc");
     let srtt = a.stats().srtt;
-    feed(&mut a, rto + 20 * MS, &control_all(&mut b, rto + 10 * MS));
+    feed(&mut a, rto + 40 * MS, &control_all(&mut b, rto + 30 * MS));
     assert_eq!(a.stats().tracked, 0);
     assert_eq!(
         a.stats().srtt,
@@ -318,13 +331,20 @@ fn nack_shows_what_the_receiver_holds_and_rto_skips_it() {
         .map(|o| o.header.seq)
         .collect();
     assert_eq!(re, [1], "the NACKed hole is resent at once");
-    // Nothing else arrives: the RTO resends what the receiver may not hold (0, 1, 3), not 2.
+    // Nothing else arrives: the RTO resends only the oldest (0); once an ack shows the path
+    // works, the rest the receiver may not hold follows (1, 3), never 2.
     let rto = a.poll_timeout().expect("rto");
     a.handle_timeout(rto);
-    let re: Vec<u64> = transmit_all(&mut a, rto)
+    let re = transmit_all(&mut a, rto);
+    let seqs: Vec<u64> = re.iter().map(|o| o.header.seq).collect();
+    assert_eq!(seqs, [0]);
+    a.check_invariants().expect("flight accounting");
+    deliver(&mut b, rto + MS, &re);
+    feed(&mut a, rto + 2 * MS, &control_all(&mut b, rto + MS));
+    let re: Vec<u64> = transmit_all(&mut a, rto + 2 * MS)
         .iter()
         .map(|o| o.header.seq)
         .collect();
-    assert_eq!(re, [0, 1, 3]);
+    assert_eq!(re, [1, 3]);
     a.check_invariants().expect("flight accounting");
 }
