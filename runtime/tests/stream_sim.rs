@@ -538,7 +538,11 @@ fn reliable_transfer(seed: u64, dirs: [DirConfig; 2], bytes: usize, limit: Durat
     w.run(limit);
     let s = w.summary();
     println!("{s}");
-    assert!(w.sender.error.is_none(), "sender-never-fails: {s}");
+    assert!(
+        w.sender.error.is_none(),
+        "sender-never-fails: {s} {:?}",
+        w.sender.error
+    );
     assert!(
         w.events[A].iter().any(|(_, e)| *e == StreamEvent::Closed),
         "close-completes-after-all-acked: {s}"
@@ -604,7 +608,11 @@ fn best_effort_delivers_only_what_arrived_and_counts_the_rest() {
     w.run(Duration::from_secs(600));
     let s = w.summary();
     println!("{s}");
-    assert!(w.sender.error.is_none(), "sender-never-fails: {s}");
+    assert!(
+        w.sender.error.is_none(),
+        "sender-never-fails: {s} {:?}",
+        w.sender.error
+    );
     assert_eq!(
         w.sender.next, w.sender.chunks,
         "sender-never-deadlocks: {s}"

@@ -505,19 +505,39 @@ impl Stream {
             // the acknowledgement was lost, the receiver answers the duplicate with a grant
             // that covers the whole flight; if data was lost, the first ack after this one
             // marks the rest of the flight lost (see `handle_grant`).
-            let oldest = tx
+            //
+            // Until the peer has acknowledged anything it may not even have the stream (a
+            // PROBE would then draw a RESET), so the whole first flight is resent: several
+            // segments make it likelier that one creates the stream before a probe arrives.
+            let heard = tx.acked > 0 || tx.peer_consumed > 0;
+            for (seq, d) in tx.table.range_mut(..tx.next_unsent) {
+                if d.sacked {
+                    continue;
+                }
+                if !d.lost {
+                    d.lost = true;
+                    tx.in_flight -= d.len();
+                    tx.lost.insert(*seq);
+                }
+                if heard {
+                    break;
+                }
+            }
+            // The collapsed window holds two segments: the second is the newest, a tail
+            // probe. A receiver that has it repeats its grant, one that lacks older data
+            // NACKs it, so one lost packet or grant does not cost another whole RTO.
+            let newest = tx
                 .table
                 .range_mut(..tx.next_unsent)
-                .find(|(_, d)| !d.sacked);
-            if let Some((seq, d)) = oldest
-                && !d.lost
-            {
+                .next_back()
+                .filter(|(_, d)| heard && !d.sacked && !d.lost);
+            if let Some((seq, d)) = newest {
                 d.lost = true;
                 tx.in_flight -= d.len();
                 tx.lost.insert(*seq);
             }
-            tx.rtx_credit = tx.rtx_credit.max(1);
-            tx.rto_recovery = Some((now, tx.next_unsent));
+            tx.rtx_credit = tx.rtx_credit.max(2);
+            tx.rto_recovery = heard.then_some((now, tx.next_unsent));
             tx.tail_probe_at = None;
             tx.rto_deadline = Some(now + tx.rtt.rto());
         }
