@@ -538,7 +538,11 @@ fn reliable_transfer(seed: u64, dirs: [DirConfig; 2], bytes: usize, limit: Durat
     w.run(limit);
     let s = w.summary();
     println!("{s}");
-    assert!(w.sender.error.is_none(), "sender-never-fails: {s}");
+    assert!(
+        w.sender.error.is_none(),
+        "sender-never-fails: {s} {:?}",
+        w.sender.error
+    );
     assert!(
         w.events[A].iter().any(|(_, e)| *e == StreamEvent::Closed),
         "close-completes-after-all-acked: {s}"
@@ -604,7 +608,11 @@ fn best_effort_delivers_only_what_arrived_and_counts_the_rest() {
     w.run(Duration::from_secs(600));
     let s = w.summary();
     println!("{s}");
-    assert!(w.sender.error.is_none(), "sender-never-fails: {s}");
+    assert!(
+        w.sender.error.is_none(),
+        "sender-never-fails: {s} {:?}",
+        w.sender.error
+    );
     assert_eq!(
         w.sender.next, w.sender.chunks,
         "sender-never-deadlocks: {s}"
@@ -738,3 +746,25 @@ fn lossy_transfers_hold_across_seeds() {
         }
     }
 }
+
+#[test]
+fn one_percent_loss_on_a_fast_link_is_repaired_in_round_trips_not_timer_floors() {
+    // A 0.2 ms RTT link (LAN/loopback class) with 1 % loss both ways: data losses must be
+    // repaired on the scale of the path's RTT, and a lost tail grant must not cost the
+    // 10 ms RTO floor every time. The bound is virtual time for 16 MiB.
+    let fast = DirConfig {
+        latency: Duration::from_micros(100),
+        jitter: Duration::from_micros(10),
+        ..DirConfig::lossy(0.01)
+    };
+    let w = reliable_transfer(0x5eed_0001, [fast, fast], 16 * MIB, Duration::from_secs(60));
+    let s = w.summary();
+    assert!(w.net.dropped[A] > 0, "loss-was-exercised: {s}");
+    assert!(
+        w.t() < FAST_LINK_BOUND,
+        "fast-link-1%-loss-within-{FAST_LINK_BOUND:?}: {s}"
+    );
+}
+
+/// Virtual-time bound for the 16 MiB, 1 % loss, 0.2 ms RTT transfer.
+const FAST_LINK_BOUND: Duration = Duration::from_millis(120);

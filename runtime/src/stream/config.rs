@@ -19,7 +19,9 @@ pub const MAX_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_RETRIES: u32 = 8;
 /// Upper bound on `max_retries`, so the give-up time stays bounded.
 pub const MAX_RETRIES_LIMIT: u32 = 64;
-/// How often a receiver repeats a NACK for gaps that persist (the per-tick gap scan).
+/// Longest interval at which a receiver repeats a NACK for gaps that persist (the per-tick
+/// gap scan), before backoff; a quarter of it caps the reorder tolerance. Both shrink to
+/// the measured repair time on faster paths.
 pub const DEFAULT_NACK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Whether lost segments are repaired.
@@ -59,7 +61,8 @@ pub struct StreamConfig {
     pub max_retries: u32,
     /// RTT estimation and RTO clamp.
     pub rtt: RttConfig,
-    /// Interval at which a receiver repeats a NACK for persisting gaps.
+    /// Longest interval at which a receiver repeats a NACK for persisting gaps (before
+    /// backoff); a quarter of it caps the reorder tolerance.
     pub nack_interval: Duration,
 }
 

@@ -32,9 +32,14 @@
 //!   more than `window + 1` descriptors: the tx window is never larger than the retransmit
 //!   window.
 //! - **Repair.** Out-of-order arrival makes the receiver NACK the gaps (coalesced per
-//!   stream) once they outlive a short reorder tolerance, and repeat every `nack_interval`
-//!   (backing off) while they persist; the RTO backstop recovers a lost tail. RTO per RFC 6298 with Karn's rule, clamped to [10 ms, 2 s]; Reno congestion
-//!   window. Past `max_retries` consecutive timeouts the stream fails and queues a RESET.
+//!   stream) once they outlive a reorder tolerance scaled to the measured NACK-to-repair
+//!   time (on paths faster than the timer granularity: once three segments overtook the
+//!   gap), and repeat (backing off, at most every `nack_interval`) while they persist. The
+//!   sender resends NACKed segments at once; a tail loss probe (about two SRTTs) resends
+//!   the newest segment so a lost tail or final grant is repaired in round trips; the RTO
+//!   backstop resends the oldest segment, then the rest of the flight after the next ack.
+//!   RTO per RFC 6298 with Karn's rule, clamped to [10 ms, 2 s]; Reno congestion window.
+//!   Past `max_retries` consecutive timeouts the stream fails and queues a RESET.
 //! - **Delivery.** Reliable: in order, exactly once. Best effort: on arrival, never held
 //!   back; a segment older than one already delivered is dropped as late, and the bytes of
 //!   segments skipped over are credited back to the sender so losses never leak credit.

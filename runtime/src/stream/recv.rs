@@ -12,10 +12,18 @@ use netrun_messages::stream::{
 
 use super::{Seq, Stream, StreamConfig, StreamEvent, StreamStats};
 
-/// A gap is NACKed once it has persisted a quarter of `nack_interval` (5 ms by default):
-/// long enough for packets of one batch that the path merely reordered, short next to any
-/// RTO.
+/// Before the receiver has measured the path, a gap is NACKed once it has persisted a
+/// quarter of `nack_interval` (5 ms by default): long enough for packets of one batch that
+/// the path merely reordered, short next to any RTO. Once it has a repair-time estimate
+/// (see [`RxState::repair_rtt`]) the tolerance is a quarter of that, capped by the same
+/// value.
 const REORDER_DELAY_DIVISOR: u32 = 4;
+/// Once the repair time is known, a persisting gap is re-NACKed after this many of them
+/// (capped by `nack_interval`) before the backoff doubles it.
+const REPEAT_RTTS: u32 = 2;
+/// Segments held above a gap that make it a loss rather than reordering (fast paths only;
+/// see [`RxState::nack_at_once`]).
+const DUPTHRESH: usize = 3;
 
 #[derive(Debug)]
 struct Held {
@@ -30,6 +38,9 @@ pub(super) struct RxState {
     window: u64,
     nack_interval: Duration,
     max_nack_interval: Duration,
+    /// Timer granularity: a reorder tolerance below it cannot be honoured by a timer, so
+    /// the gap is NACKed in the batch that revealed it.
+    granularity: Duration,
     give_up: Duration,
     /// Cumulative ack: the lowest seq not yet received in order (best effort: one past the
     /// newest delivered).
@@ -54,6 +65,13 @@ pub(super) struct RxState {
     gap_since: Option<Instant>,
     /// NACKs sent since the cumulative ack last moved: the repeat interval doubles with it.
     nack_repeats: u32,
+    /// Smoothed time from a NACK to the arrival of the first segment it asked for: the
+    /// receiver's view of the round trip (plus the sender's reaction), which scales the
+    /// reorder tolerance and the repeat interval to the path.
+    repair_rtt: Option<Duration>,
+    /// The pending repair-time measurement: when the NACK went out, the first missing seq
+    /// it listed, and whether a repeat NACK made the timing ambiguous (Karn's rule).
+    repair_probe: Option<(Instant, Seq, bool)>,
     read_deadline: Option<Instant>,
     duplicates: u64,
     late_dropped: u64,
@@ -71,6 +89,7 @@ impl RxState {
             window: u64::from(config.window_bytes),
             nack_interval: config.nack_interval,
             max_nack_interval: config.rtt.max_rto,
+            granularity: config.rtt.granularity,
             give_up: config.give_up_time(),
             next_expected: 0,
             expected_offset: 0,
@@ -87,6 +106,8 @@ impl RxState {
             last_nack: None,
             gap_since: None,
             nack_repeats: 0,
+            repair_rtt: None,
+            repair_probe: None,
             read_deadline: None,
             duplicates: 0,
             late_dropped: 0,
@@ -245,8 +266,10 @@ impl RxState {
     /// ceiling: a gap the sender cannot repair (it is gone) costs a few frames, not a flood.
     fn nack_repeat_interval(&self) -> Duration {
         let doublings = self.nack_repeats.saturating_sub(1).min(16);
-        self.nack_interval
-            .saturating_mul(1 << doublings)
+        let base = self.repair_rtt.map_or(self.nack_interval, |rtt| {
+            rtt.saturating_mul(REPEAT_RTTS).min(self.nack_interval)
+        });
+        base.saturating_mul(1 << doublings)
             .min(self.max_nack_interval.max(self.nack_interval))
     }
 
@@ -257,8 +280,51 @@ impl RxState {
         let since = self.gap_since.filter(|_| !self.reorder.is_empty())?;
         Some(match self.last_nack {
             Some(t) if t >= since => t + self.nack_repeat_interval(),
-            _ => since + self.nack_interval / REORDER_DELAY_DIVISOR,
+            _ => since + self.reorder_delay(),
         })
+    }
+
+    /// How long a new gap may persist before it is NACKed: a quarter of the repair time,
+    /// at least the timer granularity, at most a quarter of `nack_interval` (which also
+    /// applies before the first measurement).
+    fn reorder_delay(&self) -> Duration {
+        let cap = self.nack_interval / REORDER_DELAY_DIVISOR;
+        self.repair_rtt.map_or(cap, |rtt| {
+            (rtt / REORDER_DELAY_DIVISOR).max(self.granularity).min(cap)
+        })
+    }
+
+    /// On a path whose reorder tolerance is below the timer granularity, waiting for the
+    /// timer would add the granularity to every repair. There a gap is NACKed in the batch
+    /// in which [`DUPTHRESH`] segments above it have arrived (the fast-retransmit threshold
+    /// of RFC 5681: a packet overtaken by three others is presumed lost, not reordered).
+    fn nack_at_once(&self) -> bool {
+        let fast = self
+            .repair_rtt
+            .is_some_and(|rtt| rtt / REORDER_DELAY_DIVISOR < self.granularity);
+        let first_of_episode = match (self.gap_since, self.last_nack) {
+            (Some(since), Some(t)) => t < since,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        fast && first_of_episode && self.reorder.len() >= DUPTHRESH
+    }
+
+    /// Segment `seq` arrived (reliable): completes a repair-time measurement.
+    fn on_arrival(&mut self, now: Instant, seq: Seq) {
+        let Some((sent, probe, ambiguous)) = self.repair_probe else {
+            return;
+        };
+        if seq == probe && !ambiguous {
+            let sample = now.saturating_duration_since(sent);
+            self.repair_rtt = Some(match self.repair_rtt {
+                None => sample,
+                Some(rtt) => (rtt * 7 + sample) / 8,
+            });
+        }
+        if seq == probe || probe < self.next_expected {
+            self.repair_probe = None;
+        }
     }
 
     fn missing_ranges(&self) -> Vec<SeqRange> {
@@ -299,6 +365,9 @@ impl Stream {
         } else {
             self.rx.accept_best_effort(header, data)
         };
+        if self.rx.reliable {
+            self.rx.on_arrival(now, header.seq);
+        }
         let progressed = before != (self.rx.next_expected, self.rx.reorder.len());
         if self.rx.reorder.is_empty() {
             self.rx.gap_since = None;
@@ -393,9 +462,22 @@ impl Stream {
                 next_expected: rx.next_expected,
             }));
         }
+        // A gap already past its tolerance, or on a fast path already overtaken by enough
+        // segments, is NACKed in this batch, coalesced with whatever else it revealed.
+        if rx.nack_at_once() || rx.nack_at().is_some_and(|at| at <= now) {
+            rx.nack_due = true;
+        }
         if std::mem::take(&mut rx.nack_due) {
             let ranges = rx.missing_ranges();
+            let first = ranges.first().map(|r| r.start);
             if let Ok(nack) = Nack::new(self.id, ranges) {
+                match (&mut rx.repair_probe, first) {
+                    (Some((_, probe, ambiguous)), _) => {
+                        *ambiguous |= nack.ranges().iter().any(|r| r.contains(*probe));
+                    }
+                    (None, Some(first)) => rx.repair_probe = Some((now, first, false)),
+                    (None, None) => {}
+                }
                 rx.nacks_sent += 1;
                 rx.last_nack = Some(now);
                 rx.nack_repeats = rx.nack_repeats.saturating_add(1);

@@ -47,6 +47,7 @@ pub(super) struct TxState {
     max_send: usize,
     max_retries: u32,
     max_rto: Duration,
+    granularity: Duration,
     next_seq: Seq,
     next_offset: u64,
     /// Lowest sequence number never transmitted.
@@ -62,6 +63,19 @@ pub(super) struct TxState {
     rtt: RttEstimator,
     cc: Reno,
     rto_deadline: Option<Instant>,
+    /// Tail loss probe: when the flight has gone unacknowledged for about two smoothed RTTs,
+    /// the newest transmitted segment is sent again, well before the RTO floor. If the
+    /// receiver has it, the duplicate makes it repeat its grant (a lost final grant); if
+    /// not, it now holds a segment above the lost tail and NACKs the gap.
+    tail_probe_at: Option<Instant>,
+    /// After an RTO: when it fired and `next_unsent` then. The timeout resends only the
+    /// oldest segment; the first ack after it shows the path works and the rest of that
+    /// flight (unless the receiver turns out to hold it) is presumed lost.
+    rto_recovery: Option<(Instant, Seq)>,
+    /// Retransmissions that may go out although the congestion window is full (fast
+    /// retransmit after a NACK, the RTO's single segment): they replace segments that left
+    /// the network, and the flight cannot drain until they arrive.
+    rtx_credit: u64,
     timeouts: u32,
     probe_at: Option<Instant>,
     probes: u32,
@@ -83,6 +97,7 @@ impl TxState {
             max_send: config.max_segment.min(config.window_bytes as usize),
             max_retries: config.max_retries,
             max_rto: config.rtt.max_rto,
+            granularity: config.rtt.granularity,
             next_seq: 0,
             next_offset: 0,
             next_unsent: 0,
@@ -94,6 +109,9 @@ impl TxState {
             rtt: RttEstimator::new(config.rtt),
             cc: Reno::new(config.max_segment as u64, window),
             rto_deadline: None,
+            tail_probe_at: None,
+            rto_recovery: None,
+            rtx_credit: 0,
             timeouts: 0,
             probe_at: None,
             probes: 0,
@@ -121,6 +139,9 @@ impl TxState {
         self.lost.clear();
         self.in_flight = 0;
         self.rto_deadline = None;
+        self.tail_probe_at = None;
+        self.rto_recovery = None;
+        self.rtx_credit = 0;
         self.probe_at = None;
         self.probe_due = false;
     }
@@ -210,10 +231,31 @@ impl TxState {
         }
     }
 
+    /// Probe timeout: about two smoothed RTTs (at least `srtt + 4 × rttvar` and the clock
+    /// granularity), never more than the RTO; the RTO before the first RTT sample.
+    fn pto(&self) -> Duration {
+        let rto = self.rtt.rto();
+        let Some(srtt) = self.rtt.srtt() else {
+            return rto;
+        };
+        srtt.saturating_mul(2)
+            .max(srtt + self.rtt.rttvar().saturating_mul(4))
+            .max(self.granularity)
+            .min(rto)
+    }
+
     fn arm_probe(&mut self, now: Instant) {
         if self.probe_at.is_none() {
-            self.probe_at = Some(now + self.rtt.rto());
+            self.probe_at = Some(now + self.pto());
         }
+    }
+
+    /// (Re)arms the tail probe while reliable data is unacknowledged, if it can fire
+    /// before the RTO.
+    fn arm_tail_probe(&mut self, now: Instant) {
+        let pto = self.pto();
+        self.tail_probe_at =
+            (self.acked < self.next_unsent && pto < self.rtt.rto()).then(|| now + pto);
     }
 }
 
@@ -341,7 +383,19 @@ impl Stream {
             tx.rtt.on_sample(now.saturating_duration_since(sent));
         }
         tx.cc.on_ack(acked_bytes);
+        if let Some((fired, end)) = tx.rto_recovery.take() {
+            // The path delivers again: what the timeout left in flight and the receiver has
+            // not shown it holds is presumed lost, resent as the congestion window allows.
+            for (seq, d) in tx.table.range_mut(..end) {
+                if !d.lost && !d.sacked && d.last_sent.is_some_and(|t| t <= fired) {
+                    d.lost = true;
+                    tx.in_flight -= d.len();
+                    tx.lost.insert(*seq);
+                }
+            }
+        }
         tx.rto_deadline = (tx.acked < tx.next_unsent).then(|| now + tx.rtt.rto());
+        tx.arm_tail_probe(now);
         self.check_close();
     }
 
@@ -376,6 +430,7 @@ impl Stream {
                 d.lost = true;
                 tx.in_flight -= d.len();
                 tx.lost.insert(*seq);
+                tx.rtx_credit += 1;
                 first_loss.get_or_insert(*seq);
             }
         }
@@ -400,7 +455,7 @@ impl Stream {
     pub(super) fn tx_timeout(&self) -> Option<Instant> {
         let tx = &self.tx;
         let close = tx.closing.map(|c| c.deadline);
-        [tx.rto_deadline, tx.probe_at, close]
+        [tx.rto_deadline, tx.tail_probe_at, tx.probe_at, close]
             .into_iter()
             .flatten()
             .min()
@@ -422,7 +477,21 @@ impl Stream {
             tx.probe_due = true;
             tx.probes = tx.probes.saturating_add(1);
             let factor = 1u32.checked_shl(tx.probes.min(16)).unwrap_or(u32::MAX);
-            tx.probe_at = Some(now + tx.rtt.rto().saturating_mul(factor).min(tx.max_rto));
+            tx.probe_at = Some(now + tx.pto().saturating_mul(factor).min(tx.max_rto));
+        }
+        if tx.tail_probe_at.is_some_and(|at| at <= now) {
+            // One probe per quiet flight; the next transmission or ack re-arms it.
+            tx.tail_probe_at = None;
+            let newest = tx.table.range_mut(..tx.next_unsent).next_back();
+            if let Some((seq, d)) = newest
+                && !d.lost
+                && !d.sacked
+            {
+                d.lost = true;
+                tx.in_flight -= d.len();
+                tx.lost.insert(*seq);
+                tx.rtx_credit += 1;
+            }
         }
         if tx.rto_deadline.is_some_and(|at| at <= now) {
             tx.timeouts += 1;
@@ -432,16 +501,44 @@ impl Stream {
             }
             tx.rtt.on_timeout();
             tx.cc.on_timeout(tx.next_seq, tx.in_flight);
-            // Everything transmitted, unacknowledged and not known to be held is presumed
-            // lost (the timer only fires after a full RTO of silence); the receiver drops
-            // duplicates and re-acknowledges.
+            // RFC 6298 §5.4: resend only the oldest segment not known to be held. If only
+            // the acknowledgement was lost, the receiver answers the duplicate with a grant
+            // that covers the whole flight; if data was lost, the first ack after this one
+            // marks the rest of the flight lost (see `handle_grant`).
+            //
+            // Until the peer has acknowledged anything it may not even have the stream (a
+            // PROBE would then draw a RESET), so the whole first flight is resent: several
+            // segments make it likelier that one creates the stream before a probe arrives.
+            let heard = tx.acked > 0 || tx.peer_consumed > 0;
             for (seq, d) in tx.table.range_mut(..tx.next_unsent) {
-                if !d.lost && !d.sacked {
+                if d.sacked {
+                    continue;
+                }
+                if !d.lost {
                     d.lost = true;
+                    tx.in_flight -= d.len();
                     tx.lost.insert(*seq);
                 }
+                if heard {
+                    break;
+                }
             }
-            tx.in_flight = 0;
+            // The collapsed window holds two segments: the second is the newest, a tail
+            // probe. A receiver that has it repeats its grant, one that lacks older data
+            // NACKs it, so one lost packet or grant does not cost another whole RTO.
+            let newest = tx
+                .table
+                .range_mut(..tx.next_unsent)
+                .next_back()
+                .filter(|(_, d)| heard && !d.sacked && !d.lost);
+            if let Some((seq, d)) = newest {
+                d.lost = true;
+                tx.in_flight -= d.len();
+                tx.lost.insert(*seq);
+            }
+            tx.rtx_credit = tx.rtx_credit.max(2);
+            tx.rto_recovery = heard.then_some((now, tx.next_unsent));
+            tx.tail_probe_at = None;
             tx.rto_deadline = Some(now + tx.rtt.rto());
         }
     }
@@ -478,7 +575,10 @@ impl Stream {
         };
         let d = tx.table.get_mut(&seq)?;
         if tx.in_flight > 0 && tx.in_flight + d.len() > cwnd {
-            return None;
+            if !retransmit || tx.rtx_credit == 0 {
+                return None;
+            }
+            tx.rtx_credit -= 1;
         }
         if retransmit {
             tx.lost.remove(&seq);
@@ -490,11 +590,7 @@ impl Stream {
         }
         d.last_sent = Some(now);
         d.transmissions = d.transmissions.saturating_add(1);
-        tx.in_flight += d.len();
-        if tx.rto_deadline.is_none() {
-            tx.rto_deadline = Some(now + tx.rtt.rto());
-        }
-        Some(Outgoing {
+        let out = Outgoing {
             header: SegmentHeader {
                 seq,
                 offset: d.offset,
@@ -503,7 +599,20 @@ impl Stream {
             data: d.data.clone(),
             reliable: true,
             retransmit,
-        })
+        };
+        tx.in_flight += d.len();
+        if tx.rto_deadline.is_none() {
+            tx.rto_deadline = Some(now + tx.rtt.rto());
+        }
+        if tx.lost.is_empty() {
+            tx.rtx_credit = 0;
+        }
+        if !retransmit {
+            // Only new data re-arms the tail probe: a repair that goes unanswered is the
+            // RTO's business (otherwise a partition would see a probe every PTO).
+            tx.arm_tail_probe(now);
+        }
+        Some(out)
     }
 
     fn poll_best_effort(&mut self) -> Option<Outgoing> {

@@ -129,6 +129,7 @@ fn nack_and_rto_repair_losses_and_karn_skips_retransmits() {
     deliver(&mut b, t0 + 10 * MS, &[segs[0].clone(), segs[2].clone()]);
     let frames = control_all(&mut b, t0 + 10 * MS);
     assert!(matches!(frames.as_slice(), [StreamFrame::Grant(_)]));
+    feed(&mut a, t0 + 10 * MS, &frames);
     let first = b.poll_timeout().expect("reorder tolerance");
     assert_eq!(first, t0 + 15 * MS);
     b.handle_timeout(first);
@@ -144,11 +145,15 @@ fn nack_and_rto_repair_losses_and_karn_skips_retransmits() {
     b.handle_timeout(scan);
     let again = control_all(&mut b, scan);
     assert!(matches!(again.as_slice(), [StreamFrame::Nack(_)]));
-    // Then the RTO backstop fires (the repeated NACK is lost as well).
+    // Then the RTO backstop fires (the repeated NACK is lost as well). The peer has
+    // acknowledged before, so it resends only the oldest unacknowledged segment (RFC 6298
+    // §5.4) and the newest as a tail probe, here both 1: 2 is known to be held.
     let rto = a.poll_timeout().expect("rto");
     a.handle_timeout(rto);
     let re = transmit_all(&mut a, rto);
-    assert!(re.iter().any(|o| o.header.seq == 1));
+    let seqs: Vec<u64> = re.iter().map(|o| o.header.seq).collect();
+    assert_eq!(seqs, [1], "the RTO resends only the oldest");
+    a.check_invariants().expect("flight accounting");
     deliver(&mut b, rto + 10 * MS, &re);
     assert_eq!(drain(&mut b), b"abcabcabc");
     let srtt = a.stats().srtt;
@@ -306,7 +311,7 @@ fn nack_shows_what_the_receiver_holds_and_rto_skips_it() {
     let segs = transmit_all(&mut a, t0);
     // 1 is lost; 2 arrives; 3 is lost too.
     deliver(&mut b, t0 + 5 * MS, &[segs[0].clone(), segs[2].clone()]);
-    control_all(&mut b, t0 + 5 * MS); // the grant for 0 is lost
+    feed(&mut a, t0 + 5 * MS, &control_all(&mut b, t0 + 5 * MS)); // 0 is acked
     let at = b.poll_timeout().expect("reorder tolerance");
     b.handle_timeout(at);
     let nack = control_all(&mut b, at);
@@ -318,13 +323,91 @@ fn nack_shows_what_the_receiver_holds_and_rto_skips_it() {
         .map(|o| o.header.seq)
         .collect();
     assert_eq!(re, [1], "the NACKed hole is resent at once");
-    // Nothing else arrives: the RTO resends what the receiver may not hold (0, 1, 3), not 2.
+    // Nothing else arrives: the RTO resends the oldest unacknowledged segment (1) and the
+    // newest (3) as a tail probe, never the held 2.
     let rto = a.poll_timeout().expect("rto");
     a.handle_timeout(rto);
     let re: Vec<u64> = transmit_all(&mut a, rto)
         .iter()
         .map(|o| o.header.seq)
         .collect();
-    assert_eq!(re, [0, 1, 3]);
+    assert_eq!(re, [1, 3]);
     a.check_invariants().expect("flight accounting");
+}
+
+#[test]
+fn a_lost_final_grant_is_repaired_by_the_tail_probe_before_the_rto() {
+    let t0 = origin();
+    let (mut a, mut b) = pair(StreamConfig::default());
+    for _ in 0..3 {
+        a.send(t0, Bytes::from_static(b"abc")).expect("send");
+    }
+    deliver(&mut b, t0 + MS, &transmit_all(&mut a, t0));
+    drain(&mut b);
+    feed(&mut a, t0 + 2 * MS, &control_all(&mut b, t0 + MS));
+    assert_eq!(a.stats().srtt, Some(2 * MS), "one clean sample");
+    let t1 = t0 + 2 * MS;
+    for _ in 0..2 {
+        a.send(t1, Bytes::from_static(b"def")).expect("send");
+    }
+    deliver(&mut b, t1 + MS, &transmit_all(&mut a, t1));
+    drain(&mut b);
+    let _lost = control_all(&mut b, t1 + MS); // the final grant is lost
+    // PTO = max(2 × srtt, srtt + 4 × rttvar) = 6 ms, under the 10 ms RTO floor.
+    let at = a.poll_timeout().expect("tail probe");
+    assert_eq!(at, t1 + 6 * MS);
+    a.handle_timeout(at);
+    let re = transmit_all(&mut a, at);
+    let seqs: Vec<u64> = re.iter().map(|o| o.header.seq).collect();
+    assert_eq!(seqs, [4], "the newest segment is resent");
+    a.check_invariants().expect("flight accounting");
+    deliver(&mut b, at + MS, &re);
+    assert_eq!(b.stats().duplicates, 1);
+    feed(&mut a, at + 2 * MS, &control_all(&mut b, at + MS));
+    assert_eq!(a.stats().tracked, 0, "the repeated grant acks everything");
+    assert_eq!(a.stats().retransmits, 1);
+    // Nothing outstanding: no probe, no RTO.
+    assert_eq!(a.poll_timeout(), None);
+}
+
+#[test]
+fn the_receiver_scales_its_nack_delay_to_the_measured_repair_time() {
+    let t0 = origin();
+    let (mut a, mut b) = pair(StreamConfig::default());
+    let us = Duration::from_micros(1);
+    for _ in 0..12 {
+        a.send(t0, Bytes::from_static(b"x")).expect("send");
+    }
+    let segs = transmit_all(&mut a, t0);
+    // 1 is lost; before any measurement the tolerance is a quarter of the NACK interval.
+    deliver(&mut b, t0, &[segs[0].clone(), segs[2].clone()]);
+    control_all(&mut b, t0);
+    let at = b.poll_timeout().expect("reorder tolerance");
+    assert_eq!(at, t0 + 5 * MS);
+    b.handle_timeout(at);
+    feed(&mut a, at, &control_all(&mut b, at));
+    let re = transmit_all(&mut a, at);
+    assert_eq!(re.len(), 1);
+    // The repair arrives 400 µs after the NACK: the receiver's repair-time estimate.
+    deliver(&mut b, at + 400 * us, &re);
+    assert!(b.poll_timeout().is_none(), "gap closed");
+    // 4 is lost: its tolerance is now the timer granularity (a quarter of 400 µs is below
+    // it) instead of 5 ms ...
+    let t1 = at + MS;
+    deliver(&mut b, t1, &segs[3..4]);
+    deliver(&mut b, t1, &segs[5..6]);
+    assert!(
+        !control_all(&mut b, t1)
+            .iter()
+            .any(|f| matches!(f, StreamFrame::Nack(_)))
+    );
+    assert_eq!(b.poll_timeout(), Some(t1 + MS));
+    // ... and once three segments overtook it, it is NACKed in the same batch.
+    deliver(&mut b, t1 + 10 * us, &segs[6..8]);
+    let frames = control_all(&mut b, t1 + 10 * us);
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, StreamFrame::Nack(n) if n.ranges()[0].start == 4))
+    );
 }
