@@ -312,3 +312,27 @@ async fn a_batch_of_datagrams_arrives_in_order() {
         Err(netrun::SendError::TooLarge { .. })
     ));
 }
+
+#[tokio::test]
+async fn simultaneous_open_yields_one_working_session() {
+    for _ in 0..5 {
+        let a = node().await;
+        let b = node().await;
+        let (ab, ba) = tokio::join!(
+            a.connect(b.local_addr(), b.public_key()),
+            b.connect(a.local_addr(), a.public_key())
+        );
+        assert_eq!(ab.expect("a→b"), b.node_id());
+        assert_eq!(ba.expect("b→a"), a.node_id());
+        for (tx, rx) in [(&a, &b), (&b, &a)] {
+            tx.send(rx.node_id(), b"both ways").await.expect("send");
+            let got = timeout(WAIT, rx.recv())
+                .await
+                .expect("in time")
+                .expect("datagram");
+            assert_eq!(&got.payload[..], b"both ways");
+        }
+        assert_eq!(a.peers().await.len(), 1);
+        assert_eq!(b.peers().await.len(), 1);
+    }
+}

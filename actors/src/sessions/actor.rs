@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use netrun_messages::{EntityId, Header, NodeId, PacketKind};
 use netrun_runtime::handshake::{
-    Established, HandshakeError, LiveSession, Responder, ResponderConfig,
+    Established, HandshakeError, LiveSession, Responder, ResponderConfig, keeps_own_initiation,
 };
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -241,7 +241,7 @@ impl SessionsState {
         let existing = self.sessions.get(&header.src);
         if let Some(entry) = existing {
             // Simultaneous open: the lower node id's initiation wins.
-            if entry.initiating && self.args.wire.local() < header.src {
+            if entry.initiating && keeps_own_initiation(self.args.wire.local(), header.src) {
                 debug!(peer = %header.src, "simultaneous open: keeping our initiation");
                 return;
             }

@@ -67,7 +67,7 @@ pub use error::HandshakeError;
 pub use initiator::Initiator;
 pub use noise::{INIT_LEN, PATTERN, PROLOGUE_LEN, PROLOGUE_TAG, RESPONSE_LEN, prologue};
 pub use responder::{Responder, ResponderConfig};
-pub use rotation::{LiveSession, Rotation, rotation};
+pub use rotation::{LiveSession, Rotation, keeps_own_initiation, rotation};
 
 /// A completed handshake: the peer's identity and this side's session keys.
 #[derive(Debug)]

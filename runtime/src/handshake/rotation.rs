@@ -75,8 +75,31 @@ pub fn rotation(
     }
 }
 
+/// Simultaneous open: both nodes sent a first message before either answered. Exactly one
+/// initiation must win, the same one on both sides, so the rule depends only on the two
+/// node ids: the initiation of the node with the lower id wins. Returns whether `local`
+/// keeps its own initiation (and so drops `remote`'s first message).
+pub fn keeps_own_initiation(
+    local: netrun_messages::NodeId,
+    remote: netrun_messages::NodeId,
+) -> bool {
+    local < remote
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exactly_one_simultaneous_initiation_wins() {
+        use netrun_messages::NodeId;
+        for (a, b) in [(1u64, 2u64), (7, 3), (u64::MAX, 0)] {
+            let (a, b) = (NodeId(a), NodeId(b));
+            assert_ne!(
+                super::keeps_own_initiation(a, b),
+                super::keeps_own_initiation(b, a)
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
