@@ -67,12 +67,14 @@ struct Up {
     keys: Arc<PeerKeys>,
     liveness: Liveness,
     initiator: bool,
-    established_at: Instant,
+    /// Responder side, until the peer's first packet: when the handshake core's
+    /// confirmation window ends (`Established::confirm_deadline`).
+    confirm_deadline: Option<std::time::Instant>,
     seen_ms: u64,
     announced: bool,
     suspected: bool,
     /// Deadline of a pending rotation (its keys sit in `keys.next`).
-    pending_until: Option<Instant>,
+    pending_until: Option<std::time::Instant>,
 }
 
 impl Actor for SessionActor {
@@ -316,6 +318,7 @@ impl SessionState {
         initiator: bool,
     ) -> Result<(), ActorProcessingErr> {
         TransportStats::bump(&self.args.wire.stats().handshakes_ok);
+        let deadline = established.confirm_deadline;
         let pair = Arc::new(KeyPair {
             tx: established.tx,
             rx: established.rx,
@@ -326,11 +329,11 @@ impl SessionState {
         if let Phase::Up(up) = &mut self.phase {
             if !initiator && up.keys.confirmed.load(Ordering::Acquire) {
                 up.keys.next.store(Some(pair));
-                up.pending_until = Some(Instant::now() + self.args.liveness.fail_after);
+                up.pending_until = deadline;
                 return Ok(());
             }
         }
-        self.publish(myself, pair, initiator, initiator)
+        self.publish(myself, pair, initiator, deadline)
     }
 
     /// Promotes the pending rotation whose keys just opened a packet.
@@ -343,7 +346,7 @@ impl SessionState {
             return;
         }
         info!("rotated session keys confirmed");
-        if let Err(e) = self.publish(myself, next, true, false) {
+        if let Err(e) = self.publish(myself, next, false, None) {
             warn!(error = %e, "rotation not installed");
         }
     }
@@ -353,9 +356,12 @@ impl SessionState {
         &mut self,
         myself: &ActorRef<SessionMsg>,
         pair: Arc<KeyPair>,
-        confirmed: bool,
         initiator: bool,
+        confirm_deadline: Option<std::time::Instant>,
     ) -> Result<(), ActorProcessingErr> {
+        // The initiator authenticated the responder's message, and a promoted rotation
+        // opened a packet; only a fresh responder session waits for key confirmation.
+        let confirmed = confirm_deadline.is_none();
         self.epoch = pair.id;
         let now_ms = self.args.wire.now_ms();
         let keys = Arc::new(PeerKeys {
@@ -367,8 +373,6 @@ impl SessionState {
             session: myself.clone(),
             epoch: self.epoch,
             last_heard_ms: AtomicU64::new(now_ms),
-            // The initiator authenticated the responder's message; the responder waits for
-            // the initiator's first sealed packet (key confirmation).
             confirmed: AtomicBool::new(confirmed),
         });
         self.args.wire.publish(Arc::clone(&keys));
@@ -381,7 +385,7 @@ impl SessionState {
             keys,
             liveness: Liveness::new(self.args.liveness, now.into_std())?,
             initiator: was_initiator || initiator,
-            established_at: now,
+            confirm_deadline,
             seen_ms: now_ms,
             announced,
             suspected: false,
@@ -491,8 +495,11 @@ impl SessionState {
         let Phase::Up(up) = &mut self.phase else {
             return;
         };
+        let now_std = now.into_std();
         if !up.keys.confirmed.load(Ordering::Acquire)
-            && now.duration_since(up.established_at) > self.args.liveness.fail_after
+            && up
+                .confirm_deadline
+                .is_some_and(|deadline| now_std > deadline)
         {
             warn!("peer never confirmed the session keys (wrong PSK?)");
             TransportStats::bump(&self.args.wire.stats().handshake_failures);
@@ -500,7 +507,7 @@ impl SessionState {
             myself.stop(Some("unconfirmed".into()));
             return;
         }
-        if up.pending_until.is_some_and(|deadline| now > deadline) {
+        if up.pending_until.is_some_and(|deadline| now_std > deadline) {
             debug!("pending rotation never confirmed; dropped");
             up.keys.next.store(None);
             up.pending_until = None;
