@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use netrun_messages::{EntityId, Identity, NodeId};
 use netrun_runtime::liveness::LivenessConfig;
-use ractor::{Actor, ActorCell, ActorRef, RpcReplyPort, SpawnErr};
+use ractor::RpcReplyPort;
 use zeroize::Zeroizing;
 
 pub use actor::SessionsActor;
@@ -61,47 +61,4 @@ pub enum SessionsMsg {
     Peers(RpcReplyPort<Vec<PeerInfo>>),
     /// Periodic reconnect work.
     Tick,
-}
-
-/// A handle to the Sessions actor.
-#[derive(Debug, Clone)]
-pub struct SessionsHandle {
-    actor: ActorRef<SessionsMsg>,
-}
-
-impl SessionsHandle {
-    /// Spawns the Sessions actor, linked to `supervisor` when given.
-    pub async fn spawn(
-        args: SessionsArgs,
-        supervisor: Option<ActorCell>,
-    ) -> Result<Self, SpawnErr> {
-        let (actor, _) = match supervisor {
-            Some(sup) => Actor::spawn_linked(None, SessionsActor, args, sup).await?,
-            None => Actor::spawn(None, SessionsActor, args).await?,
-        };
-        Ok(Self { actor })
-    }
-
-    /// The actor (the transport sends handshake batches to it).
-    pub fn actor(&self) -> &ActorRef<SessionsMsg> {
-        &self.actor
-    }
-
-    /// Opens a session and waits until it is up or has failed.
-    pub async fn connect(&self, addr: SocketAddr, peer: EntityId) -> Result<NodeId, ConnectError> {
-        let (tx, rx) = ractor::concurrency::oneshot();
-        self.actor
-            .send_message(SessionsMsg::Connect {
-                addr,
-                peer,
-                reply: tx.into(),
-            })
-            .map_err(|_| ConnectError::Closed)?;
-        rx.await.map_err(|_| ConnectError::Closed)?
-    }
-
-    /// Every session and its state.
-    pub async fn peers(&self) -> Vec<PeerInfo> {
-        ractor::call!(self.actor, SessionsMsg::Peers).unwrap_or_default()
-    }
 }

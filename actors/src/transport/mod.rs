@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use netrun_messages::{NodeId, PacketFlags, TraceContext};
-use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use tokio::sync::mpsc;
 
 pub use actor::UdpTransport;
@@ -62,34 +61,4 @@ pub enum TransportMsg {
     /// The receive task hit a socket error it cannot recover from; the actor fails so
     /// its supervisor rebinds.
     ReceiveFailed(String),
-}
-
-/// A handle to the running transport.
-#[derive(Debug, Clone)]
-pub struct TransportHandle {
-    actor: ActorRef<TransportMsg>,
-}
-
-impl TransportHandle {
-    /// Spawns the transport, linked to `supervisor` when given.
-    pub async fn spawn(
-        args: TransportArgs,
-        supervisor: Option<ActorCell>,
-    ) -> Result<Self, SpawnErr> {
-        let (actor, _) = match supervisor {
-            Some(sup) => Actor::spawn_linked(None, UdpTransport, args, sup).await?,
-            None => Actor::spawn(None, UdpTransport, args).await?,
-        };
-        Ok(Self { actor })
-    }
-
-    /// The bound UDP address.
-    pub async fn local_addr(&self) -> Option<SocketAddr> {
-        ractor::call!(self.actor, TransportMsg::LocalAddr).ok()
-    }
-
-    /// The actor.
-    pub fn actor(&self) -> &ActorRef<TransportMsg> {
-        &self.actor
-    }
 }
