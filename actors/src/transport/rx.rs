@@ -41,6 +41,8 @@ pub(super) async fn receive_loop(
             let _ = transport.send_message(TransportMsg::ReceiveFailed(e.to_string()));
             return;
         }
+        // One clock read per batch: liveness works in milliseconds, not per packet.
+        batch.now_ms = wire.now_ms();
         for _ in 0..MAX_BATCH {
             match socket.try_recv_from(&mut buf) {
                 Ok((len, from)) => {
@@ -83,6 +85,8 @@ fn is_transient(e: &io::Error) -> bool {
 struct Batch {
     control: HashMap<NodeId, (ActorRef<SessionMsg>, u64, Vec<ControlFrame>)>,
     handshakes: Vec<(SocketAddr, Bytes)>,
+    /// The wire clock when the batch started.
+    now_ms: u64,
 }
 
 impl Batch {
@@ -176,7 +180,7 @@ fn handle_datagram(
             }
         }
     };
-    keys.touch(wire.now_ms());
+    keys.touch(batch.now_ms);
     if let Some(pair) = promoted {
         let _ = keys.session.send_message(SessionMsg::Promote { pair });
     }
