@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use netrun::config::SessionTiming;
-use netrun::{Identity, Node};
+use netrun::{Identity, Node, NodeId, PeerState};
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 
@@ -38,6 +38,33 @@ pub async fn node_with(identity: Identity, psk: [u8; 32], timing: SessionTiming)
         .start()
         .await
         .expect("node starts on loopback")
+}
+
+/// Two test nodes with an established session, `a` → `b`, once both sides hold the keys:
+/// `connect` returns when `a` does; `b` installs its own a moment later, and a best-effort
+/// datagram sent before that would be dropped (counted as no session). Returns `b`'s id.
+pub async fn connected_pair() -> (Node, Node, NodeId) {
+    const WAIT: Duration = Duration::from_secs(10);
+    let a = node().await;
+    let b = node().await;
+    let b_id = tokio::time::timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let up = async {
+        while !b
+            .peers()
+            .await
+            .iter()
+            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, up)
+        .await
+        .expect("b has the session");
+    (a, b, b_id)
 }
 
 /// A UDP relay between one client and one server address: datagrams from the client go

@@ -3,19 +3,14 @@
 use std::time::Duration;
 
 use netrun::{ConnectError, Identity, IdentityFile, Node, PeerEvent, PeerState};
-use netrun_tests::{Relay, TEST_PSK, fast_timing, node, node_with};
+use netrun_tests::{Relay, TEST_PSK, connected_pair, fast_timing, node, node_with};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn two_nodes_exchange_ten_thousand_datagrams_without_loss() {
-    let a = node().await;
-    let b = node().await;
-    let b_id = timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
+    let (a, b, b_id) = connected_pair().await;
     assert_eq!(b_id, b.node_id());
 
     // Both directions, in windows of 100 so the receiver is never more than one window
@@ -290,12 +285,7 @@ async fn identity_claiming_another_nodes_id_is_refused() {
 
 #[tokio::test]
 async fn a_batch_of_datagrams_arrives_in_order() {
-    let a = node().await;
-    let b = node().await;
-    let b_id = a
-        .connect(b.local_addr(), b.public_key())
-        .await
-        .expect("connect");
+    let (a, b, b_id) = connected_pair().await;
     let payloads: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_le_bytes().repeat(8)).collect();
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     a.send_many(b_id, &refs).await.expect("batch");

@@ -7,39 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netrun::{
-    BlockingPolicy, Node, NodeId, PeerState, Reliability, RetryPolicy, StreamConfig, StreamError,
-    StreamHandle,
+    BlockingPolicy, Node, NodeId, Reliability, RetryPolicy, StreamConfig, StreamError, StreamHandle,
 };
-use netrun_tests::node;
+use netrun_tests::connected_pair;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::{Instant, timeout};
 
 const WAIT: Duration = Duration::from_secs(10);
 const MIB: usize = 1024 * 1024;
-
-async fn pair() -> (Node, Node, NodeId) {
-    let a = node().await;
-    let b = node().await;
-    let b_id = timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    // `connect` returns when a holds keys; b installs its own a moment later, and a
-    // best-effort first segment sent before that is lost (counted as no session).
-    let up = async {
-        while !b
-            .peers()
-            .await
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    timeout(WAIT, up).await.expect("b has the session");
-    (a, b, b_id)
-}
 
 /// Opens stream `id` on `a` and sends one byte so `b` learns of it, then accepts it on `b`
 /// and reads that byte.
@@ -66,7 +42,7 @@ async fn open_pair(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_16_mib_under_10_percent_loss_arrives_byte_for_byte() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     a.set_loss(0.10, 1);
     b.set_loss(0.10, 2);
     let (tx, mut rx) = open_pair(&a, &b, b_id, 1, StreamConfig::default()).await;
@@ -120,7 +96,7 @@ async fn reliable_16_mib_under_10_percent_loss_arrives_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_under_loss_delivers_what_arrives_and_counts_the_rest() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     let config = StreamConfig::default().with_reliability(Reliability::BestEffort);
     let (tx, mut rx) = open_pair(&a, &b, b_id, 2, config).await;
     a.set_loss(0.10, 3);
@@ -173,7 +149,7 @@ async fn best_effort_under_loss_delivers_what_arrives_and_counts_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_sender_gets_backpressure_and_buffers_at_most_the_window() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     let window = 64 * 1024;
     let (tx, mut rx) = open_pair(&a, &b, b_id, 3, StreamConfig::default()).await;
 
@@ -240,7 +216,7 @@ async fn fast_sender_gets_backpressure_and_buffers_at_most_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_with_retry_and_send_blocking_wait_for_credit_and_give_up_on_time() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     let config = StreamConfig::default().with_window_bytes(4096);
     let (tx, mut rx) = open_pair(&a, &b, b_id, 4, config).await;
     // Fill the window (the opening byte is reported consumed only when b reads again).
@@ -322,7 +298,7 @@ async fn send_until_failure(tx: &StreamHandle, cut: Instant) -> (StreamError, Du
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_holed_peer_fails_the_stream_within_the_give_up_time() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     let config = StreamConfig::default().with_max_retries(3);
     let (tx, mut rx) = open_pair(&a, &b, b_id, 5, config).await;
     let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -345,7 +321,7 @@ async fn black_holed_peer_fails_the_stream_within_the_give_up_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_shut_down_mid_transfer_fails_the_stream_within_the_give_up_time() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     let config = StreamConfig::default().with_max_retries(3);
     let (tx, mut rx) = open_pair(&a, &b, b_id, 6, config).await;
     let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -366,7 +342,7 @@ async fn peer_shut_down_mid_transfer_fails_the_stream_within_the_give_up_time() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_listed_with_their_stats_and_closed_cleanly() {
-    let (a, b, b_id) = pair().await;
+    let (a, b, b_id) = connected_pair().await;
     let (tx, mut rx) = open_pair(&a, &b, b_id, 7, StreamConfig::default()).await;
     let stats = a.stream_stats(b_id, 7).await.expect("stats while open");
     assert_eq!(stats.window, 64 * 1024);

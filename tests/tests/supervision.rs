@@ -2,19 +2,14 @@
 
 use std::time::Duration;
 
-use netrun_tests::node;
+use netrun_tests::{connected_pair, node};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn killed_transport_is_restarted_on_the_same_port_and_sessions_carry_on() {
-    let a = node().await;
-    let b = node().await;
-    let b_id = a
-        .connect(b.local_addr(), b.public_key())
-        .await
-        .expect("connect");
+    let (a, b, b_id) = connected_pair().await;
     let addr_before = b.local_addr();
     let generation = b.supervision().transport.generation().expect("running");
 
