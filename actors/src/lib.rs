@@ -19,6 +19,7 @@
 //! decisions that are not per packet.
 
 pub mod control;
+pub mod discovery;
 pub mod events;
 pub mod session;
 pub mod sessions;

@@ -76,6 +76,12 @@ counters! {
         streams_refused,
         /// Stream segments or frames that did not decode.
         stream_malformed,
+        /// Control envelopes that did not decode.
+        envelope_malformed,
+        /// Dropped: a control envelope for a subprotocol nothing on this node serves.
+        dropped_no_handler,
+        /// Dropped: the serving subsystem's inbound queue was full (policy: drop newest).
+        dropped_handler_full,
     }
 }
 

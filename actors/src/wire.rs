@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use dashmap::DashMap;
-use netrun_messages::envelope::TRACE_CONTEXT_LEN;
+use netrun_messages::envelope::{EncodeError, Envelope, Subprotocol, TRACE_CONTEXT_LEN};
 use netrun_messages::header::{DEFAULT_TTL, HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
 use netrun_messages::{EntityId, Header, NodeId, PacketFlags, PacketKind, TraceContext};
 use netrun_runtime::crypto::{RxKey, SealError, TxKey, seal_datagram, seal_in_place};
@@ -118,7 +119,33 @@ pub enum SendError {
     /// The socket refused the datagram.
     #[error("socket: {0}")]
     Io(#[from] io::Error),
+    /// The control message could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] EncodeError),
 }
+
+/// A control envelope a session peer sent, for the subsystem serving its subprotocol.
+///
+/// The receive loop opens the packet, the peer's session actor decodes the envelope and
+/// hands it here without copying the body.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The authenticated sender.
+    pub peer: NodeId,
+    /// The subprotocol of the body.
+    pub subprotocol: Subprotocol,
+    /// The sender's trace context, if its span was traced.
+    pub trace: Option<TraceContext>,
+    /// The envelope body (subprotocol-specific encoding).
+    pub body: Bytes,
+}
+
+/// Handler slots: one per subprotocol id high byte (ids are `0xNN00`).
+const HANDLER_SLOTS: usize = 32;
+
+/// Queue capacity a subsystem should give its inbound envelope queue unless it has a
+/// reason to differ: a burst of one receive batch per peer for a few dozen peers.
+pub const INBOUND_CAPACITY: usize = 1024;
 
 /// The state shared by the transport, the session actors and the node handle.
 #[derive(Debug)]
@@ -137,6 +164,7 @@ pub struct Wire {
     accept_rx: std::sync::Mutex<Option<mpsc::Receiver<StreamHandle>>>,
     stream_accept: std::sync::Mutex<netrun_runtime::stream::StreamConfig>,
     loss: LossHook,
+    handlers: [ArcSwapOption<mpsc::Sender<Inbound>>; HANDLER_SLOTS],
 }
 
 /// The test-only send-side loss injector: a drop threshold and a splitmix64 state.
@@ -191,7 +219,88 @@ impl Wire {
             accept_rx: std::sync::Mutex::new(Some(accept_rx)),
             stream_accept: std::sync::Mutex::new(netrun_runtime::stream::StreamConfig::default()),
             loss: LossHook::default(),
+            handlers: std::array::from_fn(|_| ArcSwapOption::empty()),
         })
+    }
+
+    /// Routes every control envelope of `subprotocol` that session peers send to `queue`
+    /// (replacing any earlier handler). The queue is bounded; an envelope that finds it
+    /// full is dropped and counted in `dropped_handler_full` (policy: drop newest).
+    /// `STREAM` envelopes belong to sessions and cannot be served here.
+    pub fn serve(&self, subprotocol: Subprotocol, queue: mpsc::Sender<Inbound>) {
+        if let Some(slot) = Self::slot(subprotocol).and_then(|i| self.handlers.get(i)) {
+            slot.store(Some(Arc::new(queue)));
+        }
+    }
+
+    /// Stops routing `subprotocol` envelopes (they are then dropped and counted in
+    /// `dropped_no_handler`).
+    pub fn unserve(&self, subprotocol: Subprotocol) {
+        if let Some(slot) = Self::slot(subprotocol).and_then(|i| self.handlers.get(i)) {
+            slot.store(None);
+        }
+    }
+
+    fn slot(subprotocol: Subprotocol) -> Option<usize> {
+        if subprotocol == Subprotocol::STREAM || subprotocol.0 & 0xFF != 0 {
+            return None;
+        }
+        let slot = usize::from(subprotocol.0 >> 8);
+        (slot < HANDLER_SLOTS).then_some(slot)
+    }
+
+    /// Hands one decoded envelope from `peer` to its subprotocol's handler. `payload` is
+    /// the packet plaintext the envelope was decoded from (the body is sliced, not copied).
+    pub(crate) fn dispatch(&self, peer: NodeId, envelope: &Envelope<'_>, payload: &Bytes) {
+        let handler = Self::slot(envelope.subprotocol)
+            .and_then(|i| self.handlers.get(i))
+            .and_then(|slot| slot.load_full());
+        let Some(handler) = handler else {
+            TransportStats::bump(&self.stats.dropped_no_handler);
+            return;
+        };
+        let inbound = Inbound {
+            peer,
+            subprotocol: envelope.subprotocol,
+            trace: envelope.trace,
+            body: payload.slice_ref(envelope.body),
+        };
+        if handler.try_send(inbound).is_err() {
+            TransportStats::bump(&self.stats.dropped_handler_full);
+        }
+    }
+
+    /// Sends one control envelope to a session peer: `body` wrapped for `subprotocol`
+    /// (with the trace context, if given) in a sealed `Control` packet.
+    pub async fn send_envelope(
+        &self,
+        peer: NodeId,
+        subprotocol: Subprotocol,
+        trace: Option<TraceContext>,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        let envelope = Envelope::new(subprotocol, trace, body)?.to_vec();
+        self.send(
+            peer,
+            PacketKind::Control,
+            0,
+            PacketFlags::RELIABLE,
+            &envelope,
+            None,
+        )
+        .await
+    }
+
+    /// Serializes `message` with rmp-serde and sends it as a `subprotocol` envelope.
+    pub async fn send_message<T: serde::Serialize>(
+        &self,
+        peer: NodeId,
+        subprotocol: Subprotocol,
+        trace: Option<TraceContext>,
+        message: &T,
+    ) -> Result<(), SendError> {
+        let body = rmp_serde::to_vec(message).map_err(EncodeError::from)?;
+        self.send_envelope(peer, subprotocol, trace, &body).await
     }
 
     /// Takes the receiving end of the queue of streams peers opened (once; `None` after).

@@ -6,6 +6,7 @@ use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use netrun_messages::envelope::{Envelope, Subprotocol};
 use netrun_messages::{NodeId, PacketFlags, PacketKind};
 use netrun_runtime::handshake::{
     BackoffConfig, Established, HandshakeBackoff, HandshakeError, Initiator,
@@ -438,7 +439,16 @@ impl SessionState {
                     continue;
                 }
                 PacketKind::Control => {
-                    self.streams.on_control(&self.args.wire, &frame.payload);
+                    let wire = &self.args.wire;
+                    match Envelope::decode(&frame.payload) {
+                        Ok(envelope) if envelope.subprotocol == Subprotocol::STREAM => {
+                            self.streams.on_control(wire, &envelope);
+                        }
+                        Ok(envelope) => {
+                            wire.dispatch(self.args.peer_node, &envelope, &frame.payload)
+                        }
+                        Err(_) => TransportStats::bump(&wire.stats().envelope_malformed),
+                    }
                     continue;
                 }
                 _ => continue,

@@ -170,14 +170,7 @@ impl SessionStreams {
 
     /// One authenticated `Control` packet: a `STREAM` envelope is fed to the table, other
     /// subprotocols are not the stream layer's.
-    pub(super) fn on_control(&mut self, wire: &Wire, payload: &[u8]) {
-        let Ok(envelope) = Envelope::decode(payload) else {
-            TransportStats::bump(&wire.stats().stream_malformed);
-            return;
-        };
-        if envelope.subprotocol != Subprotocol::STREAM {
-            return;
-        }
+    pub(super) fn on_control(&mut self, wire: &Wire, envelope: &Envelope<'_>) {
         match StreamFrame::decode(envelope.body) {
             Ok(frame) => self.table.handle_frame(Instant::now().into_std(), &frame),
             Err(_) => TransportStats::bump(&wire.stats().stream_malformed),

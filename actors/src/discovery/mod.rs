@@ -1,0 +1,155 @@
+//! Discovery: how a node finds peers without manual peering.
+//!
+//! ```text
+//!  Bootstrap ─┐  (config seeds)
+//!  PeerExchange ─┤  (signed peer lists from session peers)
+//!  Pingwave ─┤  (hop-bounded probes; also feeds the router)     DiscoveryEvent
+//!  Mdns ─┤  (_netrun._udp.local on the LAN)              ──────────────▶ Coordinator
+//!  Kademlia ─┤  (DHT contact records over sessions)                       │ de-dup by node id,
+//!  Mqtt ─┘  (retained announce / last-will goodbye on a broker)          │ record the source,
+//!                                                                          ▼ connect new peers
+//!                                                                      Sessions
+//! ```
+//!
+//! Every backend is its own supervised actor under the Discovery subtree, so one that
+//! crashes is restarted without disturbing the others. A backend reports what it finds as
+//! [`DiscoveryEvent`]s; a discovered peer is a *hint* (an address and a key to try), never
+//! an identity: the Noise handshake proves who answers.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use netrun_messages::{EntityId, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// How a peer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoverySource {
+    /// A seed peer from the configuration.
+    Seed,
+    /// A signed peer list from a session peer.
+    PeerExchange,
+    /// A pingwave that reached this node.
+    Pingwave,
+    /// An mDNS advertisement on the local network.
+    Mdns,
+    /// A contact record found in the DHT.
+    Dht,
+    /// A retained announce on an MQTT broker.
+    Mqtt,
+    /// The peer connected to us, or the application connected to it.
+    Inbound,
+}
+
+impl DiscoverySource {
+    /// The lowercase name shown by `netrun peers` and `netrun discovery`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seed => "seed",
+            Self::PeerExchange => "peer_exchange",
+            Self::Pingwave => "pingwave",
+            Self::Mdns => "mdns",
+            Self::Dht => "dht",
+            Self::Mqtt => "mqtt",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+impl fmt::Display for DiscoverySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer a backend found: who it claims to be and where to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredPeer {
+    /// The claimed node id (must equal the one derived from `entity`; the coordinator
+    /// drops entries where it does not).
+    pub node: NodeId,
+    /// The claimed public key; the handshake proves it.
+    pub entity: EntityId,
+    /// Addresses to try, best first. Empty when the peer is only reachable through relays.
+    pub addrs: Vec<SocketAddr>,
+    /// Which backend found it.
+    pub source: DiscoverySource,
+}
+
+/// What a backend reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryEvent {
+    /// A peer was found (or found again).
+    Found(DiscoveredPeer),
+    /// A backend learned that a peer left (an MQTT goodbye or last will, an mDNS removal).
+    Lost {
+        /// The peer.
+        node: NodeId,
+        /// Which backend says so.
+        source: DiscoverySource,
+    },
+}
+
+/// A backend's state, as `netrun discovery` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// The backend's name.
+    pub name: String,
+    /// Whether it is running.
+    pub running: bool,
+    /// Peers it reported since it started.
+    pub found: u64,
+    /// Errors since it started (bad advertisements, broker errors, …).
+    pub errors: u64,
+    /// One line of backend-specific detail (broker URL, service name, table size, …).
+    pub detail: String,
+}
+
+/// Why a backend could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The backend's configuration is unusable.
+    #[error("invalid {backend} configuration: {reason}")]
+    Config {
+        /// Which backend.
+        backend: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend's external resource (socket, broker, daemon) failed.
+    #[error("{backend}: {source}")]
+    Io {
+        /// Which backend.
+        backend: &'static str,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A discovery mechanism outside the mesh (a LAN protocol, a broker, a config list),
+/// driven by a generic backend actor.
+///
+/// The actor calls [`start`](Self::start) once, then [`next_event`](Self::next_event) in a
+/// loop with a bounded wait (so stop requests are served between calls), forwarding each
+/// event to the coordinator, and [`stop`](Self::stop) when it shuts down (a clean stop is
+/// where goodbyes are sent). Backends that speak over mesh sessions (peer exchange,
+/// pingwave, DHT) are actors of their own and report to the coordinator directly.
+pub trait DiscoveryBackend: Send + 'static {
+    /// A short name (`mdns`, `mqtt`, …).
+    fn name(&self) -> &'static str;
+
+    /// Starts advertising and browsing.
+    fn start(&mut self) -> impl Future<Output = Result<(), DiscoveryError>> + Send;
+
+    /// The next event; `None` when the backend has nothing more to report, ever.
+    fn next_event(&mut self) -> impl Future<Output = Option<DiscoveryEvent>> + Send;
+
+    /// Stops advertising (sending goodbyes where the mechanism has them).
+    fn stop(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Counters and detail for `netrun discovery`.
+    fn status(&self) -> BackendStatus;
+}
