@@ -40,6 +40,8 @@
 //! [`Bytes`]: bytes::Bytes
 
 mod frame;
+#[cfg(test)]
+mod tests;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -308,59 +310,4 @@ pub enum ServiceNameError {
         /// The byte.
         byte: u8,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    #[test]
-    fn status_bands() {
-        assert_eq!(Status::application(0x8000), Ok(Status::from_code(0x8000)));
-        assert_eq!(Status::application(0xFFFF).map(Status::code), Ok(0xFFFF));
-        assert_eq!(
-            Status::application(0x7FFF),
-            Err(StatusError::NotApplication(0x7FFF))
-        );
-        assert_eq!(Status::application(4), Err(StatusError::NotApplication(4)));
-        assert!(Status::OK.is_ok() && !Status::INTERNAL.is_ok());
-        assert_eq!(Status::NOT_FOUND.to_string(), "not_found");
-        assert_eq!(Status::from_code(9).to_string(), "reserved(0x0009)");
-        assert_eq!(Status::from_code(0x8001).to_string(), "application(0x8001)");
-        assert!(Status::from_code(0x8001).is_application());
-        assert!(!Status::CAPABILITY_DENIED.is_application());
-    }
-
-    #[test]
-    fn service_name_rules() {
-        assert!(ServiceName::new("echo").is_ok());
-        assert!(ServiceName::new("inference/v2:run-1.x_y").is_ok());
-        assert_eq!(ServiceName::new("").err(), Some(ServiceNameError::Empty));
-        assert_eq!(
-            ServiceName::new("a b").err(),
-            Some(ServiceNameError::BadByte { at: 1, byte: b' ' })
-        );
-        assert!(matches!(
-            ServiceName::new("é"),
-            Err(ServiceNameError::BadByte { at: 0, .. })
-        ));
-        assert!(ServiceName::new(&"x".repeat(MAX_SERVICE_LEN)).is_ok());
-        assert_eq!(
-            ServiceName::new(&"x".repeat(MAX_SERVICE_LEN + 1)).err(),
-            Some(ServiceNameError::TooLong(MAX_SERVICE_LEN + 1))
-        );
-        let echo = ServiceName::from_static("echo").expect("valid");
-        assert_eq!(echo.capability_tag(), "nrpc:echo");
-        assert!(echo.capability_tag().len() <= 128);
-        assert_ne!(echo, ServiceName::new("Echo").expect("valid"));
-    }
-
-    #[test]
-    fn service_name_map_lookup_by_str() {
-        let mut map = HashMap::new();
-        map.insert(ServiceName::new("echo").expect("valid"), 1);
-        assert_eq!(map.get("echo"), Some(&1));
-        assert_eq!(map.get("ech"), None);
-    }
 }
