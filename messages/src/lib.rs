@@ -19,6 +19,7 @@ pub mod header;
 pub mod identity;
 pub mod ids;
 pub mod routing;
+pub mod rpc;
 pub mod stream;
 pub mod token;
 
@@ -36,4 +37,5 @@ pub use header::{Header, PacketFlags, PacketKind};
 pub use identity::{Identity, Signature, SignatureError};
 pub use ids::{EntityId, NodeId, OriginHash};
 pub use routing::RoutingHeader;
+pub use rpc::{CallId, RpcFrame, ServiceName, Status};
 pub use token::{PermissionToken, TokenError, TokenScope};

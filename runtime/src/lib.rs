@@ -14,6 +14,8 @@
 //! - [`peer_exchange`]: signed peer lists from session peers, taken as connect hints only.
 //! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
 //! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
+//! - [`rpc`]: nRPC call and dispatch tables, retry / hedge / circuit breaker, node
+//!   selection and per-service metrics.
 
 pub mod crypto;
 pub mod dht;
@@ -22,6 +24,7 @@ pub mod liveness;
 pub mod peer_exchange;
 pub mod pingwave;
 pub mod routing;
+pub mod rpc;
 pub mod stream;
 
 /// The `rand_core` version the cores take randomness from (`CryptoRngCore`, and `OsRng`
