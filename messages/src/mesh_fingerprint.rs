@@ -101,7 +101,10 @@ mod tests {
         assert_ne!(fp, MeshFingerprint::from_psk(&[0x43; 32]));
         // Not a prefix of the PSK, nor of its plain BLAKE3 hash.
         assert_ne!(&fp.0[..], &psk[..MESH_FINGERPRINT_LEN]);
-        assert_ne!(&fp.0[..], &blake3::hash(&psk).as_bytes()[..MESH_FINGERPRINT_LEN]);
+        assert_ne!(
+            &fp.0[..],
+            &blake3::hash(&psk).as_bytes()[..MESH_FINGERPRINT_LEN]
+        );
         let expected = blake3::derive_key("netrun 2026-11 mesh fingerprint v1", &psk);
         assert_eq!(&fp.0[..], &expected[..MESH_FINGERPRINT_LEN]);
     }

@@ -354,23 +354,13 @@ mod tests {
         let honest = Identity::from_seed([1; 32]);
         let forger = Identity::from_seed([2; 32]);
         let addrs = vec!["192.0.2.1:7000".parse().expect("addr")];
-        let msg = MqttAnnounce::sign(
-            &forger,
-            AnnounceKind::Announce,
-            mesh(),
-            1,
-            5,
-            addrs.clone(),
-        )
-        .expect("signs");
+        let msg = MqttAnnounce::sign(&forger, AnnounceKind::Announce, mesh(), 1, 5, addrs.clone())
+            .expect("signs");
 
         // Claiming the honest node's id with the forger's key: the id does not derive.
         let mut relabelled = msg.clone();
         relabelled.node = honest.node_id();
-        assert_eq!(
-            relabelled.verify(),
-            Err(MqttAnnounceError::NodeIdMismatch)
-        );
+        assert_eq!(relabelled.verify(), Err(MqttAnnounceError::NodeIdMismatch));
 
         // Claiming the honest node's id and key with the forger's signature.
         let mut stolen = msg.clone();
