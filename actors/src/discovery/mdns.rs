@@ -297,7 +297,7 @@ impl DiscoveryBackend for MdnsBackend {
             name: NAME.to_owned(),
             running: self.running.is_some(),
             found: s.found,
-            errors: s.malformed + s.foreign_mesh + s.table_full + s.daemon_errors,
+            errors: s.malformed + s.table_full + s.daemon_errors,
             detail: format!(
                 "{} as {} on {}, mesh {}, {} peers, foreign mesh {}, malformed {}, \
                  table full {}, daemon errors {}",

@@ -3,9 +3,9 @@
 //! ```text
 //!  netrun/<mesh>/nodes/<node>/announce   retained, signed MqttAnnounce, re-published every
 //!                                        `announce_interval` and on every (re)connect
-//!  netrun/<mesh>/nodes/<node>/goodbye    signed goodbye: sent on a clean stop, and set as
-//!                                        the last will, which the broker sends when the
-//!                                        connection dies without a DISCONNECT
+//!  netrun/<mesh>/nodes/<node>/goodbye    retained, signed goodbye: sent on a clean stop,
+//!                                        and set as the last will, which the broker sends
+//!                                        when the connection dies without a DISCONNECT
 //!
 //!  driver task (owns the rumqttc EventLoop)          MqttBackend::next_event
 //!    connect ─ subscribe +/announce, +/goodbye          │ decode, verify, topic == payload,
@@ -20,12 +20,16 @@
 //! counted, so a broker (or any client allowed to publish) can hide peers but cannot
 //! invent them.
 //!
-//! A retained announce outlives its node when the node dies: the broker sends the last
-//! will (a goodbye) but keeps the retained announce. So a node stopping cleanly publishes
-//! an empty retained message on its announce topic (which deletes it), and every node that
-//! receives a valid goodbye for the incarnation it knows does the same on the dead node's
-//! behalf. Receivers also refuse announces older than `peer_ttl` and report a peer lost
-//! when its announce has not been refreshed for `peer_ttl`, which covers a lost will.
+//! A retained announce outlives its node when the node dies (the broker sends the last
+//! will but keeps the retained announce), so both messages are retained and carry the
+//! node's *incarnation* (random per process): a node that subscribes later receives the
+//! announce and the goodbye of the same incarnation, in either order, and ends up with the
+//! peer gone; a restarted node (new incarnation, later timestamp) is found again. To keep
+//! the broker tidy, a node stopping cleanly also deletes its retained announce (an empty
+//! retained publish), and every node that receives a valid goodbye for a live peer does the
+//! same on the peer's behalf. Receivers refuse announces older than `peer_ttl` and report a
+//! peer lost when its announce has not been refreshed for `peer_ttl`, which covers a lost
+//! will.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -135,7 +139,7 @@ pub struct MqttStats {
     pub forged: u64,
     /// Validly signed payloads for another mesh.
     pub foreign_mesh: u64,
-    /// Announces too old (or too far in the future), or from an older incarnation.
+    /// Announces too old (or too far in the future), replayed, or of an ended incarnation.
     pub stale: u64,
     /// Publishes dropped because the inbound queue or the peer table was full.
     pub dropped: u64,
@@ -334,7 +338,7 @@ impl DiscoveryBackend for MqttBackend {
                 self.own.goodbye_topic.clone(),
                 self.own.sign(AnnounceKind::Goodbye)?.to_vec(),
                 QoS::AtLeastOnce,
-                false,
+                true,
             ));
         let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let (tx, inbound) = mpsc::channel(INBOUND_QUEUE);
@@ -393,7 +397,7 @@ impl DiscoveryBackend for MqttBackend {
             let farewell = async move {
                 if let Ok(goodbye) = goodbye {
                     client
-                        .publish(&own.goodbye_topic, QoS::AtLeastOnce, false, goodbye)
+                        .publish(&own.goodbye_topic, QoS::AtLeastOnce, true, goodbye)
                         .await?;
                 }
                 client
@@ -502,7 +506,8 @@ impl Announcer {
 }
 
 /// Drives the rumqttc event loop: (re)connects with backoff, subscribes and announces on
-/// every connect, and forwards incoming publishes. Returns after a clean DISCONNECT.
+/// every connect, and forwards incoming publishes. Returns when the broker closes the
+/// connection after a clean DISCONNECT.
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -513,6 +518,7 @@ async fn drive(
     (backoff_min, backoff_max): (Duration, Duration),
 ) {
     let mut backoff = backoff_min;
+    let mut closing = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -537,10 +543,14 @@ async fn drive(
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Keep reading until the broker closes: closing with unread bytes (our own
+                // goodbye echoed back) would reset the connection, and the broker could
+                // drop what we sent last and publish the last will after all.
                 shared.connected.store(false, Ordering::Relaxed);
-                return;
+                closing = true;
             }
             Ok(_) => {}
+            Err(_) if closing => return,
             Err(e) => {
                 shared.connected.store(false, Ordering::Relaxed);
                 shared.broker_errors.fetch_add(1, Ordering::Relaxed);
@@ -789,6 +799,7 @@ impl PeerTable {
     }
 
     fn goodbye(&mut self, now: Instant, msg: &MqttAnnounce) -> Outcome {
+        let len = self.entries.len();
         match self.entries.get_mut(&msg.node) {
             Some(e) if e.incarnation == msg.incarnation && e.live => {
                 e.live = false;
@@ -801,10 +812,25 @@ impl PeerTable {
                         .then(|| announce_topic(&self.mesh, msg.node)),
                 }
             }
-            Some(e) if e.incarnation == msg.incarnation => Outcome::Ignored,
-            // A goodbye of an incarnation we do not know (older, or never announced to us).
-            _ => {
-                self.counters.stale += 1;
+            // Already gone, or the retained goodbye of an earlier incarnation.
+            Some(_) => Outcome::Ignored,
+            None if len >= self.max => {
+                self.counters.table_full += 1;
+                Outcome::Ignored
+            }
+            // Remember the ended incarnation, so its retained announce (which may arrive
+            // after the goodbye) cannot bring it back.
+            None => {
+                self.entries.insert(
+                    msg.node,
+                    Entry {
+                        incarnation: msg.incarnation,
+                        issued_at_ms: msg.issued_at_ms,
+                        live: false,
+                        addrs: Vec::new(),
+                        touched: now,
+                    },
+                );
                 Outcome::Ignored
             }
         }
@@ -941,6 +967,28 @@ mod tests {
         ));
         assert_eq!(t.counters.found, 2);
         assert_eq!(t.counters.lost, 1);
+    }
+
+    #[test]
+    fn a_retained_goodbye_before_its_announce_keeps_the_peer_gone() {
+        let mut t = table(16);
+        let now = Instant::now();
+        let peer = Identity::from_seed([1; 32]);
+        // A late subscriber gets both retained messages, goodbye first.
+        let (gt, bye) = signed(&peer, AnnounceKind::Goodbye, 5, NOW_MS - 60_000);
+        assert_eq!(t.handle(now, NOW_MS, &gt, &bye), Outcome::Ignored);
+        let (topic, announce) = signed(&peer, AnnounceKind::Announce, 5, NOW_MS - 1_000);
+        assert_eq!(t.handle(now, NOW_MS, &topic, &announce), Outcome::Ignored);
+        assert_eq!(t.live(), 0);
+        // The node restarted since: its new incarnation is found.
+        let (_, restarted) = signed(&peer, AnnounceKind::Announce, 6, NOW_MS);
+        assert!(matches!(
+            t.handle(now, NOW_MS, &topic, &restarted),
+            Outcome::Found(_)
+        ));
+        // And the old retained goodbye, delivered again, does not end the new one.
+        assert_eq!(t.handle(now, NOW_MS, &gt, &bye), Outcome::Ignored);
+        assert_eq!(t.live(), 1);
     }
 
     #[test]
