@@ -674,7 +674,7 @@ impl NodeProcess {
             .spawn()
             .expect("spawn discovery-node");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
+        let (tx, lines) = mpsc::sync_channel(1024);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
