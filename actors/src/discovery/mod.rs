@@ -16,6 +16,9 @@
 //! [`DiscoveryEvent`]s; a discovered peer is a *hint* (an address and a key to try), never
 //! an identity: the Noise handshake proves who answers.
 
+pub mod mdns;
+pub mod mqtt;
+
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
