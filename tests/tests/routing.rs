@@ -379,3 +379,37 @@ async fn relay_counts_every_drop_reason() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_killed_router_restarts_with_its_transport_and_relaying_carries_on() {
+    let nodes = chain(3, timing(), false).await;
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    eventually("routes across the line", || {
+        every_node_routes_to_every_other(&nodes)
+    })
+    .await;
+    timeout(WAIT, a.connect_routed(c.public_key()))
+        .await
+        .expect("routed handshake in time")
+        .expect("routed session");
+    eventually("C holds the session", || has_up_peer(c, a.node_id())).await;
+    exchange(a, c, 10).await;
+
+    let router = &b.supervision().router;
+    let generation = router.generation().expect("router running");
+    router.cell().expect("router running").kill();
+    // one_for_all: the transport restarts with it (same port, sessions kept), and the new
+    // router rebuilds its table from the sessions and the next pingwaves.
+    eventually("B's router restarted and relearned its routes", || async {
+        router.generation().is_some_and(|g| g != generation)
+            && next_hop(b, a.node_id()).await.is_some()
+            && next_hop(b, c.node_id()).await.is_some()
+    })
+    .await;
+    exchange(a, c, 10).await;
+    exchange(c, a, 10).await;
+    assert!(b.stats().forwarded >= 30);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
