@@ -16,6 +16,11 @@
 //! fail_after_ms = 8000
 //! idle_timeout_ms = 30000
 //!
+//! [pingwave]                        # hop-bounded probes that build routes
+//! enabled = true
+//! interval_ms = 2000
+//! radius = 4                        # hops a wave travels
+//!
 //! [telemetry]
 //! log = "info"                      # env-filter syntax (or NETRUN_LOG / RUST_LOG)
 //! otlp_endpoint = "http://127.0.0.1:4317"
@@ -88,6 +93,28 @@ impl Default for SessionTiming {
     }
 }
 
+/// Pingwave probing: how often a node probes and how far its waves travel. Routes learned
+/// from a wave live three intervals (two lost waves are tolerated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingwaveSettings {
+    /// Whether the node runs the pingwave actor (without it, it only learns direct routes).
+    pub enabled: bool,
+    /// Time between this node's waves.
+    pub interval: Duration,
+    /// Hop radius: how many hops a wave travels, so how far routes reach.
+    pub radius: u8,
+}
+
+impl Default for PingwaveSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(2),
+            radius: 4,
+        }
+    }
+}
+
 /// OTLP transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +152,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// Session timing.
     pub session: SessionTiming,
+    /// Pingwave probing.
+    pub pingwave: PingwaveSettings,
     /// Logging and tracing export.
     pub telemetry: TelemetryConfig,
 }
@@ -153,7 +182,17 @@ struct FileConfig {
     #[serde(default)]
     session: FileSession,
     #[serde(default)]
+    pingwave: FilePingwave,
+    #[serde(default)]
     telemetry: FileTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePingwave {
+    enabled: Option<bool>,
+    interval_ms: Option<u64>,
+    radius: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +351,34 @@ impl Config {
             ));
         }
 
+        let pingwave_defaults = PingwaveSettings::default();
+        let pingwave = PingwaveSettings {
+            enabled: file.pingwave.enabled.unwrap_or(pingwave_defaults.enabled),
+            interval: match file.pingwave.interval_ms {
+                None => pingwave_defaults.interval,
+                Some(v) if (10..=3_600_000).contains(&v) => Duration::from_millis(v),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "pingwave.interval_ms",
+                        "must be between 10 ms and one hour",
+                    ));
+                }
+            },
+            radius: match file.pingwave.radius {
+                None => pingwave_defaults.radius,
+                Some(r) if (1..=netrun_messages::header::DEFAULT_TTL).contains(&r) => r,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "pingwave.radius",
+                        format!(
+                            "must be between 1 and {} (the packet TTL)",
+                            netrun_messages::header::DEFAULT_TTL
+                        ),
+                    ));
+                }
+            },
+        };
+
         let telemetry = TelemetryConfig {
             log: env.var("NETRUN_LOG").or(file.telemetry.log),
             otlp_endpoint: env
@@ -337,6 +404,7 @@ impl Config {
             psk,
             peers,
             session,
+            pingwave,
             telemetry,
         })
     }
@@ -421,6 +489,7 @@ mod tests {
         assert!(c.bind_is_default);
         assert!(c.psk.is_none());
         assert_eq!(c.session, SessionTiming::default());
+        assert_eq!(c.pingwave, PingwaveSettings::default());
         let c = Config::load(&Overrides::default(), &[]).expect("ok");
         assert_eq!(c.data_dir, PathBuf::from("netrun-data"));
     }
@@ -432,7 +501,7 @@ mod tests {
         let path = write(
             dir.path(),
             &format!(
-                "bind = \"127.0.0.1:1000\"\ndata_dir = \"/file\"\n[[peers]]\naddr = \"127.0.0.1:2000\"\npublic_key = \"{key}\"\n[session]\nheartbeat_interval_ms = 500\n"
+                "bind = \"127.0.0.1:1000\"\ndata_dir = \"/file\"\n[[peers]]\naddr = \"127.0.0.1:2000\"\npublic_key = \"{key}\"\n[session]\nheartbeat_interval_ms = 500\n[pingwave]\ninterval_ms = 250\nradius = 6\n"
             ),
         );
         let over = Overrides {
@@ -453,6 +522,8 @@ mod tests {
         assert_eq!(c.psk, Some([0xcd; 32]));
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.session.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.pingwave.interval, Duration::from_millis(250));
+        assert_eq!(c.pingwave.radius, 6);
     }
 
     #[test]
@@ -468,6 +539,8 @@ mod tests {
                 "session.suspect_after_ms",
             ),
             ("bind = \"nowhere\"\n", "bind"),
+            ("[pingwave]\nradius = 0\n", "pingwave.radius"),
+            ("[pingwave]\ninterval_ms = 1\n", "pingwave.interval_ms"),
             ("bogus = 1\n", "bogus"),
             (
                 "[[peers]]\naddr = \"127.0.0.1:1\"\npublic_key = \"zz\"\n",

@@ -13,12 +13,15 @@ mod node;
 pub mod telemetry;
 
 pub use netrun_actors::events::PeerEvent;
+pub use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
+pub use netrun_actors::router::RouteInfo;
 pub use netrun_actors::session::{ConnectError, PeerInfo, PeerState};
 pub use netrun_actors::stats::TransportSnapshot;
 pub use netrun_actors::stream::{StreamHandle, StreamOpenError, StreamReceiver, StreamSender};
 pub use netrun_actors::transport::Received;
 pub use netrun_actors::wire::SendError;
 pub use netrun_messages::stream::ResetReason;
+pub use netrun_runtime::routing::RouteSource;
 pub use netrun_runtime::stream::{
     BlockingPolicy, Reliability, RetryPolicy, StreamConfig, StreamError, StreamStats,
 };

@@ -19,6 +19,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use netrun_actors::events::PeerEvent;
+use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
+use netrun_actors::router::{RouteInfo, RouterMsg};
 use netrun_actors::session::SessionMsg;
 use netrun_actors::session::{ConnectError, PeerInfo};
 use netrun_actors::sessions::SessionsMsg;
@@ -28,6 +30,8 @@ use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
 use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
+use netrun_runtime::pingwave::PingwaveConfig;
+use netrun_runtime::routing::RoutingConfig;
 use netrun_runtime::stream::{StreamConfig, StreamStats};
 use netrun_supervisor::node_tree::{self, NodeTree, NodeTreeArgs};
 use ractor::rpc::CallResult;
@@ -37,7 +41,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info};
 use zeroize::Zeroizing;
 
-use crate::config::SessionTiming;
+use crate::config::{PingwaveSettings, SessionTiming};
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
 pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
@@ -83,6 +87,7 @@ pub struct NodeBuilder {
     inbound_capacity: usize,
     control_socket: Option<PathBuf>,
     stream_accept: StreamConfig,
+    pingwave: PingwaveSettings,
 }
 
 impl Default for NodeBuilder {
@@ -97,6 +102,7 @@ impl Default for NodeBuilder {
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             control_socket: None,
             stream_accept: StreamConfig::default(),
+            pingwave: PingwaveSettings::default(),
         }
     }
 }
@@ -167,6 +173,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Pingwave probing: interval and hop radius, or off (default: every 2 s, 4 hops).
+    /// Multi-hop routes come from pingwaves; without them a node only routes to its direct
+    /// session peers.
+    #[must_use]
+    pub fn pingwave(mut self, settings: PingwaveSettings) -> Self {
+        self.pingwave = settings;
+        self
+    }
+
     /// Starts the node: assembles the supervision tree (binding UDP, starting the session
     /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
@@ -202,6 +217,14 @@ impl NodeBuilder {
             liveness,
             static_peers: self.peers,
             control,
+            routing: RoutingConfig::default(),
+            pingwave: self.pingwave.enabled.then(|| PingwaveConfig {
+                interval: self.pingwave.interval,
+                radius: self.pingwave.radius,
+                // Three intervals: two lost waves do not cost a route.
+                route_ttl: self.pingwave.interval * 3,
+                ..PingwaveConfig::default()
+            }),
         })
         .await
         .map_err(|source| StartError::Spawn {
@@ -324,6 +347,55 @@ impl Node {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Closed),
         }
+    }
+
+    /// Opens a session with the node whose public key is `public_key` through relays: no
+    /// address needed, only a route (learned from pingwaves) toward it. Handshake and
+    /// session packets go to the current next hop, so a reroute applies at once; relays
+    /// forward them without being able to open them. Waits until the session is
+    /// established, or fails with [`ConnectError::Unreachable`] when no answer comes.
+    pub async fn connect_routed(&self, public_key: EntityId) -> Result<NodeId, ConnectError> {
+        let connect = |reply| SessionsMsg::ConnectRouted {
+            peer: public_key,
+            reply,
+        };
+        match self
+            .inner
+            .tree
+            .sessions
+            .call(connect, Some(CONNECT_TIMEOUT))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Closed),
+        }
+    }
+
+    /// Every installed route: destination, next hop, metric, source, remaining lifetime.
+    pub async fn routes(&self) -> Vec<RouteInfo> {
+        self.inner
+            .tree
+            .router
+            .call(RouterMsg::Routes, Some(Duration::from_secs(5)))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Every node this node's pingwaves have heard from: hops, the neighbour the path goes
+    /// through, path RTT (as of the last wave interval; empty when pingwaves are off).
+    pub fn pingwave_seen(&self) -> Vec<SeenNode> {
+        self.inner
+            .tree
+            .pingwave
+            .as_ref()
+            .map(|(_, view)| view.seen())
+            .unwrap_or_default()
+    }
+
+    /// The pingwave actor's counters (`None` when pingwaves are off).
+    pub fn pingwave_status(&self) -> Option<PingwaveStatus> {
+        let (_, view) = self.inner.tree.pingwave.as_ref()?;
+        Some(view.status())
     }
 
     /// Every peer with a session: id, address, state, RTT.

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! root            one_for_one
-//! ├── transport   one_for_all: udp_transport
+//! ├── transport   one_for_all: udp_transport, router
 //! ├── sessions    one_for_one: sessions (its Session{peer} actors are its linked children)
-//! ├── discovery   one_for_one   (filled by discovery backends)
+//! ├── discovery   one_for_one: pingwave (when enabled), then further discovery backends
 //! ├── state       one_for_one   (capability fold, folds, logs, replication)
 //! ├── channels    one_for_one   (one actor per channel)
 //! ├── blobs       one_for_one   (blob adapters)
@@ -24,11 +24,15 @@
 use std::sync::Arc;
 
 use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg, ControlService};
+use netrun_actors::pingwave::{PingwaveActor, PingwaveArgs, PingwaveHandle, PingwaveMsg};
+use netrun_actors::router::{RouterActor, RouterArgs, RouterMsg};
 use netrun_actors::sessions::{SessionsActor, SessionsArgs, SessionsMsg};
 use netrun_actors::transport::{Received, TransportArgs, TransportMsg, UdpTransport};
 use netrun_actors::wire::Wire;
 use netrun_messages::{EntityId, Identity};
 use netrun_runtime::liveness::LivenessConfig;
+use netrun_runtime::pingwave::PingwaveConfig;
+use netrun_runtime::routing::RoutingConfig;
 use ractor::SpawnErr;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -55,6 +59,10 @@ pub struct NodeTreeArgs {
     pub static_peers: Vec<(std::net::SocketAddr, EntityId)>,
     /// The control socket and its service, if the node serves one.
     pub control: Option<(std::path::PathBuf, ControlService)>,
+    /// Routing table limits.
+    pub routing: RoutingConfig,
+    /// Pingwave timing and radius; `None` runs no pingwave actor.
+    pub pingwave: Option<PingwaveConfig>,
 }
 
 impl std::fmt::Debug for NodeTreeArgs {
@@ -74,12 +82,16 @@ pub struct NodeTree {
     pub transport: ChildRef<TransportMsg>,
     /// The Sessions actor, whatever its incarnation.
     pub sessions: ChildRef<SessionsMsg>,
+    /// The router, whatever its incarnation.
+    pub router: ChildRef<RouterMsg>,
+    /// The pingwave actor, if enabled, and the view it publishes (nodes heard, counters).
+    pub pingwave: Option<(ChildRef<PingwaveMsg>, PingwaveHandle)>,
     /// The control actor, if any.
     pub control: Option<ChildRef<ControlMsg>>,
 }
 
 /// Subtrees that start empty and are filled by later subsystems.
-const EMPTY_SUBTREES: [&str; 5] = ["discovery", "state", "channels", "blobs", "daemons"];
+const EMPTY_SUBTREES: [&str; 4] = ["state", "channels", "blobs", "daemons"];
 
 /// Builds and starts the node tree. Children start in order; if one fails to start, the
 /// ones already started are stopped in reverse order and the error is returned.
@@ -115,8 +127,44 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
             (SessionsActor, args)
         })
     };
+    let router_spec = {
+        let wire = Arc::clone(&args.wire);
+        let config = args.routing;
+        ChildSpec::actor("router", move || {
+            let args = RouterArgs {
+                wire: Arc::clone(&wire),
+                config,
+            };
+            (RouterActor, args)
+        })
+    };
+    let pingwave_spec = args.pingwave.map(|config| {
+        let wire = Arc::clone(&args.wire);
+        let handle = PingwaveHandle::new();
+        let view = handle.clone();
+        let spec = ChildSpec::actor("pingwave", move || {
+            let args = PingwaveArgs {
+                wire: Arc::clone(&wire),
+                config,
+                handle: view.clone(),
+            };
+            (PingwaveActor, args)
+        });
+        (spec, handle)
+    });
     let transport = transport_spec.child_ref::<TransportMsg>();
     let sessions = sessions_spec.child_ref::<SessionsMsg>();
+    let router = router_spec.child_ref::<RouterMsg>();
+    let pingwave = pingwave_spec
+        .as_ref()
+        .map(|(spec, handle)| (spec.child_ref::<PingwaveMsg>(), handle.clone()));
+    let mut discovery = SupervisorArgs::new(
+        "discovery",
+        SupervisorConfig::with_strategy(Strategy::OneForOne),
+    );
+    if let Some((spec, _)) = pingwave_spec {
+        discovery = discovery.child(spec);
+    }
 
     let mut root =
         SupervisorArgs::new("root", SupervisorConfig::with_strategy(Strategy::OneForOne))
@@ -126,7 +174,8 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
                     "transport",
                     SupervisorConfig::with_strategy(Strategy::OneForAll),
                 )
-                .child(transport_spec),
+                .child(transport_spec)
+                .child(router_spec),
             ))
             .child(ChildSpec::supervisor(
                 "sessions",
@@ -135,7 +184,8 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
                     SupervisorConfig::with_strategy(Strategy::OneForOne),
                 )
                 .child(sessions_spec),
-            ));
+            ))
+            .child(ChildSpec::supervisor("discovery", discovery));
     for name in EMPTY_SUBTREES {
         root = root.child(ChildSpec::supervisor(
             name,
@@ -164,6 +214,8 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         root,
         transport,
         sessions,
+        router,
+        pingwave,
         control,
     })
 }

@@ -101,6 +101,7 @@ async fn run_node(config: Config, identity: Identity) -> u8 {
         .bind_fallback(config.bind_is_default)
         .psk(psk)
         .session_timing(config.session)
+        .pingwave(config.pingwave)
         .control_socket(config.data_dir.join(CONTROL_SOCKET));
     for peer in &config.peers {
         builder = builder.peer(peer.addr, peer.public_key);
