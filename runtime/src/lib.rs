@@ -14,7 +14,13 @@
 //! - [`peer_exchange`]: signed peer lists from session peers, taken as connect hints only.
 //! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
 //! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
+//! - [`capability`]: the capability index (verified announcements, TTL expiry, indexed
+//!   queries) and the local announcement schedule.
+//! - [`channel`]: publisher-side channel membership (token auth, rate limits, sweeps,
+//!   revocation) and subscriber-side bookkeeping.
 
+pub mod capability;
+pub mod channel;
 pub mod crypto;
 pub mod dht;
 pub mod handshake;
