@@ -439,7 +439,7 @@ mod tests {
         fn round_trip(msg in message(), traced: bool) {
             let body = msg.encode().expect("encodes");
             prop_assert_eq!(&MembershipMessage::decode(&body).expect("decodes"), &msg);
-            let trace = traced.then(|| TraceContext { trace_id: [1; 16], span_id: [2; 8], flags: 1 });
+            let trace = traced.then_some(TraceContext { trace_id: [1; 16], span_id: [2; 8], flags: 1 });
             let bytes = msg.to_envelope(trace).expect("enveloped");
             let env = Envelope::decode(&bytes).expect("envelope decodes");
             prop_assert_eq!(env.trace, trace);

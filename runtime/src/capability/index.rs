@@ -124,7 +124,7 @@ pub enum Incoming<'a> {
     /// Encoded bytes (from the wire).
     Bytes(&'a [u8]),
     /// A decoded announcement (the local announcer's, or one decoded elsewhere).
-    Decoded(CapabilityAnnouncement),
+    Decoded(Box<CapabilityAnnouncement>),
 }
 
 impl<'a> From<&'a [u8]> for Incoming<'a> {
@@ -141,7 +141,7 @@ impl<'a> From<&'a Vec<u8>> for Incoming<'a> {
 
 impl From<CapabilityAnnouncement> for Incoming<'static> {
     fn from(announcement: CapabilityAnnouncement) -> Self {
-        Self::Decoded(announcement)
+        Self::Decoded(Box::new(announcement))
     }
 }
 
@@ -500,7 +500,7 @@ impl CapabilityIndex {
                 if len > max {
                     return Err(IndexError::Oversize { len, max });
                 }
-                Ok(announcement)
+                Ok(*announcement)
             }
         }
     }
