@@ -14,16 +14,17 @@
 //! forwarder an announcement arrived through (`via`) is recorded as a hint and never
 //! pinned: only the signer's own id is.
 //!
-//! Queries never scan: [`CapabilityIndex::find`] intersects sorted posting lists (one per
-//! tag, one of GPU nodes, one of all nodes) smallest first and applies the remaining
-//! hardware minimums to the survivors only.
+//! Queries never scan the entries: [`CapabilityIndex::find`] intersects sorted posting
+//! lists (one per tag, one of GPU nodes, one of all nodes) smallest first and applies the
+//! remaining hardware minimums to the survivors only, reading them from a dense array kept
+//! parallel to the list of all nodes.
 
 use std::collections::{BTreeSet, HashMap};
 
 use netrun_messages::capability::MAX_ANNOUNCEMENT_LEN;
 use netrun_messages::{
-    AnnouncementError, CapabilityAnnouncement, CapabilityFilter, DecodeError, EntityId, Hardware,
-    NodeId,
+    AnnouncementError, CapabilityAnnouncement, CapabilityFilter, DecodeError, EntityId, GpuVendor,
+    Hardware, NodeId,
 };
 use thiserror::Error;
 
@@ -305,6 +306,8 @@ pub struct CapabilityIndex {
     config: IndexConfig,
     entries: HashMap<NodeId, IndexEntry>,
     all: Vec<NodeId>,
+    /// Hardware of `all[i]` at `hw[i]`: filters read it from a dense array.
+    hw: Vec<HardwareSummary>,
     gpu: Vec<NodeId>,
     tags: HashMap<String, Vec<NodeId>>,
     expiry: BTreeSet<(u64, NodeId)>,
@@ -324,6 +327,7 @@ impl CapabilityIndex {
             config,
             entries: HashMap::new(),
             all: Vec::new(),
+            hw: Vec::new(),
             gpu: Vec::new(),
             tags: HashMap::new(),
             expiry: BTreeSet::new(),
@@ -414,10 +418,22 @@ impl CapabilityIndex {
         if !hardware_checks {
             return postings::intersect(&mut lists, |_| true);
         }
+        if lists.len() == 1 && std::ptr::eq(lists[0], self.all.as_slice()) {
+            // No list narrows the search: one pass over the dense hardware array.
+            return self
+                .all
+                .iter()
+                .zip(&self.hw)
+                .filter(|(_, hw)| hw.matches(filter))
+                .map(|(&node, _)| node)
+                .collect();
+        }
+        // Survivors arrive ascending, so one cursor walks `all` forward to find each one's
+        // hardware.
+        let mut cursor = 0;
         postings::intersect(&mut lists, |node| {
-            self.entries.get(&node).is_some_and(|entry| {
-                hardware_matches(filter, &entry.announcement.capabilities.hardware)
-            })
+            cursor += postings::gallop(&self.all[cursor..], node);
+            self.all.get(cursor) == Some(&node) && self.hw[cursor].matches(filter)
         })
     }
 
@@ -628,7 +644,10 @@ impl CapabilityIndex {
 
     fn index_new(&mut self, node: NodeId, entry: &IndexEntry) {
         let caps = &entry.announcement.capabilities;
-        postings::insert(&mut self.all, node);
+        if let Err(at) = self.all.binary_search(&node) {
+            self.all.insert(at, node);
+            self.hw.insert(at, HardwareSummary::of(&caps.hardware));
+        }
         if caps.hardware.gpu.is_some() {
             postings::insert(&mut self.gpu, node);
         }
@@ -643,6 +662,11 @@ impl CapabilityIndex {
             &old.announcement.capabilities,
             &new.announcement.capabilities,
         );
+        if old.hardware != new.hardware
+            && let Ok(at) = self.all.binary_search(&node)
+        {
+            self.hw[at] = HardwareSummary::of(&new.hardware);
+        }
         match (old.hardware.gpu.is_some(), new.hardware.gpu.is_some()) {
             (false, true) => postings::insert(&mut self.gpu, node),
             (true, false) => postings::remove(&mut self.gpu, node),
@@ -669,7 +693,10 @@ impl CapabilityIndex {
         let entry = self.entries.remove(&node)?;
         self.mutations += 1;
         self.expiry.remove(&(entry.expires_at, node));
-        postings::remove(&mut self.all, node);
+        if let Ok(at) = self.all.binary_search(&node) {
+            self.all.remove(at);
+            self.hw.remove(at);
+        }
         if entry.announcement.capabilities.hardware.gpu.is_some() {
             postings::remove(&mut self.gpu, node);
         }
@@ -711,16 +738,34 @@ impl CapabilityIndex {
     }
 }
 
-/// The non-tag part of [`CapabilityFilter::matches`].
-fn hardware_matches(filter: &CapabilityFilter, hw: &Hardware) -> bool {
-    if hw.memory_gb < filter.min_memory_gb || hw.cpu_cores < filter.min_cpu_cores {
-        return false;
+/// The hardware fields filters test, packed for a dense array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HardwareSummary {
+    memory_gb: u32,
+    cpu_cores: u32,
+    gpu: Option<(GpuVendor, u32)>,
+}
+
+impl HardwareSummary {
+    fn of(hw: &Hardware) -> Self {
+        Self {
+            memory_gb: hw.memory_gb,
+            cpu_cores: hw.cpu_cores,
+            gpu: hw.gpu.as_ref().map(|gpu| (gpu.vendor, gpu.vram_gb)),
+        }
     }
-    let needs_gpu = filter.require_gpu || filter.gpu_vendor.is_some() || filter.min_vram_gb > 0;
-    if !needs_gpu {
-        return true;
+
+    /// The non-tag part of [`CapabilityFilter::matches`].
+    fn matches(&self, filter: &CapabilityFilter) -> bool {
+        if self.memory_gb < filter.min_memory_gb || self.cpu_cores < filter.min_cpu_cores {
+            return false;
+        }
+        let needs_gpu = filter.require_gpu || filter.gpu_vendor.is_some() || filter.min_vram_gb > 0;
+        if !needs_gpu {
+            return true;
+        }
+        self.gpu.is_some_and(|(vendor, vram)| {
+            vram >= filter.min_vram_gb && filter.gpu_vendor.is_none_or(|v| v == vendor)
+        })
     }
-    hw.gpu.as_ref().is_some_and(|gpu| {
-        gpu.vram_gb >= filter.min_vram_gb && filter.gpu_vendor.is_none_or(|v| v == gpu.vendor)
-    })
 }

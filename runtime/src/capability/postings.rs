@@ -53,7 +53,7 @@ pub(super) fn intersect(
 
 /// How many leading elements of the sorted `list` are smaller than `id`, by exponential
 /// then binary search (cheap when the answer is small, as it is for a moving cursor).
-fn gallop(list: &[NodeId], id: NodeId) -> usize {
+pub(super) fn gallop(list: &[NodeId], id: NodeId) -> usize {
     let mut bound = 1;
     while bound <= list.len() && list[bound - 1] < id {
         bound *= 2;
