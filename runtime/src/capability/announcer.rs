@@ -1,19 +1,4 @@
 //! When the local node (re)announces its capabilities.
-//!
-//! The [`Announcer`] holds the node's identity and current [`CapabilitySet`] and decides
-//! when a fresh signed announcement is due:
-//!
-//! - at start (the first poll);
-//! - after a change, but no sooner than `min_interval_secs` after the previous
-//!   announcement (a burst of changes becomes one announcement carrying the latest set);
-//! - every `reannounce_interval_secs` regardless, which validation keeps shorter than the
-//!   TTL stamped on each announcement, so neither the node's own index nor its peers'
-//!   ever let the entry expire while the node runs;
-//! - at once if the wall clock stepped backwards past the previous announcement.
-//!
-//! Versions are `max(previous + 1, now_unix)`: strictly increasing within a run, and a
-//! restarted node (whose previous run announced at most once per second) starts above its
-//! old versions, so peers do not discard its announcements as stale.
 
 use netrun_messages::{
     AnnouncementError, CapabilityAnnouncement, CapabilityError, CapabilitySet, Identity, NodeId,
@@ -94,7 +79,22 @@ impl AnnouncerConfig {
     }
 }
 
-/// The local node's announcement schedule. See the [module docs](self).
+/// The local node's announcement schedule.
+///
+/// The [`Announcer`] holds the node's identity and current [`CapabilitySet`] and decides
+/// when a fresh signed announcement is due:
+///
+/// - at start (the first poll);
+/// - after a change, but no sooner than `min_interval_secs` after the previous
+///   announcement (a burst of changes becomes one announcement carrying the latest set);
+/// - every `reannounce_interval_secs` regardless, which validation keeps shorter than the
+///   TTL stamped on each announcement, so neither the node's own index nor its peers'
+///   ever let the entry expire while the node runs;
+/// - at once if the wall clock stepped backwards past the previous announcement.
+///
+/// Versions are `max(previous + 1, now_unix)`: strictly increasing within a run, and a
+/// restarted node (whose previous run announced at most once per second) starts above its
+/// old versions, so peers do not discard its announcements as stale.
 #[derive(Debug)]
 pub struct Announcer {
     identity: Identity,
@@ -172,7 +172,7 @@ impl Announcer {
         &self.config
     }
 
-    /// A signed announcement if one is due at `now_unix` (see the [module docs](self)).
+    /// A signed announcement if one is due at `now_unix` (see the [type docs](Self)).
     /// The caller folds it into its own index and sends it to its peers.
     pub fn poll_announce(
         &mut self,

@@ -1,23 +1,4 @@
 //! The capability index: verified announcements, their secondary indexes and TTL expiry.
-//!
-//! ```text
-//!  bytes / announcement ─► size ─► decode ─► hops ─► node id = signer? ─► pin ─► fresh?
-//!      ─► newer than stored? (else Stale / Duplicate, no signature work) ─► signature
-//!      ─► room? ─► store: entries + posting lists (all, gpu, per tag) + expiry queue
-//! ```
-//!
-//! Every check that can refuse runs before anything is stored, cheap checks first: an
-//! announcement that is not newer than the stored one is answered without verifying its
-//! signature and changes nothing. A node id is pinned to the first key seen signing for it
-//! (trust on first use; pins outlive entries and are bounded separately), so a later
-//! announcement for that id under another key is refused even if it verifies. The
-//! forwarder an announcement arrived through (`via`) is recorded as a hint and never
-//! pinned: only the signer's own id is.
-//!
-//! Queries never scan the entries: [`CapabilityIndex::find`] intersects sorted posting
-//! lists (one per tag, one of GPU nodes, one of all nodes) smallest first and applies the
-//! remaining hardware minimums to the survivors only, reading them from a dense array kept
-//! parallel to the list of all nodes.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -299,7 +280,26 @@ struct Pin {
     last_seen: u64,
 }
 
-/// The capability fold of one node. See the [module docs](self).
+/// The capability fold of one node.
+///
+/// ```text
+///  bytes / announcement ─► size ─► decode ─► hops ─► node id = signer? ─► pin ─► fresh?
+///      ─► newer than stored? (else Stale / Duplicate, no signature work) ─► signature
+///      ─► room? ─► store: entries + posting lists (all, gpu, per tag) + expiry queue
+/// ```
+///
+/// Every check that can refuse runs before anything is stored, cheap checks first: an
+/// announcement that is not newer than the stored one is answered without verifying its
+/// signature and changes nothing. A node id is pinned to the first key seen signing for it
+/// (trust on first use; pins outlive entries and are bounded separately), so a later
+/// announcement for that id under another key is refused even if it verifies. The
+/// forwarder an announcement arrived through (`via`) is recorded as a hint and never
+/// pinned: only the signer's own id is.
+///
+/// Queries never scan the entries: [`CapabilityIndex::find`] intersects sorted posting
+/// lists (one per tag, one of GPU nodes, one of all nodes) smallest first and applies the
+/// remaining hardware minimums to the survivors only, reading them from a dense array kept
+/// parallel to the list of all nodes.
 #[derive(Debug)]
 pub struct CapabilityIndex {
     local: NodeId,
@@ -340,7 +340,7 @@ impl CapabilityIndex {
 
     /// Folds in an announcement received at `now_unix`, directly from its node
     /// (`via = None`) or forwarded by peer `via`. Verifies before storing; see the
-    /// [module docs](self) for the order of checks.
+    /// [type docs](Self) for the order of checks.
     pub fn handle_announcement<'a>(
         &mut self,
         now_unix: u64,

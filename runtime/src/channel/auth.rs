@@ -1,28 +1,5 @@
 //! Token-chain authorization with a verified-signature cache, a per-peer failure limiter
 //! and issuer revocation.
-//!
-//! [`Authenticator::authorize`] runs, in order:
-//!
-//! 1. the per-peer failure limiter: a peer out of failure budget gets
-//!    [`AuthError::RateLimited`] before any token is looked at, so a flood of bad tokens
-//!    costs no signature checks;
-//! 2. the structural checks on the root-first chain, cheapest first: length, trusted root,
-//!    channel, validity window (skew clamped to five minutes), lifetime within one year,
-//!    revocation, link continuity (each issuer is the previous subject), DELEGATE and a
-//!    strictly decreasing depth on every parent, scope narrowing, child expiry within the
-//!    parent's, and finally subject and scope of the last link;
-//! 3. the signatures, unless this exact chain (by BLAKE3 of its bytes) verified before and
-//!    is still in the bounded LRU cache. The cache holds only "these signatures verify";
-//!    every other check runs on every call, so a cached chain still expires, still gets
-//!    revoked and is still bound to its subject.
-//!
-//! A failure charges the peer's bucket; a success empties its record.
-//!
-//! Revocation: [`Authenticator::revoke_issuer`] records a cut-off time for an issuer and
-//! bumps the [generation](Authenticator::generation). Every link that issuer signed with
-//! `not_before` at or before the cut-off is refused from then on, which also refuses every
-//! chain delegated below it; tokens the issuer mints later are accepted again. Cut-offs
-//! older than the longest possible token life are pruned.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -223,7 +200,30 @@ struct Bucket {
     updated: u64,
 }
 
-/// The authorization core shared by a publisher's channels. See the [module docs](self).
+/// The authorization core shared by a publisher's channels.
+///
+/// [`Authenticator::authorize`] runs, in order:
+///
+/// 1. the per-peer failure limiter: a peer out of failure budget gets
+///    [`AuthError::RateLimited`] before any token is looked at, so a flood of bad tokens
+///    costs no signature checks;
+/// 2. the structural checks on the root-first chain, cheapest first: length, trusted root,
+///    channel, validity window (skew clamped to five minutes), lifetime within one year,
+///    revocation, link continuity (each issuer is the previous subject), DELEGATE and a
+///    strictly decreasing depth on every parent, scope narrowing, child expiry within the
+///    parent's, and finally subject and scope of the last link;
+/// 3. the signatures, unless this exact chain (by BLAKE3 of its bytes) verified before and
+///    is still in the bounded LRU cache. The cache holds only "these signatures verify";
+///    every other check runs on every call, so a cached chain still expires, still gets
+///    revoked and is still bound to its subject.
+///
+/// A failure charges the peer's bucket; a success empties its record.
+///
+/// Revocation: [`Authenticator::revoke_issuer`] records a cut-off time for an issuer and
+/// bumps the [generation](Authenticator::generation). Every link that issuer signed with
+/// `not_before` at or before the cut-off is refused from then on, which also refuses every
+/// chain delegated below it; tokens the issuer mints later are accepted again. Cut-offs
+/// older than the longest possible token life are pruned.
 #[derive(Debug)]
 pub struct Authenticator {
     config: AuthConfig,
@@ -255,7 +255,7 @@ impl Authenticator {
     }
 
     /// Whether `request.chain` lets `request.subject` do `request.needed` on the channel at
-    /// `now_unix`. See the [module docs](self) for the order of checks.
+    /// `now_unix`. See the [type docs](Self) for the order of checks.
     pub fn authorize(
         &mut self,
         now_unix: u64,

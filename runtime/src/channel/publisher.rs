@@ -1,22 +1,4 @@
 //! One published channel: its roster and the subscribe decision.
-//!
-//! [`Channel::subscribe`] decides, in this order:
-//!
-//! 1. visibility: a peer the channel is hidden from gets `UnknownChannel`, exactly as if
-//!    it did not exist;
-//! 2. the peer's authorization-failure budget: out of budget → `RateLimited`, before any
-//!    token is looked at;
-//! 3. the subscribe filter (matchmaking) → `Unauthorized`, not charged to the peer;
-//! 4. with `require_token`, the token chain ([`Authenticator`]) → `Unauthorized`, charged;
-//! 5. a subscriber already on the roster is renewed (new token, new options) without
-//!    counting against the bound;
-//! 6. a full roster → `TooManySubscribers`.
-//!
-//! A refused renewal leaves the standing subscription (and its old token) in place, except
-//! `UnknownChannel`: a channel now hidden from the peer drops it.
-//!
-//! Token-holding subscribers sit in an expiry queue keyed by `not_after + skew` (the first
-//! second their chain fails the validity check); [`Channel::sweep`] removes them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -111,7 +93,25 @@ pub struct ChannelCounters {
     pub evicted_revoked: u64,
 }
 
-/// The publisher-side core of one channel. See the [module docs](self).
+/// The publisher-side core of one channel.
+///
+/// [`Channel::subscribe`] decides, in this order:
+///
+/// 1. visibility: a peer the channel is hidden from gets `UnknownChannel`, exactly as if
+///    it did not exist;
+/// 2. the peer's authorization-failure budget: out of budget → `RateLimited`, before any
+///    token is looked at;
+/// 3. the subscribe filter (matchmaking) → `Unauthorized`, not charged to the peer;
+/// 4. with `require_token`, the token chain ([`Authenticator`]) → `Unauthorized`, charged;
+/// 5. a subscriber already on the roster is renewed (new token, new options) without
+///    counting against the bound;
+/// 6. a full roster → `TooManySubscribers`.
+///
+/// A refused renewal leaves the standing subscription (and its old token) in place, except
+/// `UnknownChannel`: a channel now hidden from the peer drops it.
+///
+/// Token-holding subscribers sit in an expiry queue keyed by `not_after + skew` (the first
+/// second their chain fails the validity check); [`Channel::sweep`] removes them.
 #[derive(Debug)]
 pub struct Channel {
     config: ChannelConfig,
@@ -144,7 +144,7 @@ impl Channel {
         })
     }
 
-    /// Decides a subscribe at `now_unix`. See the [module docs](self) for the order.
+    /// Decides a subscribe at `now_unix`. See the [type docs](Self) for the order.
     pub fn subscribe(
         &mut self,
         now_unix: u64,

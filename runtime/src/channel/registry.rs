@@ -1,12 +1,4 @@
 //! Every channel a node publishes, with one shared authenticator.
-//!
-//! The registry owns the [`Channel`] cores and the [`Authenticator`] they share, so a peer's
-//! failure budget, the verified-chain cache and issuer revocations span all channels. It
-//! also turns membership messages into acknowledgements
-//! ([`ChannelRegistry::handle_message`]) for the actor that carries them.
-//!
-//! Two channels whose names hash to the same [`ChannelHash`] are refused at registration:
-//! tokens and event frames name channels by hash, so the hash must be unambiguous here.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -102,7 +94,15 @@ pub struct Peer<'a> {
     pub capabilities: Option<&'a CapabilitySet>,
 }
 
-/// The channels one node publishes. See the [module docs](self).
+/// The channels one node publishes.
+///
+/// The registry owns the [`Channel`] cores and the [`Authenticator`] they share, so a peer's
+/// failure budget, the verified-chain cache and issuer revocations span all channels. It
+/// also turns membership messages into acknowledgements
+/// ([`ChannelRegistry::handle_message`]) for the actor that carries them.
+///
+/// Two channels whose names hash to the same [`ChannelHash`] are refused at registration:
+/// tokens and event frames name channels by hash, so the hash must be unambiguous here.
 #[derive(Debug)]
 pub struct ChannelRegistry {
     local: EntityId,

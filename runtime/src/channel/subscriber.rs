@@ -1,11 +1,4 @@
 //! The subscriber side: which channels on which publishers this node asked for.
-//!
-//! [`Subscriptions`] builds `Subscribe` / `Unsubscribe` requests under caller-supplied
-//! random nonces, matches each [`Ack`] to its request (only from the publisher it was sent
-//! to, with the same channel), and keeps the active subscriptions that incoming events are
-//! checked against: an event frame is accepted only for a (publisher, channel hash) pair
-//! this node subscribed to. Timeouts are the caller's: it cancels a request it stopped
-//! waiting for with [`Subscriptions::cancel`].
 
 use std::collections::HashMap;
 
@@ -122,7 +115,14 @@ pub struct SubscriptionCounters {
     pub unsolicited_events: u64,
 }
 
-/// This node's subscriptions. See the [module docs](self).
+/// This node's subscriptions.
+///
+/// [`Subscriptions`] builds `Subscribe` / `Unsubscribe` requests under caller-supplied
+/// random nonces, matches each [`Ack`] to its request (only from the publisher it was sent
+/// to, with the same channel), and keeps the active subscriptions that incoming events are
+/// checked against: an event frame is accepted only for a (publisher, channel hash) pair
+/// this node subscribed to. Timeouts are the caller's: it cancels a request it stopped
+/// waiting for with [`Subscriptions::cancel`].
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     config: SubscriptionsConfig,
