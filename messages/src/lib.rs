@@ -32,6 +32,11 @@ pub use capability::{
 pub use causal::{
     CausalChain, CausalEvent, CausalLink, ChainError, ChainHead, SignedEvent, verify_chain,
 };
+pub use channel::event::EventFrame;
+pub use channel::membership::{
+    Ack, AckResult, Granted, MembershipError, MembershipMessage, RejectReason, Subscribe,
+    SubscribeOptions, TokenChain, Unsubscribe,
+};
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
 pub use envelope::{Envelope, Subprotocol, TraceContext};
 pub use error::DecodeError;

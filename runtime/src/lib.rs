@@ -18,7 +18,13 @@
 //! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
 //! - [`rpc`]: nRPC call and dispatch tables, retry / hedge / circuit breaker, node
 //!   selection and per-service metrics.
+//! - [`capability`]: the capability index (verified announcements, TTL expiry, indexed
+//!   queries) and the local announcement schedule.
+//! - [`channel`]: publisher-side channel membership (token auth, rate limits, sweeps,
+//!   revocation) and subscriber-side bookkeeping.
 
+pub mod capability;
+pub mod channel;
 pub mod crypto;
 pub mod daemon;
 pub mod dht;
