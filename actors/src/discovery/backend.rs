@@ -1,0 +1,149 @@
+//! The generic backend actor: drives any [`DiscoveryBackend`] and reports to the
+//! coordinator.
+//!
+//! `pre_start` calls [`DiscoveryBackend::start`] (an error fails the start, and the
+//! supervisor retries with backoff). Then the actor polls: each `Poll` message awaits
+//! [`DiscoveryBackend::next_event`] for at most [`POLL_WAIT`], reports what it got through
+//! the [`DiscoveryHandle`], publishes the backend's status and queues the next `Poll`, so a
+//! stop request waits at most one `POLL_WAIT`. `post_stop` calls
+//! [`DiscoveryBackend::stop`] (where goodbyes are sent). A killed actor skips `post_stop`;
+//! dropping the backend must release what it holds.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{debug, warn};
+
+use super::{DiscoveryBackend, DiscoveryHandle};
+
+/// Longest one `next_event` call is awaited before the actor serves its mailbox.
+pub const POLL_WAIT: Duration = Duration::from_millis(250);
+
+/// Startup inputs of a backend actor. Built afresh for every incarnation.
+#[derive(Debug)]
+pub struct BackendArgs<B> {
+    /// The backend to drive.
+    pub backend: B,
+    /// Where reports and status go.
+    pub discovery: DiscoveryHandle,
+}
+
+/// Messages a backend actor handles.
+#[derive(Debug)]
+pub enum BackendMsg {
+    /// Wait (bounded) for the backend's next event.
+    Poll,
+}
+
+/// An actor driving backend `B`.
+pub struct BackendActor<B>(PhantomData<fn() -> B>);
+
+impl<B> BackendActor<B> {
+    /// The actor.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<B> Default for BackendActor<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B> std::fmt::Debug for BackendActor<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendActor")
+    }
+}
+
+/// A backend actor's state.
+#[derive(Debug)]
+pub struct BackendState<B> {
+    backend: B,
+    discovery: DiscoveryHandle,
+    finished: bool,
+}
+
+impl<B: DiscoveryBackend> Actor for BackendActor<B> {
+    type Msg = BackendMsg;
+    type State = BackendState<B>;
+    type Arguments = BackendArgs<B>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let BackendArgs {
+            mut backend,
+            discovery,
+        } = args;
+        if let Err(e) = backend.start().await {
+            warn!(backend = backend.name(), error = %e, "discovery backend did not start");
+            let mut status = backend.status();
+            status.running = false;
+            discovery.publish_status(&myself.get_cell(), status);
+            return Err(e.into());
+        }
+        let state = BackendState {
+            backend,
+            discovery,
+            finished: false,
+        };
+        state.publish(&myself);
+        myself.send_message(BackendMsg::Poll)?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BackendMsg::Poll if !state.finished => {
+                match tokio::time::timeout(POLL_WAIT, state.backend.next_event()).await {
+                    Ok(Some(event)) => {
+                        state.discovery.report(event);
+                    }
+                    Ok(None) => {
+                        debug!(
+                            backend = state.backend.name(),
+                            "backend has nothing more to report"
+                        );
+                        state.finished = true;
+                    }
+                    Err(_) => {}
+                }
+                state.publish(&myself);
+                if !state.finished {
+                    myself.send_message(BackendMsg::Poll)?;
+                }
+            }
+            BackendMsg::Poll => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.backend.stop().await;
+        let mut status = state.backend.status();
+        status.running = false;
+        state.discovery.publish_status(&myself.get_cell(), status);
+        Ok(())
+    }
+}
+
+impl<B: DiscoveryBackend> BackendState<B> {
+    fn publish(&self, myself: &ActorRef<BackendMsg>) {
+        self.discovery
+            .publish_status(&myself.get_cell(), self.backend.status());
+    }
+}
