@@ -421,10 +421,17 @@ impl Node {
     }
 
     /// Resolves `node` to a contact (key and addresses): from its session if there is one,
-    /// else from the contact record it published in the DHT. `None` if the DHT is off or
-    /// the record is not found. A found contact is also handed to the coordinator, which
+    /// else from the contact record it published in the DHT. `None` if neither has it
+    /// (or the DHT is off). A found contact is also handed to the coordinator, which
     /// connects it; the handshake proves the key.
     pub async fn resolve(&self, node: NodeId) -> Option<PeerContact> {
+        if let Some(keys) = self.inner.wire.peer(node) {
+            return Some(PeerContact {
+                node,
+                public_key: keys.entity,
+                addrs: vec![keys.addr],
+            });
+        }
         self.inner.discovery.resolve(node, RESOLVE_TIMEOUT).await
     }
 

@@ -203,6 +203,12 @@ async fn seeds_are_idempotent_and_unreachable_seeds_are_not_hammered() {
         vec![a.node_id()],
         "one session, with the seed"
     );
+    assert_eq!(
+        b.resolve(a.node_id()).await.map(|c| c.addrs),
+        Some(vec![a.local_addr()]),
+        "a session peer resolves without a DHT"
+    );
+    assert_eq!(b.resolve(ghost.node_id()).await, None, "no DHT, no session");
     b.shutdown().await;
     a.shutdown().await;
 }
