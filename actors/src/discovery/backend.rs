@@ -147,3 +147,142 @@ impl<B: DiscoveryBackend> BackendState<B> {
             .publish_status(&myself.get_cell(), self.backend.status());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use netrun_messages::Identity;
+
+    use super::*;
+    use crate::discovery::coordinator::{CoordinatorActor, CoordinatorArgs, CoordinatorConfig};
+    use crate::discovery::{
+        BackendStatus, DiscoveredPeer, DiscoveryError, DiscoveryEvent, DiscoverySource,
+    };
+    use crate::wire::Wire;
+
+    /// Reports one peer twice (the second time with a mismatched id), then nothing more;
+    /// records its lifecycle calls.
+    struct Fake {
+        calls: Arc<Mutex<Vec<&'static str>>>,
+        queue: Vec<DiscoveryEvent>,
+        fail_start: bool,
+    }
+
+    impl DiscoveryBackend for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn start(&mut self) -> Result<(), DiscoveryError> {
+            self.calls.lock().expect("lock").push("start");
+            if self.fail_start {
+                return Err(DiscoveryError::Config {
+                    backend: "fake",
+                    reason: "no".into(),
+                });
+            }
+            Ok(())
+        }
+
+        async fn next_event(&mut self) -> Option<DiscoveryEvent> {
+            self.queue.pop()
+        }
+
+        async fn stop(&mut self) {
+            self.calls.lock().expect("lock").push("stop");
+        }
+
+        fn status(&self) -> BackendStatus {
+            BackendStatus {
+                name: "fake".into(),
+                running: true,
+                found: 2 - self.queue.len() as u64,
+                errors: 0,
+                detail: String::new(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_reports_through_the_coordinator_and_stops_cleanly() {
+        let local = Identity::from_seed([9; 32]);
+        let discovery = DiscoveryHandle::new();
+        let wire = Wire::new(local.node_id());
+        let (coordinator, _) = Actor::spawn(
+            None,
+            CoordinatorActor,
+            CoordinatorArgs {
+                discovery: discovery.clone(),
+                wire,
+                config: CoordinatorConfig::default(),
+            },
+        )
+        .await
+        .expect("coordinator starts");
+        let entity = Identity::from_seed([1; 32]).entity_id();
+        let peer = DiscoveredPeer {
+            node: entity.node_id(),
+            entity,
+            addrs: vec!["127.0.0.1:9".parse().expect("addr")],
+            source: DiscoverySource::Mdns,
+        };
+        let mut forged = peer.clone();
+        forged.node = netrun_messages::NodeId(1);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let fake = Fake {
+            calls: Arc::clone(&calls),
+            queue: vec![
+                DiscoveryEvent::Found(forged),
+                DiscoveryEvent::Found(peer.clone()),
+            ],
+            fail_start: false,
+        };
+        let (backend, handle) = Actor::spawn(
+            None,
+            BackendActor::<Fake>::new(),
+            BackendArgs {
+                backend: fake,
+                discovery: discovery.clone(),
+            },
+        )
+        .await
+        .expect("backend starts");
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = discovery.peers().await;
+            if !found.is_empty() && discovery.backends()[0].found == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].node, peer.node);
+        assert_eq!(found[0].source, DiscoverySource::Mdns);
+        let stats = discovery.status().await.coordinator.expect("running");
+        assert_eq!(stats.table.mismatched, 1);
+        assert!(discovery.backends()[0].running);
+
+        backend.stop(None);
+        handle.await.expect("stopped");
+        assert_eq!(*calls.lock().expect("lock"), vec!["start", "stop"]);
+        assert!(!discovery.backends()[0].running, "shown stopped");
+
+        let failing = Fake {
+            calls: Arc::clone(&calls),
+            queue: Vec::new(),
+            fail_start: true,
+        };
+        let spawned = Actor::spawn(
+            None,
+            BackendActor::<Fake>::new(),
+            BackendArgs {
+                backend: failing,
+                discovery: discovery.clone(),
+            },
+        )
+        .await;
+        assert!(spawned.is_err(), "a failed start fails the actor's start");
+        coordinator.stop(None);
+    }
+}
