@@ -20,7 +20,9 @@ pub(crate) const MAILBOX_CREDITS: usize = 64;
 
 /// A mailbox slot an item holds until it is handled (dropping it frees the slot).
 #[derive(Debug)]
-pub struct Credit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Credit {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// Forwards envelopes from `queue` to `to`, at most `credits` in its mailbox at once.
 pub(crate) fn envelopes<M, F>(
@@ -42,7 +44,10 @@ where
             let Some(inbound) = queue.recv().await else {
                 return;
             };
-            if to.send_message(wrap(inbound, Credit(permit))).is_err() {
+            if to
+                .send_message(wrap(inbound, Credit { _permit: permit }))
+                .is_err()
+            {
                 return;
             }
         }
