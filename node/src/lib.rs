@@ -12,6 +12,12 @@ pub mod identity_file;
 mod node;
 pub mod telemetry;
 
+pub use netrun_actors::discovery::coordinator::CoordinatorStats;
+pub use netrun_actors::discovery::table::TableStats;
+pub use netrun_actors::discovery::{
+    BackendStatus, DiscoveredPeer, DiscoveryBackend, DiscoveryError, DiscoveryEvent,
+    DiscoverySource, DiscoveryStatus, FoundPeer, PeerContact,
+};
 pub use netrun_actors::events::PeerEvent;
 pub use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
 pub use netrun_actors::router::RouteInfo;
