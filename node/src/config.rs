@@ -225,7 +225,7 @@ pub struct MdnsOptions {
 pub struct MqttOptions {
     /// Whether the node announces itself on the broker.
     pub enabled: bool,
-    /// The broker URL (`mqtt://host:port` or `mqtts://host:port`).
+    /// The broker URL (`mqtt://host:port`; TLS is not supported yet).
     pub broker: String,
 }
 
@@ -700,15 +700,15 @@ fn load_discovery(
     d.mqtt.enabled = toggle(env, "NETRUN_MQTT", file.mqtt.enabled)?.unwrap_or(d.mqtt.enabled);
     if let Some(broker) = env.var("NETRUN_MQTT_BROKER").or(file.mqtt.broker) {
         let field = "discovery.mqtt.broker";
-        let rest = broker
-            .strip_prefix("mqtt://")
-            .or_else(|| broker.strip_prefix("mqtts://"))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    field,
-                    format!("{broker:?} is not mqtt://HOST:PORT or mqtts://HOST:PORT"),
-                )
-            })?;
+        if broker.starts_with("mqtts://") {
+            return Err(ConfigError::new(
+                field,
+                format!("{broker:?}: TLS brokers (mqtts://) are not supported yet; use mqtt://"),
+            ));
+        }
+        let rest = broker.strip_prefix("mqtt://").ok_or_else(|| {
+            ConfigError::new(field, format!("{broker:?} is not mqtt://HOST:PORT"))
+        })?;
         if rest.is_empty() || rest.contains('/') {
             return Err(ConfigError::new(
                 field,
@@ -925,7 +925,7 @@ mod tests {
         let env = [
             ("NETRUN_SEEDS", seed_env.as_str()),
             ("NETRUN_DHT", "off"),
-            ("NETRUN_MQTT_BROKER", "mqtts://secure:8883"),
+            ("NETRUN_MQTT_BROKER", "mqtt://env-broker:8883"),
         ];
         let d = Config::load(&over, &env).expect("ok").discovery;
         let ports: Vec<u16> = d.seeds.iter().map(|s| s.addr.port()).collect();
@@ -939,7 +939,7 @@ mod tests {
         assert!(d.mdns.enabled);
         assert_eq!(d.mdns.service, "_other._udp.local");
         assert!(d.mqtt.enabled);
-        assert_eq!(d.mqtt.broker, "mqtts://secure:8883");
+        assert_eq!(d.mqtt.broker, "mqtt://env-broker:8883");
     }
 
     #[test]
@@ -964,6 +964,10 @@ mod tests {
             ),
             (
                 "[discovery.mqtt]\nbroker = \"http://x\"\n",
+                "discovery.mqtt.broker",
+            ),
+            (
+                "[discovery.mqtt]\nbroker = \"mqtts://x:8883\"\n",
                 "discovery.mqtt.broker",
             ),
             ("[discovery]\nbogus = 1\n", "bogus"),

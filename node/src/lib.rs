@@ -9,6 +9,7 @@
 pub mod config;
 pub mod control;
 pub mod identity_file;
+mod lan;
 mod node;
 pub mod telemetry;
 

@@ -106,6 +106,19 @@ pub struct NodeBuilder {
 /// Builds a discovery backend's child spec once the node's discovery handle exists.
 struct BackendFactory(Box<dyn FnOnce(DiscoveryHandle) -> ChildSpec + Send>);
 
+impl BackendFactory {
+    /// A child `id` driving the backend `make` builds for each incarnation.
+    fn of<B, F>(id: &'static str, make: F) -> Self
+    where
+        B: DiscoveryBackend,
+        F: Fn() -> B + Send + Sync + 'static,
+    {
+        Self(Box::new(move |handle| {
+            node_tree::backend_spec(id, handle, make)
+        }))
+    }
+}
+
 impl std::fmt::Debug for BackendFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BackendFactory")
@@ -265,12 +278,19 @@ impl NodeBuilder {
         let accept = wire.take_stream_acceptor().unwrap_or(unused);
         let psk = Arc::new(Zeroizing::new(self.psk.unwrap_or(DEVELOPMENT_PSK)));
         let discovery_handle = DiscoveryHandle::new();
+        let mut backends = self.backends;
+        if let Some(mdns) = crate::lan::mdns(&self.discovery, &identity, &psk, &wire) {
+            backends.push(BackendFactory::of("mdns", mdns));
+        }
+        if let Some(mqtt) = crate::lan::mqtt(&self.discovery, &identity, &psk, &wire) {
+            backends.push(BackendFactory::of("mqtt", mqtt));
+        }
         let discovery = discovery_args(
             &self.discovery,
             &self.peers,
             &psk,
             discovery_handle.clone(),
-            self.backends,
+            backends,
         );
         let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
         let node_slot: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());

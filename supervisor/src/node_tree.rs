@@ -28,8 +28,6 @@
 use std::sync::Arc;
 
 use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg, ControlService};
-use netrun_actors::pingwave::{PingwaveActor, PingwaveArgs, PingwaveHandle, PingwaveMsg};
-use netrun_actors::router::{RouterActor, RouterArgs, RouterMsg};
 use netrun_actors::discovery::backend::{BackendActor, BackendArgs};
 use netrun_actors::discovery::bootstrap::Bootstrap;
 use netrun_actors::discovery::coordinator::{CoordinatorActor, CoordinatorArgs, CoordinatorConfig};
@@ -38,6 +36,8 @@ use netrun_actors::discovery::peer_exchange::{
     PeerExchangeActor, PeerExchangeArgs, PeerExchangeSettings,
 };
 use netrun_actors::discovery::{DiscoveryBackend, DiscoveryHandle};
+use netrun_actors::pingwave::{PingwaveActor, PingwaveArgs, PingwaveHandle, PingwaveMsg};
+use netrun_actors::router::{RouterActor, RouterArgs, RouterMsg};
 use netrun_actors::sessions::{SessionsActor, SessionsArgs, SessionsMsg};
 use netrun_actors::transport::{Received, TransportArgs, TransportMsg, UdpTransport};
 use netrun_actors::wire::Wire;

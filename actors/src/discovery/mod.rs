@@ -114,22 +114,11 @@ pub struct PeerContact {
     pub addrs: Vec<SocketAddr>,
 }
 
-/// The mesh fingerprint: 16 hex digits derived from the PSK (never the PSK itself), so
-/// meshes sharing a LAN, a broker or a DHT keyspace can tell each other apart. It is also
-/// the DHT's mesh prefix.
+/// The mesh fingerprint as text ([`MeshFingerprint`](netrun_messages::MeshFingerprint) in
+/// hex: derived from the PSK, never the PSK itself), so meshes sharing a LAN, a broker or a
+/// DHT keyspace can tell each other apart. It is also the DHT's mesh prefix.
 pub fn mesh_fingerprint(psk: &[u8; 32]) -> String {
-    let key = blake3::derive_key("netrun mesh fingerprint v1", psk);
-    hex_prefix(&key)
-}
-
-fn hex_prefix(bytes: &[u8; 32]) -> String {
-    use std::fmt::Write;
-    bytes[..8]
-        .iter()
-        .fold(String::with_capacity(16), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    netrun_messages::MeshFingerprint::from_psk(psk).to_hex()
 }
 
 /// What a backend reports.
@@ -218,7 +207,7 @@ mod tests {
     #[test]
     fn mesh_fingerprints_are_stable_and_differ_per_psk() {
         let a = mesh_fingerprint(&[1; 32]);
-        assert_eq!(a.len(), 16);
+        assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(a, mesh_fingerprint(&[1; 32]), "deterministic");
         assert_ne!(a, mesh_fingerprint(&[2; 32]));

@@ -111,17 +111,6 @@ async fn run_node(config: Config, identity: Identity) -> u8 {
     for peer in &config.peers {
         builder = builder.peer(peer.addr, peer.public_key);
     }
-    for (enabled, backend) in [
-        (config.discovery.mdns.enabled, "mdns"),
-        (config.discovery.mqtt.enabled, "mqtt"),
-    ] {
-        if enabled {
-            warn!(
-                backend,
-                "this discovery backend is not part of this build; ignored"
-            );
-        }
-    }
     let node = match builder.start().await {
         Ok(n) => n,
         Err(e) => return fail(EXIT_FAILURE, e),
