@@ -22,6 +22,8 @@
 //! that session actors publish, and the routes the router publishes, in the shared
 //! [`wire::Wire`]. Actors own lifecycles and decisions that are not per packet.
 
+pub mod capability;
+pub mod channel;
 pub mod control;
 pub mod discovery;
 pub mod events;

@@ -164,6 +164,25 @@ const HANDLER_SLOTS: usize = 32;
 /// reason to differ: a burst of one receive batch per peer for a few dozen peers.
 pub const INBOUND_CAPACITY: usize = 1024;
 
+/// Stream ids with this bit set belong to node subsystems (channel fan-out, …), never to
+/// the application: [`Wire::serve_streams`] routes them by class, and the application's
+/// accept queue never sees them. Applications choose ids below it.
+pub const SUBSYSTEM_STREAM_BIT: u64 = 1 << 63;
+/// Subsystem stream classes: bits 56..=62 of the id.
+const STREAM_CLASSES: usize = 128;
+
+/// The subsystem class of stream `id`, if it is a subsystem stream.
+pub fn stream_class(id: u64) -> Option<u8> {
+    // Seven bits: the cast keeps them all.
+    (id & SUBSYSTEM_STREAM_BIT != 0).then_some(((id >> 56) & 0x7F) as u8)
+}
+
+/// A subsystem stream id of class `class` (seven bits) carrying `low` (56 bits, the
+/// subsystem's own numbering).
+pub fn subsystem_stream_id(class: u8, low: u64) -> u64 {
+    SUBSYSTEM_STREAM_BIT | (u64::from(class & 0x7F) << 56) | (low & ((1 << 56) - 1))
+}
+
 /// The state shared by the transport, the session actors and the node handle.
 #[derive(Debug)]
 pub struct Wire {
@@ -186,6 +205,8 @@ pub struct Wire {
     stream_accept: std::sync::Mutex<netrun_runtime::stream::StreamConfig>,
     loss: LossHook,
     handlers: [ArcSwapOption<mpsc::Sender<Inbound>>; HANDLER_SLOTS],
+    /// Accept queues of subsystem stream classes (ids with [`SUBSYSTEM_STREAM_BIT`]).
+    stream_classes: [ArcSwapOption<mpsc::Sender<StreamHandle>>; STREAM_CLASSES],
 }
 
 /// The test-only send-side loss injector: a drop threshold and a splitmix64 state.
@@ -244,6 +265,7 @@ impl Wire {
             stream_accept: std::sync::Mutex::new(netrun_runtime::stream::StreamConfig::default()),
             loss: LossHook::default(),
             handlers: std::array::from_fn(|_| ArcSwapOption::empty()),
+            stream_classes: std::array::from_fn(|_| ArcSwapOption::empty()),
         })
     }
 
@@ -334,8 +356,35 @@ impl Wire {
         self.accept_rx.lock().ok().and_then(|mut rx| rx.take())
     }
 
-    pub(crate) fn stream_accept_queue(&self) -> &mpsc::Sender<StreamHandle> {
-        &self.accept_tx
+    /// Routes every stream a peer opens with an id of subsystem class `class` (see
+    /// [`subsystem_stream_id`]) to `queue` instead of the application's accept queue
+    /// (replacing any earlier handler). A stream that finds the queue full, or a class
+    /// nobody serves, is refused (reset) and counted in `streams_refused`.
+    pub fn serve_streams(&self, class: u8, queue: mpsc::Sender<StreamHandle>) {
+        if let Some(slot) = self.stream_classes.get(usize::from(class)) {
+            slot.store(Some(Arc::new(queue)));
+        }
+    }
+
+    /// Stops routing streams of subsystem class `class` (they are then refused).
+    pub fn unserve_streams(&self, class: u8) {
+        if let Some(slot) = self.stream_classes.get(usize::from(class)) {
+            slot.store(None);
+        }
+    }
+
+    /// Hands a stream a peer opened to whoever accepts its id: the application's queue, or
+    /// the subsystem serving its class. Returns whether it was taken (else it is dropped,
+    /// which resets it).
+    pub(crate) fn accept_stream(&self, handle: StreamHandle) -> bool {
+        match stream_class(handle.id()) {
+            None => self.accept_tx.try_send(handle).is_ok(),
+            Some(class) => self
+                .stream_classes
+                .get(usize::from(class))
+                .and_then(ArcSwapOption::load_full)
+                .is_some_and(|queue| queue.try_send(handle).is_ok()),
+        }
     }
 
     /// The configuration a session gives a stream the peer opens (its reliability comes

@@ -1,7 +1,11 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
-//! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}` or
-//! `{"op": "discovery"}`. Response: `{"ok": true, "result": …}`
+//! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}`,
+//! `{"op": "discovery"}`, or a channel / capability operation with its arguments
+//! (`{"op": "caps", "filter": "gpu,tag=x"}`, `{"op": "channels"}`,
+//! `{"op": "channel_publish", "name": …, "data": …}`, `{"op": "channel_subscribe",
+//! "publisher": …, "name": …}`, `{"op": "channel_poll", "subscription": N, "wait_ms": …}`,
+//! `{"op": "channel_unsubscribe", "subscription": N}`; see `docs/operations.md`). Response: `{"ok": true, "result": …}`
 //! or `{"ok": false, "error": "…"}`. The `result` objects are the `--json` output of the
 //! matching CLI commands, a stable contract for scripts.
 
@@ -43,7 +47,13 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                     "peers" => json!({"ok": true, "result": peers(&node).await}),
                     "streams" => json!({"ok": true, "result": streams(&node).await}),
                     "discovery" => json!({"ok": true, "result": discovery(&node).await}),
-                    other => json!({"ok": false, "error": format!("unknown op {other:?}")}),
+                    other => {
+                        let request: Value = serde_json::from_str(&line).unwrap_or_default();
+                        match crate::channels::control(&node, other, &request).await {
+                            Some(answer) => answer,
+                            None => json!({"ok": false, "error": format!("unknown op {other:?}")}),
+                        }
+                    }
                 },
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
             };
@@ -68,6 +78,8 @@ pub async fn status(node: &Node) -> Value {
         "peers": node.peers().await.len(),
         "tree": node.tree().await,
         "stats": stats,
+        "capabilities": crate::channels::capability_status_value(node),
+        "channels": crate::channels::channel_status_value(node),
     })
 }
 
@@ -221,6 +233,12 @@ pub enum ClientError {
 
 /// Sends one request to the node whose data directory is `data_dir`.
 pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
+    request_with(data_dir, &json!({ "op": op })).await
+}
+
+/// Sends one request object (`{"op": …, arguments…}`) to the node whose data directory is
+/// `data_dir`.
+pub async fn request_with(data_dir: &Path, request: &Value) -> Result<Value, ClientError> {
     let path = data_dir.join(CONTROL_SOCKET);
     let stream = UnixStream::connect(&path)
         .await
@@ -232,7 +250,7 @@ pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
             _ => ClientError::Io(path.clone(), e),
         })?;
     let (read, mut write) = stream.into_split();
-    let line = format!("{}\n", json!({ "op": op }));
+    let line = format!("{request}\n");
     write
         .write_all(line.as_bytes())
         .await

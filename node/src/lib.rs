@@ -6,6 +6,8 @@
 //! `netrun-messages`), reads configuration, installs logging and trace export, and chooses
 //! exit codes. Nothing below it does any of those.
 
+mod capabilities;
+mod channels;
 pub mod config;
 pub mod control;
 pub mod identity_file;
@@ -13,6 +15,12 @@ mod lan;
 mod node;
 pub mod telemetry;
 
+pub use capabilities::{FilterParseError, parse_filter, parse_vendor, vendor_name};
+pub use netrun_actors::capability::{CapabilityConfig, CapabilityHandle, CapabilityStatus};
+pub use netrun_actors::channel::{
+    ChannelError, ChannelEvent, ChannelInfo, ChannelSubscription, ChannelsConfig, ChannelsStatus,
+    PublishError, PublishReport, SubscribeConfig, SubscribeError, SubscriptionInfo,
+};
 pub use netrun_actors::discovery::coordinator::CoordinatorStats;
 pub use netrun_actors::discovery::table::TableStats;
 pub use netrun_actors::discovery::{
@@ -38,6 +46,17 @@ pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, Sta
 pub use bytes::Bytes;
 pub use identity_file::{IdentityFile, IdentityFileError};
 pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};
+pub use netrun_messages::{
+    CapabilityAnnouncement, CapabilityFilter, CapabilitySet, ChannelHash, GpuInfo, GpuVendor,
+    Granted, Hardware, PermissionToken, Subprotocol, SubscribeOptions, TokenChain, TokenScope,
+};
+pub use netrun_runtime::capability::{
+    AnnouncerConfig, AnnouncerError, IndexConfig, IndexEntry, service_tag,
+};
+pub use netrun_runtime::channel::{
+    AuthConfig, ChannelConfig, RegisterError, RegistryConfig, RevocationsFull,
+    SubscriptionsConfig, Visibility,
+};
 
 /// The README's Rust example, compiled as a doctest so the README cannot drift from the API.
 #[doc = include_str!("../../README.md")]

@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use netrun_actors::capability::{CapabilityConfig, CapabilityConfigError, CapabilityHandle};
+use netrun_actors::channel::{ChannelsConfig, ChannelsHandle};
 use netrun_actors::discovery::coordinator::CoordinatorConfig;
 use netrun_actors::discovery::kademlia::KademliaSettings;
 use netrun_actors::discovery::peer_exchange::PeerExchangeSettings;
@@ -34,7 +36,7 @@ use netrun_actors::stats::TransportSnapshot;
 use netrun_actors::stream::{StreamHandle, StreamOpenError};
 use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
-use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
+use netrun_messages::{CapabilitySet, EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
 use netrun_runtime::pingwave::PingwaveConfig;
 use netrun_runtime::routing::RoutingConfig;
@@ -76,6 +78,12 @@ pub enum StartError {
     /// The configuration for streams peers open is invalid.
     #[error("invalid stream accept config: {0}")]
     StreamConfig(#[from] netrun_runtime::stream::StreamConfigError),
+    /// The capability configuration or the initial capability set is invalid.
+    #[error(transparent)]
+    Capabilities(#[from] CapabilityConfigError),
+    /// The channel limits are invalid.
+    #[error("invalid channel config: {0}")]
+    Channels(#[from] netrun_runtime::channel::RegistryConfigError),
     /// An actor did not start (for example the UDP address could not be bound).
     #[error("{what} did not start: {}", spawn_cause(source))]
     Spawn {
@@ -101,6 +109,9 @@ pub struct NodeBuilder {
     pingwave: PingwaveSettings,
     discovery: DiscoveryConfig,
     backends: Vec<BackendFactory>,
+    capabilities: CapabilitySet,
+    capability_config: CapabilityConfig,
+    channels: ChannelsConfig,
 }
 
 /// Builds a discovery backend's child spec once the node's discovery handle exists.
@@ -140,6 +151,9 @@ impl Default for NodeBuilder {
             pingwave: PingwaveSettings::default(),
             discovery: DiscoveryConfig::manual(),
             backends: Vec::new(),
+            capabilities: CapabilitySet::new(),
+            capability_config: CapabilityConfig::default(),
+            channels: ChannelsConfig::default(),
         }
     }
 }
@@ -257,6 +271,30 @@ impl NodeBuilder {
         self
     }
 
+    /// The capabilities the node announces from the start (default: none). Change them
+    /// later with [`Node::set_capabilities`].
+    #[must_use]
+    pub fn capabilities(mut self, capabilities: CapabilitySet) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Announcement cadence (minimum interval, re-announce interval, TTL) and capability
+    /// index limits (default [`CapabilityConfig::default`]: 10 s, 150 s, 300 s).
+    #[must_use]
+    pub fn capability_config(mut self, config: CapabilityConfig) -> Self {
+        self.capability_config = config;
+        self
+    }
+
+    /// Channel limits and timeouts: published channels, token authorization, publish and
+    /// subscribe timeouts, per-subscription queue (default [`ChannelsConfig::default`]).
+    #[must_use]
+    pub fn channel_config(mut self, config: ChannelsConfig) -> Self {
+        self.channels = config;
+        self
+    }
+
     /// Starts the node: assembles the supervision tree (binding UDP, starting the session
     /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
@@ -292,6 +330,18 @@ impl NodeBuilder {
             discovery_handle.clone(),
             backends,
         );
+        let capabilities = CapabilityHandle::new(
+            (*identity).clone(),
+            self.capability_config,
+            self.capabilities,
+        )?;
+        let channels = ChannelsHandle::new(
+            identity.node_id(),
+            identity.entity_id(),
+            Arc::clone(&wire),
+            capabilities.clone(),
+            self.channels,
+        )?;
         let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
         let node_slot: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());
         let control = self
@@ -316,6 +366,8 @@ impl NodeBuilder {
                 ..PingwaveConfig::default()
             }),
             discovery,
+            capabilities: capabilities.clone(),
+            channels: channels.clone(),
         })
         .await
         .map_err(|source| StartError::Spawn {
@@ -333,6 +385,8 @@ impl NodeBuilder {
             accept: Mutex::new(accept),
             started: Instant::now(),
             discovery: discovery_handle,
+            capabilities,
+            channels: crate::channels::NodeChannels::new(channels),
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
         Ok(Node { inner })
@@ -355,11 +409,28 @@ pub(crate) struct Inner {
     accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
     discovery: DiscoveryHandle,
+    capabilities: CapabilityHandle,
+    channels: crate::channels::NodeChannels,
 }
 
 impl Node {
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
+    }
+
+    /// The capability fold's state (index, local announcer).
+    pub(crate) fn capability_state(&self) -> &CapabilityHandle {
+        &self.inner.capabilities
+    }
+
+    /// The channel state and the control socket's subscriptions.
+    pub(crate) fn channel_state(&self) -> &crate::channels::NodeChannels {
+        &self.inner.channels
+    }
+
+    /// The shared data path.
+    pub(crate) fn wire(&self) -> &Arc<Wire> {
+        &self.inner.wire
     }
 
     /// Handles on the node's supervision tree (advanced use: add children to a subtree,

@@ -5,8 +5,9 @@
 //! ├── transport   one_for_all: udp_transport, router
 //! ├── sessions    one_for_one: sessions (its Session{peer} actors are its linked children)
 //! ├── discovery   one_for_one: coordinator, bootstrap, peer_exchange, dht, pingwave, further backends
-//! ├── state       one_for_one   (capability fold, folds, logs, replication)
-//! ├── channels    one_for_one   (one actor per channel)
+//! ├── state       one_for_one: capability_fold (later: folds, logs, replication)
+//! ├── channels    one_for_one: membership, then channel/<name> per published channel
+//!                               (dynamic: `Node::register_channel` adds them)
 //! ├── blobs       one_for_one   (blob adapters)
 //! ├── daemons     one_for_one   (daemon hosts, migrations)
 //! └── control     the local control socket, when the node serves one
@@ -27,6 +28,8 @@
 
 use std::sync::Arc;
 
+use netrun_actors::capability::{CapabilityActor, CapabilityArgs, CapabilityHandle, CapabilityMsg};
+use netrun_actors::channel::{ChannelsHandle, MembershipActor, MembershipMsg};
 use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg, ControlService};
 use netrun_actors::discovery::backend::{BackendActor, BackendArgs};
 use netrun_actors::discovery::bootstrap::Bootstrap;
@@ -77,6 +80,10 @@ pub struct NodeTreeArgs {
     pub pingwave: Option<PingwaveConfig>,
     /// The discovery subtree.
     pub discovery: DiscoveryTreeArgs,
+    /// The capability fold's state (index, announcer), shared with the node.
+    pub capabilities: CapabilityHandle,
+    /// Channel state (published channels, authenticator), shared with the node.
+    pub channels: ChannelsHandle,
 }
 
 /// What the discovery subtree runs.
@@ -155,10 +162,15 @@ pub struct NodeTree {
     pub pingwave: Option<(ChildRef<PingwaveMsg>, PingwaveHandle)>,
     /// The control actor, if any.
     pub control: Option<ChildRef<ControlMsg>>,
+    /// The capability fold actor.
+    pub capability_fold: ChildRef<CapabilityMsg>,
+    /// The channel membership actor.
+    pub membership: ChildRef<MembershipMsg>,
 }
 
-/// Subtrees that start empty and are filled by later subsystems.
-const EMPTY_SUBTREES: [&str; 4] = ["state", "channels", "blobs", "daemons"];
+/// The subtrees after discovery, in start order. `state` and `channels` get their static
+/// children from [`subtree`]; the others start empty and are filled by later subsystems.
+const SUBTREES: [&str; 4] = ["state", "channels", "blobs", "daemons"];
 
 /// Builds and starts the node tree. Children start in order; if one fails to start, the
 /// ones already started are stopped in reverse order and the error is returned.
@@ -225,6 +237,17 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
     let pingwave = pingwave_spec
         .as_ref()
         .map(|(spec, handle)| (spec.child_ref::<PingwaveMsg>(), handle.clone()));
+    let state = {
+        let fold = CapabilityArgs {
+            wire: Arc::clone(&args.wire),
+            handle: args.capabilities.clone(),
+        };
+        ChildSpec::actor("capability_fold", move || (CapabilityActor, fold.clone()))
+    };
+    let channels = {
+        let membership = args.channels.membership_args();
+        ChildSpec::actor("membership", move || (MembershipActor, membership.clone()))
+    };
     let mut discovery = discovery_subtree(&args);
     if let Some((spec, _)) = pingwave_spec {
         discovery = discovery.child(spec);
@@ -250,11 +273,16 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
                 .child(sessions_spec),
             ))
             .child(ChildSpec::supervisor("discovery", discovery));
-    for name in EMPTY_SUBTREES {
-        root = root.child(ChildSpec::supervisor(
-            name,
-            SupervisorArgs::new(name, SupervisorConfig::with_strategy(Strategy::OneForOne)),
-        ));
+    let (capability_fold, membership) = (state.child_ref(), channels.child_ref());
+    for name in SUBTREES {
+        let mut sub =
+            SupervisorArgs::new(name, SupervisorConfig::with_strategy(Strategy::OneForOne));
+        match name {
+            "state" => sub = sub.child(state.clone()),
+            "channels" => sub = sub.child(channels.clone()),
+            _ => {}
+        }
+        root = root.child(ChildSpec::supervisor(name, sub));
     }
     let control = match args.control {
         Some((path, service)) => {
@@ -281,6 +309,8 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         router,
         pingwave,
         control,
+        capability_fold,
+        membership,
     })
 }
 

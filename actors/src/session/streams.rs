@@ -161,7 +161,7 @@ impl SessionStreams {
         config: StreamConfig,
     ) {
         let handle = self.attach(id, config, session);
-        if wire.stream_accept_queue().try_send(handle).is_err() {
+        if !wire.accept_stream(handle) {
             // The handle was dropped with the refused send; it asked the actor to abort.
             TransportStats::bump(&wire.stats().streams_refused);
             debug!(stream = id, "accept queue full; stream refused");

@@ -22,11 +22,13 @@
 //! - [`Channel`]: one channel's roster and subscribe decision; [`ChannelRegistry`]: all of a
 //!   node's channels sharing one authenticator, speaking membership messages.
 //! - [`Subscriptions`]: what this node subscribed to, ack matching and event admission.
+//! - [`pack`] / [`FrameReassembler`]: event frames cut into stream sends and read back.
 //!
 //! Times are unix seconds, because tokens carry wall-clock validity.
 
 mod auth;
 mod config;
+mod frames;
 mod publisher;
 mod registry;
 mod subscriber;
@@ -40,6 +42,7 @@ pub use auth::{
 pub use config::{
     ChannelConfig, ChannelConfigError, MAX_SUBSCRIBERS_LIMIT, MAX_TOKEN_ROOTS, Visibility,
 };
+pub use frames::{Event, FrameReassembler, MAX_FRAME_LEN, Packed, Piece, ReassemblyError, pack};
 pub use publisher::{Accepted, Channel, ChannelCounters, Reject, SubscribeRequest, Subscriber};
 pub use registry::{
     ChannelRegistry, EvictReason, Evicted, Peer, RegisterError, RegistryConfig, RegistryConfigError,

@@ -1,0 +1,768 @@
+//! `Membership`: the membership subprotocol on both sides, and event stream intake.
+//!
+//! - As a publisher: decodes every `MEMBERSHIP` envelope and routes Subscribe and
+//!   Unsubscribe to the named channel's actor (an unregistered name is answered
+//!   `UnknownChannel` here, deny by default); forgets a peer on every roster when its
+//!   session goes down.
+//! - As a subscriber: keeps the `Subscriptions` core, sends requests under random nonces
+//!   (resent every retry interval until their Ack or the timeout), matches Acks, and binds
+//!   each event stream a publisher opens to the subscription it is for; a reader task per
+//!   stream reassembles frames into the subscription's queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use netrun_messages::envelope::Subprotocol;
+use netrun_messages::{AckResult, ChannelHash, ChannelName, MembershipMessage, NodeId, RejectReason};
+use netrun_runtime::channel::{Answered, FrameReassembler, SubscriptionError, Subscriptions};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span};
+
+use super::subscription::{ChannelSubscription, Sink};
+use super::{
+    CHANNEL_STREAM_CLASS, ChannelEvent, ChannelMsg, Shared, SubscribeConfig, SubscribeError,
+    SubscriptionInfo, parse_event_stream_id,
+};
+use crate::events::PeerEvent;
+use crate::stream::{ACCEPT_BACKLOG, StreamHandle};
+use crate::wire::{INBOUND_CAPACITY, Inbound};
+
+/// Most envelopes handed to the actor in one message.
+const PUMP_BATCH: usize = 64;
+
+/// Startup inputs of the membership actor (cloned for every incarnation).
+#[derive(Debug, Clone)]
+pub struct MembershipArgs {
+    pub(super) shared: Arc<Shared>,
+}
+
+/// Messages the membership actor handles.
+#[derive(Debug)]
+pub enum MembershipMsg {
+    /// Envelopes from the bounded queue; answered when handled, so the queue's bound holds.
+    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+    /// An event stream a publisher opened.
+    Stream(StreamHandle),
+    /// A session event.
+    Peer(PeerEvent),
+    /// Subscribe (answered once the Ack arrives or the timeout passes).
+    Subscribe {
+        /// The publisher.
+        publisher: NodeId,
+        /// The channel.
+        channel: ChannelName,
+        /// Tokens and options.
+        config: SubscribeConfig,
+        /// The subscription, or why not.
+        reply: RpcReplyPort<Result<ChannelSubscription, SubscribeError>>,
+    },
+    /// Unsubscribe (answered once the Ack arrives, at once without a session).
+    Unsubscribe {
+        /// The publisher.
+        publisher: NodeId,
+        /// The channel.
+        channel: ChannelName,
+        /// Done, or why not.
+        reply: RpcReplyPort<Result<(), SubscribeError>>,
+    },
+    /// A [`ChannelSubscription`] was dropped: leave, if it is still the current one.
+    Dropped {
+        /// The publisher.
+        publisher: NodeId,
+        /// The channel's hash.
+        hash: ChannelHash,
+        /// Which receiver.
+        sink: u64,
+    },
+    /// Resend or give up on request `nonce`.
+    Retry(u64),
+    /// The subscriptions.
+    List(RpcReplyPort<Vec<SubscriptionInfo>>),
+}
+
+/// The `Membership` actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MembershipActor;
+
+/// The membership actor's state.
+#[derive(Debug)]
+pub struct MembershipState {
+    shared: Arc<Shared>,
+    core: Subscriptions,
+    /// Local delivery per (publisher, channel hash): active subscriptions and new ones
+    /// awaiting their Ack (events may overtake the Ack).
+    sinks: HashMap<(NodeId, ChannelHash), Sink>,
+    waiters: HashMap<u64, Waiter>,
+    next_sink: u64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A request awaiting its Ack.
+#[derive(Debug)]
+struct Waiter {
+    publisher: NodeId,
+    body: Vec<u8>,
+    deadline: Instant,
+    kind: WaiterKind,
+}
+
+#[derive(Debug)]
+enum WaiterKind {
+    Subscribe {
+        reply: RpcReplyPort<Result<ChannelSubscription, SubscribeError>>,
+        /// The receiver to hand over, and the sender to install on success.
+        receiver: mpsc::Receiver<ChannelEvent>,
+        sender: mpsc::Sender<ChannelEvent>,
+        sink: u64,
+        /// The subscription's channel hash.
+        hash: ChannelHash,
+        /// Whether a sink was installed for this request (a new subscription) and must be
+        /// removed if it fails.
+        installed: bool,
+    },
+    Unsubscribe {
+        reply: RpcReplyPort<Result<(), SubscribeError>>,
+    },
+}
+
+impl Actor for MembershipActor {
+    type Msg = MembershipMsg;
+    type State = MembershipState;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let shared = args.shared;
+        let wire = Arc::clone(&shared.wire);
+        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
+        wire.serve(Subprotocol::MEMBERSHIP, queue);
+        let pump = {
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(PUMP_BATCH);
+                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
+                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
+                    let handled = myself
+                        .call(|reply| MembershipMsg::Inbound(envelopes, reply), None)
+                        .await;
+                    if handled.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let (streams_tx, mut streams) = mpsc::channel(ACCEPT_BACKLOG);
+        wire.serve_streams(CHANNEL_STREAM_CLASS, streams_tx);
+        let intake = {
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                while let Some(stream) = streams.recv().await {
+                    if myself.send_message(MembershipMsg::Stream(stream)).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut events = wire.subscribe();
+        let watch = {
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) => {
+                            if myself.send_message(MembershipMsg::Peer(event)).is_err() {
+                                return;
+                            }
+                        }
+                        // A missed Down leaves a stale subscriber until its stream fails.
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            })
+        };
+        shared.membership.store(Some(Arc::new(myself.clone())));
+        Ok(MembershipState {
+            core: Subscriptions::new(shared.config.subscriptions),
+            shared,
+            sinks: HashMap::new(),
+            waiters: HashMap::new(),
+            next_sink: 0,
+            tasks: vec![pump, intake, watch],
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = info_span!("membership", node = %state.shared.node);
+        state.dispatch(&myself, message).instrument(span).await;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let wire = &state.shared.wire;
+        wire.unserve(Subprotocol::MEMBERSHIP);
+        wire.unserve_streams(CHANNEL_STREAM_CLASS);
+        let current = state.shared.membership.load_full();
+        if current.is_some_and(|a| a.get_id() == myself.get_id()) {
+            state.shared.membership.store(None);
+        }
+        for (_, sink) in state.sinks.drain() {
+            sink.close();
+        }
+        for task in state.tasks.drain(..) {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+impl MembershipState {
+    async fn dispatch(&mut self, myself: &ActorRef<MembershipMsg>, message: MembershipMsg) {
+        match message {
+            MembershipMsg::Inbound(batch, reply) => {
+                for inbound in batch {
+                    self.on_inbound(inbound).await;
+                }
+                let _ = reply.send(());
+            }
+            MembershipMsg::Stream(stream) => self.on_stream(stream),
+            MembershipMsg::Peer(PeerEvent::Down { node }) => self.on_peer_down(node),
+            MembershipMsg::Peer(_) => {}
+            MembershipMsg::Subscribe {
+                publisher,
+                channel,
+                config,
+                reply,
+            } => {
+                self.subscribe(myself, publisher, channel, config, reply)
+                    .await;
+            }
+            MembershipMsg::Unsubscribe {
+                publisher,
+                channel,
+                reply,
+            } => self.unsubscribe(myself, publisher, channel, reply).await,
+            MembershipMsg::Dropped {
+                publisher,
+                hash,
+                sink,
+            } => {
+                let current = self.sinks.get(&(publisher, hash)).map(|s| (s.id, s.channel.clone()));
+                if let Some((id, channel)) = current.filter(|(id, _)| *id == sink) {
+                    debug!(%publisher, %channel, sink = id, "subscription dropped; leaving");
+                    self.leave(publisher, channel).await;
+                }
+            }
+            MembershipMsg::Retry(nonce) => self.retry(myself, nonce).await,
+            MembershipMsg::List(reply) => {
+                let _ = reply.send(self.list());
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, inbound: Inbound) {
+        let message = match MembershipMessage::decode(&inbound.body) {
+            Ok(message) => message,
+            Err(e) => {
+                self.shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %inbound.peer, error = %e, "malformed membership message");
+                return;
+            }
+        };
+        let peer = inbound.peer;
+        match message {
+            MembershipMessage::Ack(ack) => match self.core.handle_ack(peer, &ack) {
+                Ok(answered) => {
+                    self.shared.counters.acks.fetch_add(1, Ordering::Relaxed);
+                    self.answered(answered);
+                }
+                Err(e) => {
+                    self.shared.counters.bad_acks.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, error = %e, "ack refused");
+                }
+            },
+            MembershipMessage::Subscribe(request) => {
+                match self.shared.published(&request.channel) {
+                    Some(published) => {
+                        if let Some(actor) = published.actor.load_full() {
+                            let _ = actor.send_message(ChannelMsg::Subscribe {
+                                peer,
+                                request,
+                                trace: inbound.trace,
+                            });
+                        }
+                        // Not running (restarting): the subscriber repeats its request.
+                    }
+                    None => {
+                        let result = AckResult::Rejected(RejectReason::UnknownChannel);
+                        self.reply(peer, request.nonce, request.channel, result, inbound.trace)
+                            .await;
+                    }
+                }
+            }
+            MembershipMessage::Unsubscribe(request) => {
+                let actor = self
+                    .shared
+                    .published(&request.channel)
+                    .and_then(|p| p.actor.load_full());
+                match actor {
+                    Some(actor) => {
+                        let _ = actor.send_message(ChannelMsg::Unsubscribe {
+                            peer,
+                            request,
+                            trace: inbound.trace,
+                        });
+                    }
+                    None => {
+                        if let Some(published) = self.shared.published(&request.channel) {
+                            published.core().unsubscribe(peer);
+                        }
+                        let result = AckResult::Unsubscribed;
+                        self.reply(peer, request.nonce, request.channel, result, inbound.trace)
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply(
+        &self,
+        peer: NodeId,
+        nonce: u64,
+        channel: ChannelName,
+        result: AckResult,
+        trace: Option<netrun_messages::TraceContext>,
+    ) {
+        let ack = netrun_messages::Ack {
+            nonce,
+            channel,
+            result,
+        };
+        let Ok(body) = MembershipMessage::Ack(ack).encode() else {
+            return;
+        };
+        if let Err(e) = self
+            .shared
+            .wire
+            .send_envelope(peer, Subprotocol::MEMBERSHIP, trace, &body)
+            .await
+        {
+            debug!(%peer, error = %e, "ack not sent");
+        }
+    }
+
+    /// A matched Ack: answer its waiter and update the local delivery.
+    fn answered(&mut self, answered: Answered) {
+        let Answered {
+            nonce,
+            request,
+            result,
+        } = answered;
+        let key = (request.publisher, request.channel.hash());
+        let Some(waiter) = self.waiters.remove(&nonce) else {
+            return;
+        };
+        match (waiter.kind, result) {
+            (
+                WaiterKind::Subscribe {
+                    reply,
+                    receiver,
+                    sender,
+                    sink,
+                    ..
+                },
+                AckResult::Subscribed(granted),
+            ) => {
+                let entry = self
+                    .sinks
+                    .entry(key)
+                    .or_insert_with(|| Sink::new(sink, request.channel.clone()));
+                // A renewal replaces the previous receiver's sender, ending it.
+                entry.install(sink, sender, Some(granted));
+                let subscription = ChannelSubscription::new(
+                    receiver,
+                    request.publisher,
+                    request.channel,
+                    granted,
+                    sink,
+                    Arc::clone(&self.shared),
+                );
+                let _ = reply.send(Ok(subscription));
+            }
+            (
+                WaiterKind::Subscribe {
+                    reply,
+                    installed,
+                    sink,
+                    ..
+                },
+                other,
+            ) => {
+                let error = match other {
+                    AckResult::Rejected(reason) => SubscribeError::from(reason),
+                    // A publisher never answers a subscribe with Unsubscribed; treat it as
+                    // the channel being gone.
+                    _ => SubscribeError::UnknownChannel,
+                };
+                // The core ended a standing subscription only for UnknownChannel.
+                let ended = matches!(other, AckResult::Rejected(RejectReason::UnknownChannel));
+                let ours = installed && self.sinks.get(&key).is_some_and(|s| s.id == sink);
+                if ours || ended {
+                    self.remove_sink(key);
+                }
+                let _ = reply.send(Err(error));
+            }
+            (WaiterKind::Unsubscribe { reply }, _) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        myself: &ActorRef<MembershipMsg>,
+        publisher: NodeId,
+        channel: ChannelName,
+        config: SubscribeConfig,
+        reply: RpcReplyPort<Result<ChannelSubscription, SubscribeError>>,
+    ) {
+        if self.shared.wire.peer(publisher).is_none() {
+            let _ = reply.send(Err(SubscribeError::NotConnected));
+            return;
+        }
+        let nonce = self.nonce();
+        let key = (publisher, channel.hash());
+        let request = match self.core.subscribe(
+            publisher,
+            channel.clone(),
+            config.tokens,
+            config.options,
+            nonce,
+        ) {
+            Ok(request) => request,
+            Err(SubscriptionError::TooManySubscriptions | SubscriptionError::TooManyPending) => {
+                let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+                return;
+            }
+            // `nonce()` avoids the nonces in use; a collision here is a bug, not a state.
+            Err(SubscriptionError::NonceInUse) => {
+                let _ = reply.send(Err(SubscribeError::Unavailable));
+                return;
+            }
+        };
+        let body = match MembershipMessage::Subscribe(request).encode() {
+            Ok(body) => body,
+            Err(e) => {
+                debug!(error = %e, "subscribe not encoded");
+                self.core.cancel(nonce);
+                let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+                return;
+            }
+        };
+        let (sender, receiver) = mpsc::channel(self.shared.config.queue.max(1));
+        self.next_sink += 1;
+        let sink = self.next_sink;
+        // A new subscription gets its sink now: the first events may overtake the Ack.
+        let installed = !self.sinks.contains_key(&key);
+        if installed {
+            let mut entry = Sink::new(sink, channel);
+            entry.install(sink, sender.clone(), None);
+            self.sinks.insert(key, entry);
+        }
+        let waiter = Waiter {
+            publisher,
+            body,
+            deadline: Instant::now() + self.shared.config.subscribe_timeout,
+            kind: WaiterKind::Subscribe {
+                reply,
+                receiver,
+                sender,
+                sink,
+                hash: key.1,
+                installed,
+            },
+        };
+        self.send_request(myself, nonce, waiter).await;
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        myself: &ActorRef<MembershipMsg>,
+        publisher: NodeId,
+        channel: ChannelName,
+        reply: RpcReplyPort<Result<(), SubscribeError>>,
+    ) {
+        self.remove_sink((publisher, channel.hash()));
+        if self.shared.wire.peer(publisher).is_none() {
+            // Without a session the publisher has dropped us from its rosters already.
+            self.forget(publisher, &channel);
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let nonce = self.nonce();
+        let request = match self.core.unsubscribe(publisher, channel, nonce) {
+            Ok(request) => request,
+            Err(_) => {
+                let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+                return;
+            }
+        };
+        let Ok(body) = MembershipMessage::Unsubscribe(request).encode() else {
+            self.core.cancel(nonce);
+            let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+            return;
+        };
+        let waiter = Waiter {
+            publisher,
+            body,
+            deadline: Instant::now() + self.shared.config.subscribe_timeout,
+            kind: WaiterKind::Unsubscribe { reply },
+        };
+        self.send_request(myself, nonce, waiter).await;
+    }
+
+    /// Leaves without anyone waiting for the answer (a dropped receiver).
+    async fn leave(&mut self, publisher: NodeId, channel: ChannelName) {
+        self.remove_sink((publisher, channel.hash()));
+        let nonce = self.nonce();
+        let Ok(request) = self.core.unsubscribe(publisher, channel, nonce) else {
+            return;
+        };
+        // Nobody waits for this Ack: forget the request at once (the Ack then counts as
+        // unexpected), the publisher drops us on the first try or when the session ends.
+        self.core.cancel(nonce);
+        if let Ok(body) = MembershipMessage::Unsubscribe(request).encode() {
+            self.send(publisher, &body).await;
+        }
+    }
+
+    async fn send_request(&mut self, myself: &ActorRef<MembershipMsg>, nonce: u64, waiter: Waiter) {
+        self.send(waiter.publisher, &waiter.body).await;
+        self.waiters.insert(nonce, waiter);
+        let interval = self.shared.config.retry_interval;
+        myself.send_after(interval, move || MembershipMsg::Retry(nonce));
+    }
+
+    async fn retry(&mut self, myself: &ActorRef<MembershipMsg>, nonce: u64) {
+        let Some(waiter) = self.waiters.get(&nonce) else {
+            return;
+        };
+        let connected = self.shared.wire.peer(waiter.publisher).is_some();
+        if Instant::now() >= waiter.deadline || !connected {
+            let Some(waiter) = self.waiters.remove(&nonce) else {
+                return;
+            };
+            self.core.cancel(nonce);
+            self.shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            let error = if connected {
+                SubscribeError::Timeout
+            } else {
+                SubscribeError::NotConnected
+            };
+            self.fail(waiter, error);
+            return;
+        }
+        let (publisher, body) = (waiter.publisher, waiter.body.clone());
+        self.send(publisher, &body).await;
+        let interval = self.shared.config.retry_interval;
+        myself.send_after(interval, move || MembershipMsg::Retry(nonce));
+    }
+
+    fn fail(&mut self, waiter: Waiter, error: SubscribeError) {
+        match waiter.kind {
+            WaiterKind::Subscribe {
+                reply,
+                installed,
+                sink,
+                hash,
+                ..
+            } => {
+                let key = (waiter.publisher, hash);
+                if installed && self.sinks.get(&key).is_some_and(|s| s.id == sink) {
+                    self.remove_sink(key);
+                }
+                let _ = reply.send(Err(error));
+            }
+            WaiterKind::Unsubscribe { reply } => {
+                // The local side has left already; only the publisher's answer is missing.
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    async fn send(&self, publisher: NodeId, body: &[u8]) {
+        self.shared
+            .counters
+            .requests_sent
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self
+            .shared
+            .wire
+            .send_envelope(publisher, Subprotocol::MEMBERSHIP, None, body)
+            .await
+        {
+            debug!(%publisher, error = %e, "membership request not sent");
+        }
+    }
+
+    /// Binds an event stream to the subscription it is for, or refuses it.
+    fn on_stream(&mut self, stream: StreamHandle) {
+        let publisher = stream.peer();
+        let (hash, reliable) = parse_event_stream_id(stream.id());
+        let Some(sink) = self.sinks.get_mut(&(publisher, hash)) else {
+            self.shared
+                .counters
+                .streams_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%publisher, stream = stream.id(), "event stream for no subscription refused");
+            return;
+        };
+        self.shared
+            .counters
+            .streams_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let reader = tokio::spawn(read_events(
+            stream,
+            FrameReassembler::new(reliable),
+            sink.slot(),
+            Arc::clone(&self.shared),
+            publisher,
+            hash,
+        ));
+        sink.add_reader(reader);
+    }
+
+    fn on_peer_down(&mut self, node: NodeId) {
+        // Subscriber side: every subscription to that publisher ends.
+        let keys: Vec<_> = self.sinks.keys().filter(|(p, _)| *p == node).copied().collect();
+        for key in keys {
+            self.remove_sink(key);
+        }
+        self.core.remove_publisher(node);
+        let stale: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.publisher == node)
+            .map(|(n, _)| *n)
+            .collect();
+        for nonce in stale {
+            if let Some(waiter) = self.waiters.remove(&nonce) {
+                self.fail(waiter, SubscribeError::NotConnected);
+            }
+        }
+        // Publisher side: the peer leaves every roster.
+        for published in self.shared.all() {
+            if published.core().unsubscribe(node) {
+                published.dropped_subscribers(vec![node]);
+            }
+        }
+    }
+
+    /// Forgets an active subscription locally (no request is sent).
+    fn forget(&mut self, publisher: NodeId, channel: &ChannelName) {
+        let nonce = self.nonce();
+        if self.core.unsubscribe(publisher, channel.clone(), nonce).is_ok() {
+            self.core.cancel(nonce);
+        }
+    }
+
+    fn remove_sink(&mut self, key: (NodeId, ChannelHash)) {
+        if let Some(sink) = self.sinks.remove(&key) {
+            sink.close();
+        }
+    }
+
+    fn list(&self) -> Vec<SubscriptionInfo> {
+        let mut list: Vec<SubscriptionInfo> = self
+            .sinks
+            .iter()
+            .map(|(&(publisher, _), sink)| SubscriptionInfo {
+                publisher,
+                channel: sink.channel.clone(),
+                granted: sink.granted(),
+                streams: sink.streams(),
+            })
+            .collect();
+        list.sort_by(|a, b| (a.publisher, &a.channel).cmp(&(b.publisher, &b.channel)));
+        list
+    }
+
+    /// A random nonce no pending request uses (unpredictable, so an Ack cannot be forged
+    /// ahead of the request).
+    fn nonce(&self) -> u64 {
+        loop {
+            let nonce = OsRng.next_u64();
+            if !self.waiters.contains_key(&nonce) {
+                return nonce;
+            }
+        }
+    }
+}
+
+/// Reads one event stream into a subscription's queue until the stream ends, the
+/// subscription goes away or the publisher sends something that is not event frames for
+/// this channel (then the stream is dropped, which resets it).
+async fn read_events(
+    mut stream: StreamHandle,
+    mut frames: FrameReassembler,
+    slot: Arc<super::subscription::Slot>,
+    shared: Arc<Shared>,
+    publisher: NodeId,
+    hash: ChannelHash,
+) {
+    let mut events = Vec::new();
+    while let Some(chunk) = stream.recv().await {
+        if let Err(e) = frames.push(chunk, &mut events) {
+            shared.counters.bad_streams.fetch_add(1, Ordering::Relaxed);
+            debug!(%publisher, error = %e, "event stream dropped");
+            return;
+        }
+        for event in events.drain(..) {
+            if event.channel != hash {
+                shared.counters.bad_streams.fetch_add(1, Ordering::Relaxed);
+                debug!(%publisher, "event for another channel; stream dropped");
+                return;
+            }
+            let Some((tx, channel)) = slot.sender() else {
+                return;
+            };
+            let event = ChannelEvent {
+                channel,
+                publisher,
+                seq: event.seq,
+                payload: event.payload,
+                trace: event.trace,
+            };
+            if tx.send(event).await.is_err() {
+                // This receiver is gone; a renewal may have installed another.
+                if slot.sender().is_none() {
+                    return;
+                }
+                continue;
+            }
+            shared
+                .counters
+                .events_received
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
