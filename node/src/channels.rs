@@ -13,7 +13,7 @@ use netrun_actors::channel::{
     PublishError, PublishReport, SubscribeConfig, SubscribeError, SubscriptionInfo,
 };
 use netrun_messages::{ChannelName, EntityId, NodeId};
-use netrun_runtime::channel::{ChannelConfig, RevocationsFull};
+use netrun_runtime::channel::{ChannelConfig, RegisterError, RevocationsFull};
 use netrun_supervisor::ChildSpec;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -371,6 +371,17 @@ fn name_of(request: &Value) -> Result<ChannelName, String> {
 
 async fn publish(node: &Node, request: &Value) -> Result<Value, String> {
     let name = name_of(request)?;
+    let register = request
+        .get("register")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if register && !node.channel_state().handle.is_registered(&name) {
+        match node.register_channel(ChannelConfig::new(name.clone())).await {
+            // Another request may have registered it in between.
+            Ok(()) | Err(ChannelError::Register(RegisterError::AlreadyRegistered(_))) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     let data = match (
         request.get("data").and_then(Value::as_str),
         request.get("data_hex").and_then(Value::as_str),

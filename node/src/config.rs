@@ -51,6 +51,17 @@
 //! [discovery.mqtt]                  # NETRUN_MQTT=on|off, NETRUN_MQTT_BROKER
 //! enabled = false
 //! broker = "mqtt://127.0.0.1:1883"
+//!
+//! [capabilities]                    # what this node announces (NETRUN_TAGS adds tags)
+//! tags = ["role:worker", "software.os=linux"]
+//! metadata = { region = "eu-west" }
+//! cpu_cores = 8
+//! cpu_threads = 16
+//! memory_gb = 32
+//! gpu = { vendor = "nvidia", model = "RTX 4090", vram_gb = 24 }
+//! min_interval_secs = 10            # changes are announced at most this often
+//! reannounce_secs = 150             # periodic re-announcement, shorter than the TTL
+//! ttl_secs = 300                    # how long peers keep an announcement
 //! ```
 //!
 //! Invalid configuration is reported as one [`ConfigError`] naming the field, before
@@ -60,7 +71,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netrun_messages::EntityId;
+use netrun_messages::{CapabilitySet, EntityId, GpuInfo, Hardware};
+use netrun_runtime::capability::AnnouncerConfig;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -272,6 +284,15 @@ impl DiscoveryConfig {
     }
 }
 
+/// What the node announces about itself (`[capabilities]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CapabilitiesConfig {
+    /// Tags, metadata and hardware.
+    pub set: CapabilitySet,
+    /// Announcement cadence and TTL.
+    pub timing: AnnouncerConfig,
+}
+
 /// Everything `netrun start` needs, after all layers are merged and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -293,6 +314,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Peer discovery.
     pub discovery: DiscoveryConfig,
+    /// What the node announces.
+    pub capabilities: CapabilitiesConfig,
 }
 
 /// Overrides from the command line (each `None` keeps the lower layer's value).
@@ -326,6 +349,34 @@ struct FileConfig {
     telemetry: FileTelemetry,
     #[serde(default)]
     discovery: FileDiscovery,
+    #[serde(default)]
+    capabilities: FileCapabilities,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCapabilities {
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    cpu_cores: Option<u32>,
+    cpu_threads: Option<u32>,
+    memory_gb: Option<u32>,
+    gpu: Option<FileGpu>,
+    min_interval_secs: Option<u64>,
+    reannounce_secs: Option<u64>,
+    ttl_secs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGpu {
+    vendor: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    vram_gb: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -586,6 +637,7 @@ impl Config {
         };
 
         let discovery = load_discovery(file.discovery, overrides, env)?;
+        let capabilities = load_capabilities(file.capabilities, env)?;
 
         Ok(Self {
             data_dir,
@@ -597,8 +649,49 @@ impl Config {
             pingwave,
             telemetry,
             discovery,
+            capabilities,
         })
     }
+}
+
+/// Reads `[capabilities]` plus the tags in `NETRUN_TAGS` (comma-separated).
+fn load_capabilities(
+    file: FileCapabilities,
+    env: &impl Env,
+) -> Result<CapabilitiesConfig, ConfigError> {
+    let mut set = CapabilitySet::new();
+    let env_tags = env.var("NETRUN_TAGS").unwrap_or_default();
+    let env_tags = env_tags.split(',').map(str::trim).filter(|t| !t.is_empty());
+    for tag in file.tags.iter().map(String::as_str).chain(env_tags) {
+        set = set.with_tag(tag);
+    }
+    set.metadata = file.metadata;
+    let mut hardware = Hardware::new(file.cpu_cores.unwrap_or(0), file.cpu_threads.unwrap_or(0))
+        .with_memory_gb(file.memory_gb.unwrap_or(0));
+    if let Some(gpu) = file.gpu {
+        let vendor = crate::capabilities::parse_vendor(&gpu.vendor).ok_or_else(|| {
+            ConfigError::new(
+                "capabilities.gpu.vendor",
+                format!("{:?} is not nvidia, amd, intel, apple or other", gpu.vendor),
+            )
+        })?;
+        hardware = hardware.with_gpu(GpuInfo::new(vendor, gpu.model, gpu.vram_gb));
+    }
+    set = set.with_hardware(hardware);
+    set.validate()
+        .map_err(|e| ConfigError::new("capabilities", e.to_string()))?;
+    let defaults = AnnouncerConfig::default();
+    let timing = AnnouncerConfig {
+        min_interval_secs: file.min_interval_secs.unwrap_or(defaults.min_interval_secs),
+        reannounce_interval_secs: file
+            .reannounce_secs
+            .unwrap_or(defaults.reannounce_interval_secs),
+        ttl_secs: file.ttl_secs.unwrap_or(defaults.ttl_secs),
+    };
+    timing
+        .validate()
+        .map_err(|e| ConfigError::new("capabilities.reannounce_secs", e.to_string()))?;
+    Ok(CapabilitiesConfig { set, timing })
 }
 
 /// Merges `[discovery]` with `NETRUN_SEEDS`, `NETRUN_ADVERTISE`, `NETRUN_PEER_EXCHANGE`,
@@ -892,6 +985,51 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(&over, &[]).expect_err("peer").field, "--peer");
+    }
+
+    #[test]
+    fn capabilities_from_file_and_env() {
+        let c = Config::load(&Overrides::default(), &[]).expect("ok");
+        assert_eq!(c.capabilities, CapabilitiesConfig::default());
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = write(
+            dir.path(),
+            "[capabilities]\ntags = [\"role:worker\"]\nmetadata = { region = \"eu\" }\n\
+             cpu_cores = 8\nmemory_gb = 32\ngpu = { vendor = \"NVIDIA\", model = \"x\", vram_gb = 24 }\n\
+             min_interval_secs = 2\nreannounce_secs = 20\nttl_secs = 60\n",
+        );
+        let over = Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        };
+        let caps = Config::load(&over, &[("NETRUN_TAGS", "gpu-pool, zone:a")])
+            .expect("ok")
+            .capabilities;
+        assert!(caps.set.has_tag("role:worker") && caps.set.has_tag("gpu-pool"));
+        assert!(caps.set.has_tag("zone:a"));
+        assert_eq!(caps.set.metadata.get("region").map(String::as_str), Some("eu"));
+        assert_eq!(caps.set.hardware.memory_gb, 32);
+        let gpu = caps.set.hardware.gpu.expect("gpu");
+        assert_eq!((gpu.vendor, gpu.vram_gb), (netrun_messages::GpuVendor::Nvidia, 24));
+        assert_eq!(caps.timing.reannounce_interval_secs, 20);
+
+        let bad = |text: &str| {
+            let path = write(dir.path(), text);
+            let over = Overrides {
+                config_file: Some(path),
+                ..Overrides::default()
+            };
+            Config::load(&over, &[]).expect_err("invalid").field
+        };
+        assert_eq!(
+            bad("[capabilities]\ngpu = { vendor = \"acme\" }\n"),
+            "capabilities.gpu.vendor"
+        );
+        assert_eq!(
+            bad("[capabilities]\nreannounce_secs = 300\nttl_secs = 300\n"),
+            "capabilities.reannounce_secs"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `discovery`.
 
 use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, request};
+use netrun::control::{ClientError, request, request_with};
 use serde_json::Value;
 
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
@@ -178,6 +178,41 @@ fn streams(args: &ClientArgs) -> u8 {
             );
         }
     })
+}
+
+/// The exit code for a failed control request.
+pub(crate) fn exit_code(error: &ClientError) -> u8 {
+    match error {
+        ClientError::NotRunning(..) => EXIT_NOT_RUNNING,
+        ClientError::PermissionDenied(_) => EXIT_PERMISSION,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// Like [`call`], with a whole request object (`{"op": …, arguments…}`).
+pub(crate) fn call_with(args: &ClientArgs, request: &Value, human: impl FnOnce(&Value)) -> u8 {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(request_with(&data_dir, request)) {
+        Ok(value) => {
+            if args.json {
+                println!("{value}");
+            } else {
+                human(&value);
+            }
+            EXIT_OK
+        }
+        Err(e) => fail(exit_code(&e), e),
+    }
 }
 
 fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod channel;
 mod client;
 mod identity;
 mod start;
@@ -42,6 +43,7 @@ Environment:
   NETRUN_ADVERTISE  comma-separated addresses for this node's DHT contact record
   NETRUN_PEER_EXCHANGE, NETRUN_DHT, NETRUN_MDNS, NETRUN_MQTT   discovery backends on|off
   NETRUN_MQTT_BROKER  MQTT broker URL (mqtt://HOST:PORT)
+  NETRUN_TAGS       comma-separated capability tags this node announces
   NETRUN_LOG        log filter (e.g. info, netrun=debug)
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL   trace export";
 
@@ -87,6 +89,14 @@ enum Command {
     /// Show a running node's discovery: each backend's status, the coordinator's
     /// counters and every discovered peer.
     Discovery(ClientArgs),
+    /// Publish to, subscribe to (printing events until Ctrl-C) or list channels.
+    Channel {
+        #[command(subcommand)]
+        action: channel::ChannelAction,
+    },
+    /// List the capabilities a running node knows of (its own and the mesh's), optionally
+    /// only the nodes meeting a filter.
+    Caps(channel::CapsArgs),
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
@@ -109,6 +119,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Status(args) => client::status(args),
         Command::Peers(args) => client::peers(args),
         Command::Discovery(args) => client::discovery(args),
+        Command::Channel { action } => channel::run(action),
+        Command::Caps(args) => channel::caps(args),
         Command::Identity { action } => identity::run(action),
     };
     ExitCode::from(code)

@@ -107,6 +107,11 @@ async fn run_node(config: Config, identity: Identity) -> u8 {
         .session_timing(config.session)
         .pingwave(config.pingwave)
         .discovery(config.discovery.clone())
+        .capabilities(config.capabilities.set.clone())
+        .capability_config(netrun::CapabilityConfig {
+            announcer: config.capabilities.timing,
+            ..netrun::CapabilityConfig::default()
+        })
         .control_socket(config.data_dir.join(CONTROL_SOCKET));
     for peer in &config.peers {
         builder = builder.peer(peer.addr, peer.public_key);

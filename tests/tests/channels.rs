@@ -1,0 +1,488 @@
+//! Channels between real nodes on 127.0.0.1: token-gated subscribes, the expiry sweep,
+//! issuer revocation, canonical names, reliable fan-out under injected loss, idempotent
+//! unsubscribe, roster bounds and capability visibility.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use netrun::{
+    AuthConfig, CapabilityConfig, CapabilityFilter, CapabilitySet, ChannelConfig, ChannelName,
+    ChannelsConfig, Identity, Node, PeerState, PermissionToken, RegisterError, RegistryConfig,
+    SubscribeConfig, SubscribeError, TokenChain, TokenScope, Visibility,
+};
+use netrun_tests::TEST_PSK;
+use tokio::time::{Instant, sleep, timeout};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn name(text: &str) -> ChannelName {
+    ChannelName::new(text).expect("valid name")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// Channel settings for tests: no clock skew (so a token is swept the second it expires),
+/// sweeps at least every 200 ms, a generous publish timeout (reliable means reliable here).
+fn channel_config() -> ChannelsConfig {
+    ChannelsConfig {
+        registry: RegistryConfig {
+            auth: AuthConfig {
+                clock_skew_secs: 0,
+                ..AuthConfig::default()
+            },
+            ..RegistryConfig::default()
+        },
+        publish_timeout: Duration::from_secs(30),
+        sweep_interval: Duration::from_millis(200),
+        ..ChannelsConfig::default()
+    }
+}
+
+async fn start_with(identity: Identity, capabilities: CapabilitySet) -> Node {
+    Node::builder()
+        .identity(identity)
+        .psk(TEST_PSK)
+        .capabilities(capabilities)
+        .capability_config(CapabilityConfig::with_timing(1, 2, 4))
+        .channel_config(channel_config())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+async fn start() -> Node {
+    start_with(Identity::generate(), CapabilitySet::new()).await
+}
+
+/// Connects `a` to `b` and waits until both hold the session.
+async fn connect(a: &Node, b: &Node) {
+    timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let up = async {
+        while !b
+            .peers()
+            .await
+            .iter()
+            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
+        {
+            sleep(Duration::from_millis(5)).await;
+        }
+    };
+    timeout(WAIT, up).await.expect("b has the session");
+}
+
+fn token(issuer: &Identity, subject: &Node, channel: &ChannelName, ttl: u64) -> TokenChain {
+    let token = PermissionToken::try_issue(
+        issuer,
+        subject.public_key(),
+        TokenScope::SUBSCRIBE,
+        channel.hash(),
+        unix_now(),
+        ttl,
+        0,
+        rand::random(),
+    )
+    .expect("issues");
+    TokenChain::single(token)
+}
+
+async fn recv(sub: &mut netrun::ChannelSubscription) -> netrun::ChannelEvent {
+    timeout(WAIT, sub.recv())
+        .await
+        .expect("event in time")
+        .expect("subscription open")
+}
+
+/// Nothing arrives for `quiet`.
+async fn silent(sub: &mut netrun::ChannelSubscription, quiet: Duration) {
+    if let Ok(Some(event)) = timeout(quiet, sub.recv()).await {
+        panic!("unexpected event seq {}", event.seq);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_gated_channel_needs_a_valid_token() {
+    let publisher_id = Identity::generate();
+    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    let channel = name("alerts.high");
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
+        .await
+        .expect("registers");
+    let p = publisher.node_id();
+
+    // No token: Unauthorized.
+    let refused = subscriber
+        .subscribe_channel(p, &channel, SubscribeConfig::new())
+        .await;
+    assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
+    // A token from a key that is not a root: Unauthorized.
+    let stranger = Identity::generate();
+    let refused = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            SubscribeConfig::new().with_tokens(token(&stranger, &subscriber, &channel, 60)),
+        )
+        .await;
+    assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
+    // A token for another subscriber: Unauthorized.
+    let refused = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            SubscribeConfig::new().with_tokens(token(&publisher_id, &publisher, &channel, 60)),
+        )
+        .await;
+    assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
+
+    // The publisher's own grant for this subscriber: subscribed, and events flow.
+    let mut sub = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 60)),
+        )
+        .await
+        .expect("subscribes with a token");
+    assert!(sub.token_expires_at().is_some());
+    let report = publisher.publish(&channel, &b"fire"[..]).await.expect("publishes");
+    assert_eq!((report.attempted, report.delivered, report.dropped), (1, 1, 0));
+    let event = recv(&mut sub).await;
+    assert_eq!(&event.payload[..], b"fire");
+    assert_eq!(event.publisher, p);
+    assert_eq!(event.channel, channel);
+    let status = publisher.channel_status();
+    assert_eq!(status.auth.denied, 3);
+    assert_eq!(status.auth.accepted, 1);
+
+    // Revoking the issuer drops the subscriber at once.
+    assert_eq!(
+        publisher
+            .revoke_token_issuer(publisher_id.entity_id())
+            .expect("room"),
+        1
+    );
+    let report = publisher.publish(&channel, &b"after"[..]).await.expect("publishes");
+    assert_eq!(report.attempted, 0);
+    silent(&mut sub, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
+    let publisher_id = Identity::generate();
+    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    let channel = name("metrics");
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
+        .await
+        .expect("registers");
+    let p = publisher.node_id();
+    let mut sub = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 2)),
+        )
+        .await
+        .expect("subscribes");
+    let expires = sub.token_expires_at().expect("token expiry");
+    publisher.publish(&channel, &b"before"[..]).await.expect("publishes");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"before");
+
+    // The sweep runs at the expiry second (no skew configured); one sweep interval later
+    // the roster is empty.
+    let wait_until = UNIX_EPOCH + Duration::from_secs(expires) + Duration::from_millis(400);
+    if let Ok(left) = wait_until.duration_since(SystemTime::now()) {
+        sleep(left).await;
+    }
+    let channels = publisher.channels();
+    assert!(channels[0].subscribers.is_empty(), "swept");
+    assert_eq!(channels[0].counters.evicted_expired, 1);
+    let report = publisher.publish(&channel, &b"after"[..]).await.expect("publishes");
+    assert_eq!(report.attempted, 0);
+    silent(&mut sub, Duration::from_millis(500)).await;
+
+    // A fresh token renews the subscription.
+    let mut renewed = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 60)),
+        )
+        .await
+        .expect("renews");
+    publisher.publish(&channel, &b"again"[..]).await.expect("publishes");
+    assert_eq!(&recv(&mut renewed).await.payload[..], b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_differing_in_case_are_one_channel() {
+    let publisher = start().await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    publisher
+        .register_channel(ChannelConfig::new(name("FOO.bar")))
+        .await
+        .expect("registers");
+    let again = publisher
+        .register_channel(ChannelConfig::new(name("foo.bar")))
+        .await;
+    assert!(matches!(
+        again,
+        Err(netrun::ChannelError::Register(RegisterError::AlreadyRegistered(_)))
+    ));
+    let mut sub = subscriber
+        .subscribe_channel(publisher.node_id(), &name("foo.BAR"), SubscribeConfig::new())
+        .await
+        .expect("subscribes");
+    publisher
+        .publish(&name("Foo.Bar"), &b"one channel"[..])
+        .await
+        .expect("publishes");
+    let event = recv(&mut sub).await;
+    assert_eq!(event.channel.as_str(), "foo.bar");
+    assert_eq!(&event.payload[..], b"one channel");
+    assert_eq!(publisher.channels().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_fan_out_to_two_subscribers_under_ten_percent_loss() {
+    let publisher = start().await;
+    let s1 = start().await;
+    let s2 = start().await;
+    connect(&s1, &publisher).await;
+    connect(&s2, &publisher).await;
+    let channel = name("ticks");
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()))
+        .await
+        .expect("registers");
+    let p = publisher.node_id();
+    let mut subs = Vec::new();
+    for node in [&s1, &s2] {
+        subs.push(
+            node.subscribe_channel(p, &channel, SubscribeConfig::new())
+                .await
+                .expect("subscribes"),
+        );
+    }
+    for (i, node) in [&publisher, &s1, &s2].into_iter().enumerate() {
+        node.set_loss(0.10, 100 + i as u64);
+    }
+
+    const EVENTS: u64 = 3000;
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            tokio::spawn(async move {
+                for expected in 0..EVENTS {
+                    let event = timeout(Duration::from_secs(60), sub.recv())
+                        .await
+                        .expect("event in time")
+                        .expect("open");
+                    assert_eq!(event.seq, expected, "in order, no gaps");
+                    assert_eq!(&event.payload[..], format!("event {expected:05}").as_bytes());
+                }
+                sub
+            })
+        })
+        .collect();
+    let mut total = netrun::PublishReport::default();
+    for batch in 0..EVENTS / 50 {
+        let events: Vec<Bytes> = (batch * 50..batch * 50 + 50)
+            .map(|i| Bytes::from(format!("event {i:05}")))
+            .collect();
+        total += publisher.publish_many(&channel, events).await.expect("publishes");
+    }
+    assert_eq!(total.attempted, 2 * EVENTS);
+    assert_eq!(total.delivered, 2 * EVENTS);
+    assert_eq!(total.dropped, 0);
+    for reader in readers {
+        let mut sub = timeout(Duration::from_secs(90), reader)
+            .await
+            .expect("reader done")
+            .expect("reader ok");
+        silent(&mut sub, Duration::from_millis(200)).await;
+    }
+    assert!(publisher.stats().dropped_injected > 0, "loss was injected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_is_idempotent_and_stops_delivery() {
+    let publisher = start().await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    let channel = name("news");
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()))
+        .await
+        .expect("registers");
+    let p = publisher.node_id();
+    // Leaving a channel one never joined is fine.
+    subscriber
+        .unsubscribe_channel(p, &channel)
+        .await
+        .expect("idempotent");
+    let mut sub = subscriber
+        .subscribe_channel(p, &channel, SubscribeConfig::new())
+        .await
+        .expect("subscribes");
+    publisher.publish(&channel, &b"1"[..]).await.expect("publishes");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"1");
+    subscriber
+        .unsubscribe_channel(p, &channel)
+        .await
+        .expect("leaves");
+    subscriber
+        .unsubscribe_channel(p, &channel)
+        .await
+        .expect("leaves twice");
+    assert!(timeout(WAIT, sub.recv()).await.expect("ends").is_none());
+    let report = publisher.publish(&channel, &b"2"[..]).await.expect("publishes");
+    assert_eq!(report.attempted, 0, "the publisher dropped the subscriber");
+    assert!(subscriber.subscriptions().await.is_empty());
+
+    // Dropping a receiver leaves too.
+    let sub = subscriber
+        .subscribe_channel(p, &channel, SubscribeConfig::new())
+        .await
+        .expect("subscribes again");
+    drop(sub);
+    let deadline = Instant::now() + WAIT;
+    while !publisher.channels()[0].subscribers.is_empty() {
+        assert!(Instant::now() < deadline, "dropped receiver never left");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_bound_unknown_channels_and_visibility() {
+    let publisher = start().await;
+    let s1 = start().await;
+    let s2 = start_with(
+        Identity::generate(),
+        CapabilitySet::new().with_tag("role:gpu-worker"),
+    )
+    .await;
+    connect(&s1, &publisher).await;
+    connect(&s2, &publisher).await;
+    let p = publisher.node_id();
+
+    let small = name("small");
+    publisher
+        .register_channel(ChannelConfig::new(small.clone()).with_max_subscribers(1))
+        .await
+        .expect("registers");
+    let _first = s1
+        .subscribe_channel(p, &small, SubscribeConfig::new())
+        .await
+        .expect("first fits");
+    let full = s2.subscribe_channel(p, &small, SubscribeConfig::new()).await;
+    assert_eq!(full.err(), Some(SubscribeError::TooManySubscribers));
+    // Renewing while on the roster does not count against the bound.
+    let _renewed = s1
+        .subscribe_channel(p, &small, SubscribeConfig::new())
+        .await
+        .expect("renewal fits");
+
+    let missing = s1
+        .subscribe_channel(p, &name("nope"), SubscribeConfig::new())
+        .await;
+    assert_eq!(missing.err(), Some(SubscribeError::UnknownChannel));
+
+    // Visible only to nodes announcing the tag: s1 is told it does not exist.
+    let hidden = name("gpu.jobs");
+    publisher
+        .register_channel(ChannelConfig::new(hidden.clone()).with_visibility(Visibility::Filter(
+            CapabilityFilter::new().require_tag("role:gpu-worker"),
+        )))
+        .await
+        .expect("registers");
+    let deadline = Instant::now() + WAIT;
+    while publisher.capability_of(s2.node_id()).is_none() {
+        assert!(Instant::now() < deadline, "publisher never indexed s2");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let refused = s1.subscribe_channel(p, &hidden, SubscribeConfig::new()).await;
+    assert_eq!(refused.err(), Some(SubscribeError::UnknownChannel));
+    let mut sub = s2
+        .subscribe_channel(p, &hidden, SubscribeConfig::new())
+        .await
+        .expect("visible to s2");
+    publisher.publish(&hidden, &b"job"[..]).await.expect("publishes");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"job");
+
+    // No session: NotConnected, without waiting for a timeout.
+    let loner = start().await;
+    let lonely = loner.subscribe_channel(p, &small, SubscribeConfig::new()).await;
+    assert_eq!(lonely.err(), Some(SubscribeError::NotConnected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_subscribers_and_publisher_restart() {
+    let publisher = start().await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    let channel = name("video.frames");
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()).with_reliable(false))
+        .await
+        .expect("registers");
+    let p = publisher.node_id();
+    let mut sub = subscriber
+        .subscribe_channel(p, &channel, SubscribeConfig::new())
+        .await
+        .expect("subscribes");
+    assert!(!sub.granted().reliable);
+    let report = publisher.publish(&channel, &b"frame"[..]).await.expect("publishes");
+    assert_eq!(report.attempted, 1);
+    assert_eq!(report.delivered + report.dropped, 1);
+    assert_eq!(&recv(&mut sub).await.payload[..], b"frame");
+
+    // A crashed channel actor restarts with its roster; the next publish opens a new
+    // stream and the subscriber keeps receiving.
+    let child = publisher
+        .supervision()
+        .root
+        .child_supervisor("channels")
+        .await
+        .expect("channels subtree")
+        .child_ref::<netrun_actors::channel::ChannelMsg>("channel/video.frames")
+        .await
+        .expect("channel child");
+    let generation = child.generation().expect("running");
+    child
+        .cell()
+        .expect("running")
+        .kill();
+    let deadline = Instant::now() + WAIT;
+    while child.generation().is_none_or(|g| g == generation) {
+        assert!(Instant::now() < deadline, "channel actor never restarted");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let report = publisher.publish(&channel, &b"after restart"[..]).await;
+        if let Ok(report) = report {
+            assert_eq!(report.attempted, 1, "the roster survived the restart");
+            break;
+        }
+        assert!(Instant::now() < deadline, "channel never came back");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let event = recv(&mut sub).await;
+    assert_eq!(&event.payload[..], b"after restart");
+    assert_eq!(event.seq, 1, "sequence numbers continue");
+}
