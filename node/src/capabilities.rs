@@ -76,7 +76,9 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FilterParseError {
     /// A `key=value` term has a key that is not known.
-    #[error("unknown filter term {0:?} (expected gpu, tag=T, vendor=V, memory=GB, vram=GB, cores=N or a bare tag)")]
+    #[error(
+        "unknown filter term {0:?} (expected gpu, tag=T, vendor=V, memory=GB, vram=GB, cores=N or a bare tag)"
+    )]
     UnknownTerm(String),
     /// A value is not valid for its key.
     #[error("invalid value in {0:?}")]
@@ -112,9 +114,9 @@ pub fn parse_filter(text: &str) -> Result<CapabilityFilter, FilterParseError> {
         };
         filter = match key.trim() {
             "tag" if !value.is_empty() => filter.require_tag(value),
-            "vendor" => filter.gpu_vendor(parse_vendor(value).ok_or_else(|| {
-                FilterParseError::BadValue(term.to_string())
-            })?),
+            "vendor" => filter.gpu_vendor(
+                parse_vendor(value).ok_or_else(|| FilterParseError::BadValue(term.to_string()))?,
+            ),
             "memory" | "min_memory_gb" => filter.min_memory_gb(number()?),
             "vram" | "min_vram_gb" => filter.min_vram_gb(number()?),
             "cores" | "min_cpu_cores" => filter.min_cpu_cores(number()?),
@@ -154,13 +156,18 @@ mod tests {
 
     #[test]
     fn filter_terms() {
-        let f = parse_filter("gpu, tag=software.os=linux,role:worker,vendor=NVIDIA,memory=64,vram=24,cores=8")
-            .expect("parses");
+        let f = parse_filter(
+            "gpu, tag=software.os=linux,role:worker,vendor=NVIDIA,memory=64,vram=24,cores=8",
+        )
+        .expect("parses");
         assert!(f.require_gpu);
         assert!(f.require_tags.contains("software.os=linux"));
         assert!(f.require_tags.contains("role:worker"));
         assert_eq!(f.gpu_vendor, Some(GpuVendor::Nvidia));
-        assert_eq!((f.min_memory_gb, f.min_vram_gb, f.min_cpu_cores), (64, 24, 8));
+        assert_eq!(
+            (f.min_memory_gb, f.min_vram_gb, f.min_cpu_cores),
+            (64, 24, 8)
+        );
         assert_eq!(parse_filter("").expect("empty"), CapabilityFilter::new());
         assert!(matches!(
             parse_filter("speed=9"),
@@ -174,6 +181,9 @@ mod tests {
             parse_filter("vendor=acme"),
             Err(FilterParseError::BadValue(_))
         ));
-        assert!(matches!(parse_filter("tag="), Err(FilterParseError::BadValue(_))));
+        assert!(matches!(
+            parse_filter("tag="),
+            Err(FilterParseError::BadValue(_))
+        ));
     }
 }

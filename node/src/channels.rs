@@ -376,7 +376,10 @@ async fn publish(node: &Node, request: &Value) -> Result<Value, String> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if register && !node.channel_state().handle.is_registered(&name) {
-        match node.register_channel(ChannelConfig::new(name.clone())).await {
+        match node
+            .register_channel(ChannelConfig::new(name.clone()))
+            .await
+        {
             // Another request may have registered it in between.
             Ok(()) | Err(ChannelError::Register(RegisterError::AlreadyRegistered(_))) => {}
             Err(e) => return Err(e.to_string()),
@@ -390,10 +393,7 @@ async fn publish(node: &Node, request: &Value) -> Result<Value, String> {
         (None, Some(h)) => Bytes::from(hex::decode(h).map_err(|e| format!("data_hex: {e}"))?),
         _ => return Err("give exactly one of \"data\" and \"data_hex\"".into()),
     };
-    let report = node
-        .publish(&name, data)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = node.publish(&name, data).await.map_err(|e| e.to_string())?;
     Ok(json!({
         "attempted": report.attempted,
         "delivered": report.delivered,

@@ -1008,10 +1008,16 @@ mod tests {
             .capabilities;
         assert!(caps.set.has_tag("role:worker") && caps.set.has_tag("gpu-pool"));
         assert!(caps.set.has_tag("zone:a"));
-        assert_eq!(caps.set.metadata.get("region").map(String::as_str), Some("eu"));
+        assert_eq!(
+            caps.set.metadata.get("region").map(String::as_str),
+            Some("eu")
+        );
         assert_eq!(caps.set.hardware.memory_gb, 32);
         let gpu = caps.set.hardware.gpu.expect("gpu");
-        assert_eq!((gpu.vendor, gpu.vram_gb), (netrun_messages::GpuVendor::Nvidia, 24));
+        assert_eq!(
+            (gpu.vendor, gpu.vram_gb),
+            (netrun_messages::GpuVendor::Nvidia, 24)
+        );
         assert_eq!(caps.timing.reannounce_interval_secs, 20);
 
         let bad = |text: &str| {

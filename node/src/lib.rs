@@ -45,17 +45,17 @@ pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, Sta
 
 pub use bytes::Bytes;
 pub use identity_file::{IdentityFile, IdentityFileError};
-pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};
 pub use netrun_messages::{
     CapabilityAnnouncement, CapabilityFilter, CapabilitySet, ChannelHash, GpuInfo, GpuVendor,
     Granted, Hardware, PermissionToken, Subprotocol, SubscribeOptions, TokenChain, TokenScope,
 };
+pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};
 pub use netrun_runtime::capability::{
     AnnouncerConfig, AnnouncerError, IndexConfig, IndexEntry, service_tag,
 };
 pub use netrun_runtime::channel::{
-    AuthConfig, ChannelConfig, RegisterError, RegistryConfig, RevocationsFull,
-    SubscriptionsConfig, Visibility,
+    AuthConfig, ChannelConfig, RegisterError, RegistryConfig, RevocationsFull, SubscriptionsConfig,
+    Visibility,
 };
 
 /// The README's Rust example, compiled as a doctest so the README cannot drift from the API.

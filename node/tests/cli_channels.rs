@@ -119,18 +119,31 @@ fn caps_publish_subscribe_and_list_through_the_cli() {
     let human = netrun(&["caps"], &a_dir);
     assert!(human.status.success());
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("nvidia T4 16GB") && text.contains("(this node)"), "{text}");
+    assert!(
+        text.contains("nvidia T4 16GB") && text.contains("(this node)"),
+        "{text}"
+    );
     let bad = netrun(&["caps", "--filter", "speed=9"], &a_dir);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown filter term"));
 
     // Publishing registers the channel on a; nobody listens yet.
-    let first = json_of(&["channel", "publish", "--json", "News.Today", "hello"], &a_dir);
+    let first = json_of(
+        &["channel", "publish", "--json", "News.Today", "hello"],
+        &a_dir,
+    );
     assert_eq!(first["attempted"], 0);
 
     // `channel subscribe` on b prints events as JSON lines.
     let mut sub = Command::new(BIN)
-        .args(["channel", "subscribe", "--json", &a_id, "news.today", "--data-dir"])
+        .args([
+            "channel",
+            "subscribe",
+            "--json",
+            &a_id,
+            "news.today",
+            "--data-dir",
+        ])
         .arg(&b_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -143,10 +156,19 @@ fn caps_publish_subscribe_and_list_through_the_cli() {
     });
     let file = dir.path().join("event.bin");
     std::fs::write(&file, [0xff, 0x00, 0x01]).expect("write");
-    let sent = json_of(&["channel", "publish", "--json", "news.today", "world"], &a_dir);
-    assert_eq!((sent["attempted"].as_u64(), sent["delivered"].as_u64()), (Some(1), Some(1)));
+    let sent = json_of(
+        &["channel", "publish", "--json", "news.today", "world"],
+        &a_dir,
+    );
+    assert_eq!(
+        (sent["attempted"].as_u64(), sent["delivered"].as_u64()),
+        (Some(1), Some(1))
+    );
     let at_file = format!("@{}", file.display());
-    json_of(&["channel", "publish", "--json", "news.today", &at_file], &a_dir);
+    json_of(
+        &["channel", "publish", "--json", "news.today", &at_file],
+        &a_dir,
+    );
 
     let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
     let event: Value =
@@ -165,7 +187,10 @@ fn caps_publish_subscribe_and_list_through_the_cli() {
     assert_eq!(on_b["subscriptions"][0]["active"], true);
     let listed = netrun(&["channel", "list"], &a_dir);
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(text.contains("news.today") && text.contains("reliable"), "{text}");
+    assert!(
+        text.contains("news.today") && text.contains("reliable"),
+        "{text}"
+    );
 
     // Ctrl-C ends the subscription cleanly and the publisher forgets the subscriber.
     let status = Command::new("kill")

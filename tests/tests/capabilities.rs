@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use netrun::{
-    CapabilityAnnouncement, CapabilityConfig, CapabilityFilter, CapabilitySet, GpuInfo,
-    GpuVendor, Hardware, Identity, Node, NodeId, PeerState, Subprotocol,
+    CapabilityAnnouncement, CapabilityConfig, CapabilityFilter, CapabilitySet, GpuInfo, GpuVendor,
+    Hardware, Identity, Node, NodeId, PeerState, Subprotocol,
 };
 use netrun_tests::TEST_PSK;
 use tokio::time::{Instant, sleep, timeout};
@@ -150,7 +150,10 @@ async fn a_node_alive_past_the_ttl_stays_in_its_peers_index() {
         .announcement
         .version;
     assert!(last > first, "a re-announced ({first} → {last})");
-    assert_eq!(b.find_nodes(&CapabilityFilter::new().require_tag("role:long-lived")), vec![a.node_id()]);
+    assert_eq!(
+        b.find_nodes(&CapabilityFilter::new().require_tag("role:long-lived")),
+        vec![a.node_id()]
+    );
     assert_eq!(b.capability_status().index.expired, 0);
 
     // Once a stops, b drops it within one TTL (plus a second of timer granularity).

@@ -155,8 +155,14 @@ async fn token_gated_channel_needs_a_valid_token() {
         .await
         .expect("subscribes with a token");
     assert!(sub.token_expires_at().is_some());
-    let report = publisher.publish(&channel, &b"fire"[..]).await.expect("publishes");
-    assert_eq!((report.attempted, report.delivered, report.dropped), (1, 1, 0));
+    let report = publisher
+        .publish(&channel, &b"fire"[..])
+        .await
+        .expect("publishes");
+    assert_eq!(
+        (report.attempted, report.delivered, report.dropped),
+        (1, 1, 0)
+    );
     let event = recv(&mut sub).await;
     assert_eq!(&event.payload[..], b"fire");
     assert_eq!(event.publisher, p);
@@ -172,7 +178,10 @@ async fn token_gated_channel_needs_a_valid_token() {
             .expect("room"),
         1
     );
-    let report = publisher.publish(&channel, &b"after"[..]).await.expect("publishes");
+    let report = publisher
+        .publish(&channel, &b"after"[..])
+        .await
+        .expect("publishes");
     assert_eq!(report.attempted, 0);
     silent(&mut sub, Duration::from_millis(300)).await;
 }
@@ -198,7 +207,10 @@ async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
         .await
         .expect("subscribes");
     let expires = sub.token_expires_at().expect("token expiry");
-    publisher.publish(&channel, &b"before"[..]).await.expect("publishes");
+    publisher
+        .publish(&channel, &b"before"[..])
+        .await
+        .expect("publishes");
     assert_eq!(&recv(&mut sub).await.payload[..], b"before");
 
     // The sweep runs at the expiry second (no skew configured); one sweep interval later
@@ -210,7 +222,10 @@ async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
     let channels = publisher.channels();
     assert!(channels[0].subscribers.is_empty(), "swept");
     assert_eq!(channels[0].counters.evicted_expired, 1);
-    let report = publisher.publish(&channel, &b"after"[..]).await.expect("publishes");
+    let report = publisher
+        .publish(&channel, &b"after"[..])
+        .await
+        .expect("publishes");
     assert_eq!(report.attempted, 0);
     silent(&mut sub, Duration::from_millis(500)).await;
 
@@ -223,7 +238,10 @@ async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
         )
         .await
         .expect("renews");
-    publisher.publish(&channel, &b"again"[..]).await.expect("publishes");
+    publisher
+        .publish(&channel, &b"again"[..])
+        .await
+        .expect("publishes");
     assert_eq!(&recv(&mut renewed).await.payload[..], b"again");
 }
 
@@ -241,10 +259,16 @@ async fn names_differing_in_case_are_one_channel() {
         .await;
     assert!(matches!(
         again,
-        Err(netrun::ChannelError::Register(RegisterError::AlreadyRegistered(_)))
+        Err(netrun::ChannelError::Register(
+            RegisterError::AlreadyRegistered(_)
+        ))
     ));
     let mut sub = subscriber
-        .subscribe_channel(publisher.node_id(), &name("foo.BAR"), SubscribeConfig::new())
+        .subscribe_channel(
+            publisher.node_id(),
+            &name("foo.BAR"),
+            SubscribeConfig::new(),
+        )
         .await
         .expect("subscribes");
     publisher
@@ -293,7 +317,10 @@ async fn reliable_fan_out_to_two_subscribers_under_ten_percent_loss() {
                         .expect("event in time")
                         .expect("open");
                     assert_eq!(event.seq, expected, "in order, no gaps");
-                    assert_eq!(&event.payload[..], format!("event {expected:05}").as_bytes());
+                    assert_eq!(
+                        &event.payload[..],
+                        format!("event {expected:05}").as_bytes()
+                    );
                 }
                 sub
             })
@@ -304,7 +331,10 @@ async fn reliable_fan_out_to_two_subscribers_under_ten_percent_loss() {
         let events: Vec<Bytes> = (batch * 50..batch * 50 + 50)
             .map(|i| Bytes::from(format!("event {i:05}")))
             .collect();
-        total += publisher.publish_many(&channel, events).await.expect("publishes");
+        total += publisher
+            .publish_many(&channel, events)
+            .await
+            .expect("publishes");
     }
     assert_eq!(total.attempted, 2 * EVENTS);
     assert_eq!(total.delivered, 2 * EVENTS);
@@ -339,7 +369,10 @@ async fn unsubscribe_is_idempotent_and_stops_delivery() {
         .subscribe_channel(p, &channel, SubscribeConfig::new())
         .await
         .expect("subscribes");
-    publisher.publish(&channel, &b"1"[..]).await.expect("publishes");
+    publisher
+        .publish(&channel, &b"1"[..])
+        .await
+        .expect("publishes");
     assert_eq!(&recv(&mut sub).await.payload[..], b"1");
     subscriber
         .unsubscribe_channel(p, &channel)
@@ -350,7 +383,10 @@ async fn unsubscribe_is_idempotent_and_stops_delivery() {
         .await
         .expect("leaves twice");
     assert!(timeout(WAIT, sub.recv()).await.expect("ends").is_none());
-    let report = publisher.publish(&channel, &b"2"[..]).await.expect("publishes");
+    let report = publisher
+        .publish(&channel, &b"2"[..])
+        .await
+        .expect("publishes");
     assert_eq!(report.attempted, 0, "the publisher dropped the subscriber");
     assert!(subscriber.subscriptions().await.is_empty());
 
@@ -389,7 +425,9 @@ async fn roster_bound_unknown_channels_and_visibility() {
         .subscribe_channel(p, &small, SubscribeConfig::new())
         .await
         .expect("first fits");
-    let full = s2.subscribe_channel(p, &small, SubscribeConfig::new()).await;
+    let full = s2
+        .subscribe_channel(p, &small, SubscribeConfig::new())
+        .await;
     assert_eq!(full.err(), Some(SubscribeError::TooManySubscribers));
     // Renewing while on the roster does not count against the bound.
     let _renewed = s1
@@ -405,9 +443,11 @@ async fn roster_bound_unknown_channels_and_visibility() {
     // Visible only to nodes announcing the tag: s1 is told it does not exist.
     let hidden = name("gpu.jobs");
     publisher
-        .register_channel(ChannelConfig::new(hidden.clone()).with_visibility(Visibility::Filter(
-            CapabilityFilter::new().require_tag("role:gpu-worker"),
-        )))
+        .register_channel(
+            ChannelConfig::new(hidden.clone()).with_visibility(Visibility::Filter(
+                CapabilityFilter::new().require_tag("role:gpu-worker"),
+            )),
+        )
         .await
         .expect("registers");
     let deadline = Instant::now() + WAIT;
@@ -415,18 +455,25 @@ async fn roster_bound_unknown_channels_and_visibility() {
         assert!(Instant::now() < deadline, "publisher never indexed s2");
         sleep(Duration::from_millis(20)).await;
     }
-    let refused = s1.subscribe_channel(p, &hidden, SubscribeConfig::new()).await;
+    let refused = s1
+        .subscribe_channel(p, &hidden, SubscribeConfig::new())
+        .await;
     assert_eq!(refused.err(), Some(SubscribeError::UnknownChannel));
     let mut sub = s2
         .subscribe_channel(p, &hidden, SubscribeConfig::new())
         .await
         .expect("visible to s2");
-    publisher.publish(&hidden, &b"job"[..]).await.expect("publishes");
+    publisher
+        .publish(&hidden, &b"job"[..])
+        .await
+        .expect("publishes");
     assert_eq!(&recv(&mut sub).await.payload[..], b"job");
 
     // No session: NotConnected, without waiting for a timeout.
     let loner = start().await;
-    let lonely = loner.subscribe_channel(p, &small, SubscribeConfig::new()).await;
+    let lonely = loner
+        .subscribe_channel(p, &small, SubscribeConfig::new())
+        .await;
     assert_eq!(lonely.err(), Some(SubscribeError::NotConnected));
 }
 
@@ -446,7 +493,10 @@ async fn best_effort_subscribers_and_publisher_restart() {
         .await
         .expect("subscribes");
     assert!(!sub.granted().reliable);
-    let report = publisher.publish(&channel, &b"frame"[..]).await.expect("publishes");
+    let report = publisher
+        .publish(&channel, &b"frame"[..])
+        .await
+        .expect("publishes");
     assert_eq!(report.attempted, 1);
     assert_eq!(report.delivered + report.dropped, 1);
     assert_eq!(&recv(&mut sub).await.payload[..], b"frame");
@@ -463,10 +513,7 @@ async fn best_effort_subscribers_and_publisher_restart() {
         .await
         .expect("channel child");
     let generation = child.generation().expect("running");
-    child
-        .cell()
-        .expect("running")
-        .kill();
+    child.cell().expect("running").kill();
     let deadline = Instant::now() + WAIT;
     while child.generation().is_none_or(|g| g == generation) {
         assert!(Instant::now() < deadline, "channel actor never restarted");

@@ -91,7 +91,10 @@ impl Actor for CapabilityActor {
                 }
             })
         };
-        args.handle.shared.actor.store(Some(Arc::new(myself.clone())));
+        args.handle
+            .shared
+            .actor
+            .store(Some(Arc::new(myself.clone())));
         myself.send_message(CapabilityMsg::Tick(0))?;
         Ok(CapabilityState {
             wire,
@@ -340,6 +343,8 @@ mod tests {
         let copy = next_hop_copy(&bytes).expect("non-empty");
         let decoded = CapabilityAnnouncement::from_bytes(&copy).expect("decodes");
         assert_eq!(decoded.hop_count, 1);
-        decoded.verify().expect("the hop count is outside the signature");
+        decoded
+            .verify()
+            .expect("the hop count is outside the signature");
     }
 }

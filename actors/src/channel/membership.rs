@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use netrun_messages::envelope::Subprotocol;
-use netrun_messages::{AckResult, ChannelHash, ChannelName, MembershipMessage, NodeId, RejectReason};
+use netrun_messages::{
+    AckResult, ChannelHash, ChannelName, MembershipMessage, NodeId, RejectReason,
+};
 use netrun_runtime::channel::{Answered, FrameReassembler, SubscriptionError, Subscriptions};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand_core::{OsRng, RngCore};
@@ -265,7 +267,10 @@ impl MembershipState {
                 hash,
                 sink,
             } => {
-                let current = self.sinks.get(&(publisher, hash)).map(|s| (s.id, s.channel.clone()));
+                let current = self
+                    .sinks
+                    .get(&(publisher, hash))
+                    .map(|s| (s.id, s.channel.clone()));
                 if let Some((id, channel)) = current.filter(|(id, _)| *id == sink) {
                     debug!(%publisher, %channel, sink = id, "subscription dropped; leaving");
                     self.leave(publisher, channel).await;
@@ -282,7 +287,10 @@ impl MembershipState {
         let message = match MembershipMessage::decode(&inbound.body) {
             Ok(message) => message,
             Err(e) => {
-                self.shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .malformed
+                    .fetch_add(1, Ordering::Relaxed);
                 debug!(peer = %inbound.peer, error = %e, "malformed membership message");
                 return;
             }
@@ -295,7 +303,10 @@ impl MembershipState {
                     self.answered(answered);
                 }
                 Err(e) => {
-                    self.shared.counters.bad_acks.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .bad_acks
+                        .fetch_add(1, Ordering::Relaxed);
                     debug!(%peer, error = %e, "ack refused");
                 }
             },
@@ -572,7 +583,10 @@ impl MembershipState {
                 return;
             };
             self.core.cancel(nonce);
-            self.shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .timeouts
+                .fetch_add(1, Ordering::Relaxed);
             let error = if connected {
                 SubscribeError::Timeout
             } else {
@@ -653,7 +667,12 @@ impl MembershipState {
 
     fn on_peer_down(&mut self, node: NodeId) {
         // Subscriber side: every subscription to that publisher ends.
-        let keys: Vec<_> = self.sinks.keys().filter(|(p, _)| *p == node).copied().collect();
+        let keys: Vec<_> = self
+            .sinks
+            .keys()
+            .filter(|(p, _)| *p == node)
+            .copied()
+            .collect();
         for key in keys {
             self.remove_sink(key);
         }
@@ -680,7 +699,11 @@ impl MembershipState {
     /// Forgets an active subscription locally (no request is sent).
     fn forget(&mut self, publisher: NodeId, channel: &ChannelName) {
         let nonce = self.nonce();
-        if self.core.unsubscribe(publisher, channel.clone(), nonce).is_ok() {
+        if self
+            .core
+            .unsubscribe(publisher, channel.clone(), nonce)
+            .is_ok()
+        {
             self.core.cancel(nonce);
         }
     }

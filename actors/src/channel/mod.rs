@@ -566,10 +566,7 @@ impl ChannelsHandle {
         let Some(actor) = self.shared.membership.load_full() else {
             return Vec::new();
         };
-        match actor
-            .call(MembershipMsg::List, Some(CALL_MARGIN))
-            .await
-        {
+        match actor.call(MembershipMsg::List, Some(CALL_MARGIN)).await {
             Ok(ractor::rpc::CallResult::Success(list)) => list,
             _ => Vec::new(),
         }

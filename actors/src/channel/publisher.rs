@@ -112,9 +112,7 @@ impl Actor for ChannelActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        args.published
-            .actor
-            .store(Some(Arc::new(myself.clone())));
+        args.published.actor.store(Some(Arc::new(myself.clone())));
         let mut state = ChannelState {
             shared: args.shared,
             published: args.published,
@@ -237,7 +235,11 @@ impl ChannelState {
         let result = match decision {
             Ok(accepted) => {
                 let reliable = accepted.granted.reliable;
-                if self.streams.get(&peer).is_none_or(|s| s.reliable != reliable) {
+                if self
+                    .streams
+                    .get(&peer)
+                    .is_none_or(|s| s.reliable != reliable)
+                {
                     self.close(peer);
                     self.open(peer, reliable).await;
                 }
@@ -247,7 +249,7 @@ impl ChannelState {
                 if let Some(why) = reject.detail {
                     debug!(%peer, reason = %why, "subscribe refused");
                 }
-                if !self.published.core().subscriber(peer).is_some() {
+                if self.published.core().subscriber(peer).is_none() {
                     self.close(peer);
                 }
                 AckResult::Rejected(reject.reason)
@@ -382,7 +384,11 @@ impl ChannelState {
         let mut waits = JoinSet::new();
         let mut broken = Vec::new();
         for (node, reliable) in recipients {
-            if self.streams.get(&node).is_none_or(|s| s.reliable != reliable) {
+            if self
+                .streams
+                .get(&node)
+                .is_none_or(|s| s.reliable != reliable)
+            {
                 self.close(node);
                 if !self.open(node, reliable).await {
                     report.dropped += n;

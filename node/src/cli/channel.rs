@@ -115,7 +115,10 @@ fn list(client: &ClientArgs) -> u8 {
         }
         let subscriptions = array(v, "subscriptions");
         if !subscriptions.is_empty() {
-            println!("\n{:<16}  {:<32}  {:<8}  STREAMS", "PUBLISHER", "CHANNEL", "STATE");
+            println!(
+                "\n{:<16}  {:<32}  {:<8}  STREAMS",
+                "PUBLISHER", "CHANNEL", "STATE"
+            );
             for s in &subscriptions {
                 let active = s.get("active").and_then(Value::as_bool).unwrap_or(false);
                 println!(
@@ -145,20 +148,17 @@ pub(crate) fn caps(args: CapsArgs) -> u8 {
         for node in &nodes {
             let hw = node.get("hardware").cloned().unwrap_or_default();
             let n = |key: &str| hw.get(key).and_then(Value::as_u64).unwrap_or(0);
-            let gpu = hw
-                .get("gpu")
-                .filter(|g| !g.is_null())
-                .map_or_else(
-                    || "-".to_string(),
-                    |g| {
-                        format!(
-                            "{} {} {}GB",
-                            text(g, "vendor"),
-                            text(g, "model"),
-                            g.get("vram_gb").and_then(Value::as_u64).unwrap_or(0)
-                        )
-                    },
-                );
+            let gpu = hw.get("gpu").filter(|g| !g.is_null()).map_or_else(
+                || "-".to_string(),
+                |g| {
+                    format!(
+                        "{} {} {}GB",
+                        text(g, "vendor"),
+                        text(g, "model"),
+                        g.get("vram_gb").and_then(Value::as_u64).unwrap_or(0)
+                    )
+                },
+            );
             let tags: Vec<&str> = array_ref(node, "tags")
                 .iter()
                 .filter_map(Value::as_str)
@@ -258,5 +258,7 @@ fn array(v: &Value, key: &str) -> Vec<Value> {
 }
 
 fn array_ref<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }

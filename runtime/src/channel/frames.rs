@@ -233,7 +233,12 @@ mod tests {
         assert_eq!(packed.skipped, 0);
         let counts: Vec<usize> = packed.pieces.iter().map(|p| p.frames).collect();
         assert_eq!(counts, vec![3, 3, 3, 1]);
-        assert!(packed.pieces.iter().all(|p| p.range.len() <= 200 && !p.mid_frame));
+        assert!(
+            packed
+                .pieces
+                .iter()
+                .all(|p| p.range.len() <= 200 && !p.mid_frame)
+        );
         assert_eq!(packed.pieces.last().map(|p| p.range.end), Some(640));
     }
 
@@ -279,7 +284,9 @@ mod tests {
         let bad = Bytes::from_static(&[2; 40]);
         assert!(matches!(
             r.push(bad, &mut out),
-            Err(ReassemblyError::Malformed(DecodeError::UnknownVersion { .. }))
+            Err(ReassemblyError::Malformed(
+                DecodeError::UnknownVersion { .. }
+            ))
         ));
     }
 
