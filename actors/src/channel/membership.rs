@@ -128,8 +128,10 @@ enum WaiterKind {
         /// removed if it fails.
         installed: bool,
     },
+    /// An unsubscribe; `None` when nobody waits for it (a dropped receiver), which is
+    /// still repeated until the publisher confirms.
     Unsubscribe {
-        reply: RpcReplyPort<Result<(), SubscribeError>>,
+        reply: Option<RpcReplyPort<Result<(), SubscribeError>>>,
     },
 }
 
@@ -273,7 +275,7 @@ impl MembershipState {
                     .map(|s| (s.id, s.channel.clone()));
                 if let Some((id, channel)) = current.filter(|(id, _)| *id == sink) {
                     debug!(%publisher, %channel, sink = id, "subscription dropped; leaving");
-                    self.leave(publisher, channel).await;
+                    self.leave(myself, publisher, channel).await;
                 }
             }
             MembershipMsg::Retry(nonce) => self.retry(myself, nonce).await,
@@ -443,7 +445,9 @@ impl MembershipState {
                 let _ = reply.send(Err(error));
             }
             (WaiterKind::Unsubscribe { reply }, _) => {
-                let _ = reply.send(Ok(()));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
             }
         }
     }
@@ -546,24 +550,38 @@ impl MembershipState {
             publisher,
             body,
             deadline: Instant::now() + self.shared.config.subscribe_timeout,
-            kind: WaiterKind::Unsubscribe { reply },
+            kind: WaiterKind::Unsubscribe { reply: Some(reply) },
         };
         self.send_request(myself, nonce, waiter).await;
     }
 
     /// Leaves without anyone waiting for the answer (a dropped receiver).
-    async fn leave(&mut self, publisher: NodeId, channel: ChannelName) {
+    async fn leave(
+        &mut self,
+        myself: &ActorRef<MembershipMsg>,
+        publisher: NodeId,
+        channel: ChannelName,
+    ) {
         self.remove_sink((publisher, channel.hash()));
+        if self.shared.wire.peer(publisher).is_none() {
+            self.forget(publisher, &channel);
+            return;
+        }
         let nonce = self.nonce();
         let Ok(request) = self.core.unsubscribe(publisher, channel, nonce) else {
             return;
         };
-        // Nobody waits for this Ack: forget the request at once (the Ack then counts as
-        // unexpected), the publisher drops us on the first try or when the session ends.
-        self.core.cancel(nonce);
-        if let Ok(body) = MembershipMessage::Unsubscribe(request).encode() {
-            self.send(publisher, &body).await;
-        }
+        let Ok(body) = MembershipMessage::Unsubscribe(request).encode() else {
+            self.core.cancel(nonce);
+            return;
+        };
+        let waiter = Waiter {
+            publisher,
+            body,
+            deadline: Instant::now() + self.shared.config.subscribe_timeout,
+            kind: WaiterKind::Unsubscribe { reply: None },
+        };
+        self.send_request(myself, nonce, waiter).await;
     }
 
     async fn send_request(&mut self, myself: &ActorRef<MembershipMsg>, nonce: u64, waiter: Waiter) {
@@ -618,7 +636,9 @@ impl MembershipState {
             }
             WaiterKind::Unsubscribe { reply } => {
                 // The local side has left already; only the publisher's answer is missing.
-                let _ = reply.send(Err(error));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
             }
         }
     }

@@ -1,9 +1,9 @@
 //! The event frame: one published event on its way to one subscriber.
 //!
-//! A publisher sends each event to each subscriber as an [`EventFrame`], over a stream
-//! (reliable channels) or as the body of a [`Subprotocol::CHANNEL`] envelope (best effort).
-//! The frame is hand-encoded, little-endian, and self-delimiting, so frames can follow one
-//! another on a byte stream:
+//! A publisher sends each event to each subscriber as an [`EventFrame`] over a stream to
+//! that subscriber (reliable or best effort); a frame can also fill the body of a
+//! [`Subprotocol::CHANNEL`] envelope. The frame is hand-encoded, little-endian, and
+//! self-delimiting, so frames can follow one another on a byte stream:
 //!
 //! ```text
 //!  off size field
