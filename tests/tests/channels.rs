@@ -279,6 +279,26 @@ async fn names_differing_in_case_are_one_channel() {
     assert_eq!(event.channel.as_str(), "foo.bar");
     assert_eq!(&event.payload[..], b"one channel");
     assert_eq!(publisher.channels().len(), 1);
+
+    // Unregistered (under any case), the name is free again and unknown to subscribers.
+    assert!(publisher.unregister_channel(&name("FOO.BAR")).await);
+    assert!(!publisher.unregister_channel(&name("foo.bar")).await);
+    assert!(matches!(
+        publisher.publish(&name("foo.bar"), &b"x"[..]).await,
+        Err(netrun::PublishError::UnknownChannel(_))
+    ));
+    let gone = subscriber
+        .subscribe_channel(
+            publisher.node_id(),
+            &name("foo.bar"),
+            SubscribeConfig::new(),
+        )
+        .await;
+    assert_eq!(gone.err(), Some(SubscribeError::UnknownChannel));
+    publisher
+        .register_channel(ChannelConfig::new(name("foo.bar")))
+        .await
+        .expect("registers again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,31 @@ pub(crate) fn status(args: ClientArgs) -> u8 {
             "peers       {}",
             v.get("peers").and_then(Value::as_u64).unwrap_or(0)
         );
+        if let Some(c) = v.get("capabilities") {
+            let n = |key: &str| c.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let rejected: u64 = c
+                .get("rejected")
+                .and_then(Value::as_object)
+                .map_or(0, |r| r.values().filter_map(Value::as_u64).sum());
+            println!(
+                "caps        {} nodes indexed; {} announced, {} received, {} rejected",
+                n("nodes"),
+                n("announced"),
+                n("received"),
+                rejected
+            );
+        }
+        if let Some(c) = v.get("channels") {
+            let n = |key: &str| c.get(key).and_then(Value::as_u64).unwrap_or(0);
+            println!(
+                "channels    {} published, {} events: {} delivered, {} dropped; {} received",
+                n("channels"),
+                n("published"),
+                n("delivered"),
+                n("dropped"),
+                n("events_received")
+            );
+        }
         println!("tree");
         if let Some(tree) = v.get("tree") {
             println!("  root ({})", text(tree, "strategy"));
