@@ -21,6 +21,7 @@
 pub mod control;
 pub mod discovery;
 pub mod events;
+pub mod rpc;
 pub mod session;
 pub mod sessions;
 pub mod stats;

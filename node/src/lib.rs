@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod identity_file;
 mod node;
+pub mod rpc;
 pub mod telemetry;
 
 pub use netrun_actors::events::PeerEvent;

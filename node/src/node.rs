@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use netrun_actors::events::PeerEvent;
+use netrun_actors::rpc::{RpcConfig, RpcHandle, RpcMsg, RpcShared, SessionDirectory};
 use netrun_actors::session::SessionMsg;
 use netrun_actors::session::{ConnectError, PeerInfo};
 use netrun_actors::sessions::SessionsMsg;
@@ -83,6 +84,7 @@ pub struct NodeBuilder {
     inbound_capacity: usize,
     control_socket: Option<PathBuf>,
     stream_accept: StreamConfig,
+    rpc: RpcConfig,
 }
 
 impl Default for NodeBuilder {
@@ -97,6 +99,7 @@ impl Default for NodeBuilder {
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             control_socket: None,
             stream_accept: StreamConfig::default(),
+            rpc: RpcConfig::default(),
         }
     }
 }
@@ -167,6 +170,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Limits of nRPC: pending calls, handlers in flight (total and per caller), served
+    /// services, stream windows, circuit breakers (default [`RpcConfig::default`]).
+    #[must_use]
+    pub fn rpc_config(mut self, config: RpcConfig) -> Self {
+        self.rpc = config;
+        self
+    }
+
     /// Starts the node: assembles the supervision tree (binding UDP, starting the session
     /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
@@ -192,6 +203,11 @@ impl NodeBuilder {
         let control = self
             .control_socket
             .map(|path| (path, crate::control::service(Arc::clone(&node_slot))));
+        let rpc_shared = RpcShared::new(
+            identity.node_id(),
+            self.rpc,
+            Arc::new(SessionDirectory(Arc::clone(&wire))),
+        );
         let tree = node_tree::spawn(NodeTreeArgs {
             identity: Arc::clone(&identity),
             psk,
@@ -202,6 +218,7 @@ impl NodeBuilder {
             liveness,
             static_peers: self.peers,
             control,
+            rpc: Arc::clone(&rpc_shared),
         })
         .await
         .map_err(|source| StartError::Spawn {
@@ -210,6 +227,8 @@ impl NodeBuilder {
         })?;
         let local_addr = wire.local_addr().unwrap_or(self.bind);
         info!(node = %identity.node_id(), addr = %local_addr, "node started");
+        let rpc_child = tree.rpc.clone();
+        let rpc = RpcHandle::new(rpc_shared, move |msg: RpcMsg| rpc_child.send(msg).is_ok());
         let inner = Arc::new(Inner {
             identity,
             wire,
@@ -218,6 +237,7 @@ impl NodeBuilder {
             inbound: Mutex::new(inbound_rx),
             accept: Mutex::new(accept),
             started: Instant::now(),
+            rpc,
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
         Ok(Node { inner })
@@ -239,11 +259,17 @@ pub(crate) struct Inner {
     inbound: Mutex<mpsc::Receiver<Received>>,
     accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
+    rpc: RpcHandle,
 }
 
 impl Node {
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
+    }
+
+    /// The nRPC actor's handle (the API is in [`crate::rpc`]).
+    pub(crate) fn rpc_handle(&self) -> &RpcHandle {
+        &self.inner.rpc
     }
 
     /// Handles on the node's supervision tree (advanced use: add children to a subtree,

@@ -9,6 +9,7 @@
 //! ├── channels    one_for_one   (one actor per channel)
 //! ├── blobs       one_for_one   (blob adapters)
 //! ├── daemons     one_for_one   (daemon hosts, migrations)
+//! ├── services    one_for_one: rpc (the nRPC actor; its handler registry outlives it)
 //! └── control     the local control socket, when the node serves one
 //! ```
 //!
@@ -24,6 +25,7 @@
 use std::sync::Arc;
 
 use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg, ControlService};
+use netrun_actors::rpc::{RpcActor, RpcArgs, RpcMsg, RpcShared};
 use netrun_actors::sessions::{SessionsActor, SessionsArgs, SessionsMsg};
 use netrun_actors::transport::{Received, TransportArgs, TransportMsg, UdpTransport};
 use netrun_actors::wire::Wire;
@@ -55,6 +57,8 @@ pub struct NodeTreeArgs {
     pub static_peers: Vec<(std::net::SocketAddr, EntityId)>,
     /// The control socket and its service, if the node serves one.
     pub control: Option<(std::path::PathBuf, ControlService)>,
+    /// The nRPC handler registry and configuration (shared by every incarnation).
+    pub rpc: Arc<RpcShared>,
 }
 
 impl std::fmt::Debug for NodeTreeArgs {
@@ -76,6 +80,8 @@ pub struct NodeTree {
     pub sessions: ChildRef<SessionsMsg>,
     /// The control actor, if any.
     pub control: Option<ChildRef<ControlMsg>>,
+    /// The nRPC actor, whatever its incarnation.
+    pub rpc: ChildRef<RpcMsg>,
 }
 
 /// Subtrees that start empty and are filled by later subsystems.
@@ -142,6 +148,26 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
             SupervisorArgs::new(name, SupervisorConfig::with_strategy(Strategy::OneForOne)),
         ));
     }
+    let rpc_spec = {
+        let wire = Arc::clone(&args.wire);
+        let shared = Arc::clone(&args.rpc);
+        ChildSpec::actor("rpc", move || {
+            let args = RpcArgs {
+                wire: Arc::clone(&wire),
+                shared: Arc::clone(&shared),
+            };
+            (RpcActor, args)
+        })
+    };
+    let rpc = rpc_spec.child_ref::<RpcMsg>();
+    root = root.child(ChildSpec::supervisor(
+        "services",
+        SupervisorArgs::new(
+            "services",
+            SupervisorConfig::with_strategy(Strategy::OneForOne),
+        )
+        .child(rpc_spec),
+    ));
     let control = match args.control {
         Some((path, service)) => {
             let spec = ChildSpec::actor("control", move || {
@@ -165,5 +191,6 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         transport,
         sessions,
         control,
+        rpc,
     })
 }
