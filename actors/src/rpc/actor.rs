@@ -68,7 +68,9 @@ pub struct RpcState {
     timer: Option<(Instant, JoinHandle<()>)>,
     pump: JoinHandle<()>,
     frame_buf: Vec<u8>,
-    envelope_buf: Vec<u8>,
+    /// Envelopes of this turn, back to back; `outbox` says where each goes.
+    arena: Vec<u8>,
+    outbox: Vec<Outgoing>,
     /// Call events being carried out (kept for its capacity).
     events: Vec<Option<CallEvent<CallCtx>>>,
     counters: Counters,
@@ -81,6 +83,15 @@ impl std::fmt::Debug for RpcState {
             .field("in_flight", &self.dispatch.in_flight())
             .finish_non_exhaustive()
     }
+}
+
+/// One envelope to send at the end of a turn.
+#[derive(Debug)]
+struct Outgoing {
+    peer: NodeId,
+    range: std::ops::Range<usize>,
+    /// The call this REQUEST starts.
+    call: Option<CallId>,
 }
 
 /// What the actor counts beyond the cores' own counters.
@@ -181,7 +192,8 @@ impl Actor for RpcActor {
             timer: None,
             pump,
             frame_buf: Vec::new(),
-            envelope_buf: Vec::new(),
+            arena: Vec::new(),
+            outbox: Vec::new(),
             events: Vec::new(),
             counters: Counters::default(),
         };
@@ -213,10 +225,10 @@ impl Actor for RpcActor {
         match message {
             Msg::Frames(batch) => {
                 for inbound in batch {
-                    state.on_inbound(now, inbound).await;
+                    state.on_inbound(now, inbound);
                 }
             }
-            Msg::Call(start) => state.on_call(now, *start).await,
+            Msg::Call(start) => state.on_call(now, *start),
             Msg::Abandon(call_id) => state.on_abandon(now, call_id),
             Msg::Consumed { call_id, n } => state.calls.consumed(call_id, n),
             Msg::Pick {
@@ -228,8 +240,8 @@ impl Actor for RpcActor {
                 let _ = reply.send(state.pick(now, &service, policy, &exclude));
             }
             Msg::Sync => state.sync_handlers(),
-            Msg::Done { key, outcome } => state.on_done(now, key, outcome).await,
-            Msg::Item { key, body } => state.on_item(key, body).await,
+            Msg::Done { key, outcome } => state.on_done(now, key, outcome),
+            Msg::Item { key, body } => state.on_item(key, body),
             Msg::Tick => {
                 state.timer = None;
                 state.calls.handle_timeout(now);
@@ -249,7 +261,8 @@ impl Actor for RpcActor {
 async fn pump(mut rx: mpsc::Receiver<Inbound>, actor: ActorRef<RpcMsg>) {
     let mut batch = Vec::with_capacity(PUMP_BATCH);
     while rx.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-        let frames = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
+        // Exactly as large as the batch: small batches stay small allocations.
+        let frames: Vec<Inbound> = batch.drain(..).collect();
         if actor.send_message(RpcMsg(Msg::Frames(frames))).is_err() {
             return;
         }
@@ -257,9 +270,9 @@ async fn pump(mut rx: mpsc::Receiver<Inbound>, actor: ActorRef<RpcMsg>) {
 }
 
 impl RpcState {
-    async fn on_inbound(&mut self, now: Instant, inbound: Inbound) {
+    fn on_inbound(&mut self, now: Instant, inbound: Inbound) {
         match RpcFrame::decode_bytes(&inbound.body) {
-            Ok(frame) => self.on_frame(now, inbound.peer, inbound.trace, frame).await,
+            Ok(frame) => self.on_frame(now, inbound.peer, inbound.trace, frame),
             Err(e) => {
                 self.counters.malformed += 1;
                 debug!(peer = %inbound.peer, error = %e, "malformed rpc frame");
@@ -267,7 +280,7 @@ impl RpcState {
         }
     }
 
-    async fn on_frame(
+    fn on_frame(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -275,7 +288,7 @@ impl RpcState {
         frame: RpcFrame<Bytes>,
     ) {
         match frame {
-            RpcFrame::Request(request) => self.on_request(now, from, trace, request).await,
+            RpcFrame::Request(request) => self.on_request(now, from, trace, request),
             RpcFrame::Cancel(call_id) => {
                 if let Some(ctx) = self.dispatch.handle_cancel(from, call_id) {
                     ctx.cancel.cancel();
@@ -288,7 +301,7 @@ impl RpcState {
         }
     }
 
-    async fn on_request(
+    fn on_request(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -307,7 +320,7 @@ impl RpcState {
         };
         let name = request.service_name();
         match self.dispatch.handle_request(now, from, request, ctx) {
-            Admission::Dispatch(incoming) => self.start_handler(now, incoming, trace, cancel).await,
+            Admission::Dispatch(incoming) => self.start_handler(now, incoming, trace, cancel),
             Admission::Refused {
                 status, response, ..
             } => {
@@ -316,14 +329,14 @@ impl RpcState {
                     self.metrics.record_served(&name, Duration::ZERO, status);
                 }
                 // A failure is counted; the caller's deadline covers the loss.
-                let _ = self.send_frame(from, response, None).await;
+                self.queue_frame(from, response, None, None);
             }
             Admission::Duplicate { .. } => {}
         }
     }
 
     /// Runs the handler of an admitted request in its own task.
-    async fn start_handler(
+    fn start_handler(
         &mut self,
         now: Instant,
         incoming: Incoming,
@@ -385,23 +398,23 @@ impl RpcState {
             (Some(HandlerKind::Unary(_)), true) => {
                 let refusal =
                     HandlerError::new(Status::INVALID_ARGUMENT, "the service is not streaming");
-                self.on_done(now, key, Err(refusal)).await;
+                self.on_done(now, key, Err(refusal));
             }
             (Some(HandlerKind::Streaming(_)), false) => {
                 let refusal =
                     HandlerError::new(Status::INVALID_ARGUMENT, "the service streams its response");
-                self.on_done(now, key, Err(refusal)).await;
+                self.on_done(now, key, Err(refusal));
             }
             (None, _) => {
                 let refusal = HandlerError::new(Status::UNAVAILABLE, "the service stopped");
-                self.on_done(now, key, Err(refusal)).await;
+                self.on_done(now, key, Err(refusal));
             }
         }
     }
 
     /// A handler finished: the dispatch table builds the frame to send, if the caller
     /// still waits.
-    async fn on_done(&mut self, now: Instant, key: CallKey, outcome: Result<Bytes, HandlerError>) {
+    fn on_done(&mut self, now: Instant, key: CallKey, outcome: Result<Bytes, HandlerError>) {
         let outcome = match outcome {
             Ok(body) if body.len() > MAX_CALL_BODY_LEN => Err(HandlerError::internal(format!(
                 "response body of {} bytes exceeds the {MAX_CALL_BODY_LEN}-byte call limit",
@@ -420,7 +433,7 @@ impl RpcState {
         self.metrics
             .record_served(&done.service, done.elapsed, done.status);
         if let Some(frame) = done.frame {
-            let _ = self.send_frame(key.caller, frame, None).await;
+            self.queue_frame(key.caller, frame, None, None);
         }
     }
 
@@ -443,13 +456,13 @@ impl RpcState {
         }
     }
 
-    async fn on_item(&mut self, key: CallKey, body: Bytes) {
+    fn on_item(&mut self, key: CallKey, body: Bytes) {
         match self.dispatch.send_item(key, &body) {
             Ok(frame) => {
                 if let Some(stream) = self.dispatch.context(key).and_then(|c| c.stream.as_ref()) {
                     stream.sent.set(stream.sent.get() + 1);
                 }
-                let _ = self.send_frame(key.caller, frame, None).await;
+                self.queue_frame(key.caller, frame, None, None);
             }
             // The handler sees its cancellation and stops.
             Err(ItemError::Cancelled | ItemError::UnknownCall) => {}
@@ -460,7 +473,7 @@ impl RpcState {
         }
     }
 
-    async fn on_call(&mut self, now: Instant, start: CallStart) {
+    fn on_call(&mut self, now: Instant, start: CallStart) {
         let CallStart {
             proposed,
             target,
@@ -535,13 +548,7 @@ impl RpcState {
             first: Some(proposed.get()),
         };
         match self.calls.start(now, node, spec, ctx, &mut rng) {
-            Ok((call_id, frame)) => {
-                if let Err(error) = self.send_frame(node, frame, trace).await {
-                    if let Some(ctx) = self.calls.cancel(call_id) {
-                        self.end_call(now, node, ctx, Err(error), Duration::ZERO);
-                    }
-                }
-            }
+            Ok((call_id, frame)) => self.queue_frame(node, frame, trace, Some(call_id)),
             Err((error, ctx)) => self.end_call(now, node, ctx, Err(error), Duration::ZERO),
         }
     }
@@ -667,9 +674,52 @@ impl RpcState {
         }
     }
 
-    /// Carries out what the cores queued: call results and stream items, CANCEL and
-    /// CREDIT frames, server deadlines, frames to this node itself; then re-arms the timer.
+    /// Carries out what the cores queued (call results and stream items, CANCEL and
+    /// CREDIT frames, server deadlines, frames to this node itself), sends the frames,
+    /// and re-arms the timer. The only await of a turn is here, on the sends.
     async fn flush(&mut self, now: Instant) {
+        loop {
+            self.settle(now);
+            if self.outbox.is_empty() {
+                break;
+            }
+            let outbox = std::mem::take(&mut self.outbox);
+            for out in &outbox {
+                let datagram = &self.arena[out.range.clone()];
+                let sent = self
+                    .wire
+                    .send(
+                        out.peer,
+                        PacketKind::Control,
+                        0,
+                        PacketFlags::RELIABLE,
+                        datagram,
+                        None,
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    self.counters.send_failed += 1;
+                    debug!(peer = %out.peer, error = %e, "rpc frame not sent");
+                    // A request that did not leave fails its call now, not at its deadline.
+                    let failed = out.call.and_then(|id| self.calls.cancel(id));
+                    if let Some(ctx) = failed {
+                        self.end_call(now, out.peer, ctx, Err(transport_error(e)), Duration::ZERO);
+                    }
+                }
+            }
+            self.arena.clear();
+            let mut outbox = outbox;
+            outbox.clear();
+            // Frames queued by failures above go out on the next round (kept allocation).
+            if self.outbox.is_empty() {
+                self.outbox = outbox;
+            }
+        }
+        self.arm_timer();
+    }
+
+    /// Runs the cores' queued work until nothing is left but frames to send.
+    fn settle(&mut self, now: Instant) {
         loop {
             // Drained first: a stream's last items and its end can come out of one frame,
             // and by then the call (and its reply port) has left the table.
@@ -684,11 +734,8 @@ impl RpcState {
                             }
                             _ => None,
                         });
-                        let delivered = deliver(
-                            self.calls.context(call_id).map(|c| &c.reply).or(ending),
-                            body,
-                        );
-                        if !delivered {
+                        let reply = self.calls.context(call_id).map(|c| &c.reply).or(ending);
+                        if !deliver(reply, body) {
                             self.stream_failed(now, call_id);
                         }
                     }
@@ -701,7 +748,7 @@ impl RpcState {
             events.clear();
             self.events = events;
             while let Some((peer, frame)) = self.calls.poll_transmit() {
-                let _ = self.send_frame(peer, frame, None).await;
+                self.queue_frame(peer, frame, None, None);
             }
             while let Some(event) = self.dispatch.poll_event() {
                 match event {
@@ -716,12 +763,11 @@ impl RpcState {
             match self.loopback.pop_front() {
                 Some((frame, trace)) => {
                     let local = self.shared.local();
-                    Box::pin(self.on_frame(now, local, trace, frame)).await;
+                    self.on_frame(now, local, trace, frame);
                 }
                 None => break,
             }
         }
-        self.arm_timer();
     }
 
     /// A stream item could not be queued for its reader (gone, or past the window
@@ -757,46 +803,36 @@ impl RpcState {
         self.timer = Some((at, task));
     }
 
-    /// Sends one frame to `peer` in a sealed RPC envelope (to this node: handled in turn).
-    async fn send_frame(
+    /// Queues one frame for `peer` in an RPC envelope, sent at the end of the turn (a
+    /// frame to this node is handled in turn instead). `call` names the call a REQUEST
+    /// starts, so that a send failure fails it.
+    fn queue_frame(
         &mut self,
         peer: NodeId,
         frame: RpcFrame<Bytes>,
         trace: Option<TraceContext>,
-    ) -> Result<(), RpcError> {
+        call: Option<CallId>,
+    ) {
         if peer == self.shared.local() {
             self.loopback.push_back((frame, trace));
-            return Ok(());
+            return;
         }
         self.frame_buf.clear();
         frame.encode_into(&mut self.frame_buf);
-        self.envelope_buf.clear();
+        let start = self.arena.len();
         match Envelope::new(Subprotocol::RPC, trace, &self.frame_buf) {
-            Ok(envelope) => envelope.encode_into(&mut self.envelope_buf),
-            Err(e) => {
+            Ok(envelope) => envelope.encode_into(&mut self.arena),
+            // Unreachable: frames are bounded below the envelope limit.
+            Err(_) => {
                 self.counters.send_failed += 1;
-                return Err(RpcError::Codec(netrun_runtime::rpc::CodecError {
-                    direction: netrun_runtime::rpc::CodecDirection::Encode,
-                    detail: e.to_string(),
-                }));
+                return;
             }
         }
-        let sent = self
-            .wire
-            .send(
-                peer,
-                PacketKind::Control,
-                0,
-                PacketFlags::RELIABLE,
-                &self.envelope_buf,
-                None,
-            )
-            .await;
-        sent.map_err(|e| {
-            self.counters.send_failed += 1;
-            debug!(%peer, error = %e, "rpc frame not sent");
-            transport_error(e)
-        })
+        self.outbox.push(Outgoing {
+            peer,
+            range: start..self.arena.len(),
+            call,
+        });
     }
 
     fn status(&self) -> RpcStatus {

@@ -1,6 +1,7 @@
 //! The caller's side: [`RpcHandle`] (calls with retry and hedging, serving), the guard
 //! that cancels a dropped call, [`CallStream`] and [`ServeHandle`].
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,8 @@ use netrun_messages::{NodeId, TraceContext};
 use netrun_runtime::rpc::{
     Hedge, HedgePolicy, HedgeStep, RetryPolicy, RpcError, SelectPolicy, TransportError,
 };
-use rand_core::{OsRng, RngCore};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, RngCore, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -26,6 +28,21 @@ type Mailbox = Arc<dyn Fn(RpcMsg) -> bool + Send + Sync>;
 
 /// How long to wait for the actor's answer to a status request before giving up.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Where call ids come from: ChaCha20 seeded from the OS RNG, one per thread, so ids
+    /// are unpredictable without a system call per call.
+    static CALL_IDS: RefCell<ChaCha20Rng> = RefCell::new(ChaCha20Rng::from_seed({
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        seed
+    }));
+}
+
+/// A fresh random call id.
+fn call_id() -> CallId {
+    CallId(CALL_IDS.with(|rng| rng.borrow_mut().next_u64()))
+}
 
 /// The clock calls are timed by (tokio's, so paused-time tests drive deadlines too).
 fn now() -> Instant {
@@ -166,7 +183,7 @@ impl RpcHandle {
         // Items in the queue never exceed the window (the server may not run further
         // ahead of what was consumed), plus one slot for the end.
         let (tx, rx) = mpsc::channel(window as usize + 1);
-        let proposed = CallId(OsRng.next_u64());
+        let proposed = call_id();
         let deadline = options.deadline.and_then(|d| now().checked_add(d));
         let start = CallStart {
             proposed,
@@ -296,7 +313,7 @@ impl RpcHandle {
         deadline: Option<Instant>,
         trace: Option<TraceContext>,
     ) -> Outcome {
-        let proposed = CallId(OsRng.next_u64());
+        let proposed = call_id();
         let (tx, rx) = oneshot::channel();
         let start = CallStart {
             proposed,
