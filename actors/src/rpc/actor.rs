@@ -261,7 +261,9 @@ impl Actor for RpcActor {
 async fn pump(mut rx: mpsc::Receiver<Inbound>, actor: ActorRef<RpcMsg>) {
     let mut batch = Vec::with_capacity(PUMP_BATCH);
     while rx.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-        // Exactly as large as the batch: small batches stay small allocations.
+        // Exactly as large as the batch (small batches stay small allocations), while
+        // `batch` keeps its capacity for the next `recv_many`.
+        #[allow(clippy::drain_collect, reason = "mem::take would drop the capacity")]
         let frames: Vec<Inbound> = batch.drain(..).collect();
         if actor.send_message(RpcMsg(Msg::Frames(frames))).is_err() {
             return;
