@@ -1,7 +1,10 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
 //! Request: `{"op": "status"}`, `{"op": "peers"}` or `{"op": "streams"}`. Response: `{"ok": true, "result": …}`
-//! or `{"ok": false, "error": "…"}`. The `result` objects are the `--json` output of the
+//! or `{"ok": false, "error": "…"}`. `{"op": "rpc_call", "node": "<16 hex>", "service": "…",
+//! "body": <json>, "timeout_ms": n}` makes an nRPC call with the body encoded as rmp-serde
+//! and answers `{"node", "service", "latency_us", "body": <json>}` (or `"body_hex"` when
+//! the response is not rmp-serde). The `result` objects are the `--json` output of the
 //! matching CLI commands, a stable contract for scripts.
 
 use std::io;
@@ -39,6 +42,13 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                     "status" => json!({"ok": true, "result": status(&node).await}),
                     "peers" => json!({"ok": true, "result": peers(&node).await}),
                     "streams" => json!({"ok": true, "result": streams(&node).await}),
+                    "rpc_call" => match serde_json::from_str::<RpcCall>(&line) {
+                        Ok(call) => match rpc_call(&node, call).await {
+                            Ok(result) => json!({"ok": true, "result": result}),
+                            Err(e) => json!({"ok": false, "error": e}),
+                        },
+                        Err(e) => json!({"ok": false, "error": format!("bad rpc_call: {e}")}),
+                    },
                     other => json!({"ok": false, "error": format!("unknown op {other:?}")}),
                 },
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
@@ -64,7 +74,48 @@ pub async fn status(node: &Node) -> Value {
         "peers": node.peers().await.len(),
         "tree": node.tree().await,
         "stats": stats,
+        "rpc": node.rpc_status().await,
     })
+}
+
+/// An `rpc_call` request.
+#[derive(Debug, Deserialize)]
+struct RpcCall {
+    node: String,
+    service: String,
+    #[serde(default)]
+    body: Value,
+    timeout_ms: Option<u64>,
+}
+
+/// Makes the call of an `rpc_call` request; the error is the text the client shows.
+async fn rpc_call(node: &Node, call: RpcCall) -> Result<Value, String> {
+    let target = u64::from_str_radix(&call.node, 16)
+        .ok()
+        .filter(|_| call.node.len() == 16)
+        .map(crate::NodeId)
+        .ok_or_else(|| format!("bad node id {:?} (16 hex digits)", call.node))?;
+    let body = rmp_serde::to_vec_named(&call.body).map_err(|e| format!("body: {e}"))?;
+    let mut options = crate::rpc::CallOptions::default();
+    if let Some(ms) = call.timeout_ms {
+        options = options.with_deadline(std::time::Duration::from_millis(ms.max(1)));
+    }
+    let started = tokio::time::Instant::now();
+    let answer = node
+        .call(target, &call.service, body, &options)
+        .await
+        .map_err(|e| format!("rpc call failed: {e}"))?;
+    let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut result = json!({
+        "node": target.to_string(),
+        "service": call.service,
+        "latency_us": latency,
+    });
+    match rmp_serde::from_slice::<Value>(&answer) {
+        Ok(body) => result["body"] = body,
+        Err(_) => result["body_hex"] = Value::String(hex::encode(&answer)),
+    }
+    Ok(result)
 }
 
 /// The `peers` result.
@@ -145,6 +196,12 @@ pub enum ClientError {
 
 /// Sends one request to the node whose data directory is `data_dir`.
 pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
+    request_value(data_dir, &json!({ "op": op })).await
+}
+
+/// Sends one request object (with its `op` and arguments) to the node whose data
+/// directory is `data_dir`.
+pub async fn request_value(data_dir: &Path, request: &Value) -> Result<Value, ClientError> {
     let path = data_dir.join(CONTROL_SOCKET);
     let stream = UnixStream::connect(&path)
         .await
@@ -156,7 +213,7 @@ pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
             _ => ClientError::Io(path.clone(), e),
         })?;
     let (read, mut write) = stream.into_split();
-    let line = format!("{}\n", json!({ "op": op }));
+    let line = format!("{request}\n");
     write
         .write_all(line.as_bytes())
         .await

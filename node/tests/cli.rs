@@ -248,3 +248,131 @@ fn identity_new_then_show_and_never_replace() {
     let node = start(dir.path(), &[]);
     assert_eq!(node.hello["node_id"], shown["node_id"]);
 }
+
+/// Runs `netrun ARGS --data-dir DIR` without blocking the async test's runtime.
+async fn netrun_async(args: Vec<String>, data_dir: &Path) -> Output {
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        netrun(&args, &data_dir)
+    })
+    .await
+    .expect("netrun ran")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_call_through_a_running_node() {
+    use netrun::Node;
+    use netrun::rpc::{HandlerError, RequestContext};
+
+    #[derive(serde::Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let psk = [0x42; 32];
+    let a = Node::builder()
+        .psk(psk)
+        .control_socket(dir.path().join(netrun::control::CONTROL_SOCKET))
+        .start()
+        .await
+        .expect("a starts");
+    let b = Node::builder().psk(psk).start().await.expect("b starts");
+    let b_id = a
+        .connect(b.local_addr(), b.public_key())
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.peers().await.iter().any(|p| p.node == a.node_id()) {
+        assert!(Instant::now() < deadline, "b never saw the session");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _echo = b
+        .serve("echo", |request: RequestContext| async move {
+            Ok::<_, HandlerError>(request.body().clone())
+        })
+        .expect("serve echo");
+    let _add = b
+        .serve_typed(
+            "math.add",
+            |_request: RequestContext, add: Add| async move {
+                Ok::<_, HandlerError>(serde_json::json!({ "sum": add.a + add.b }))
+            },
+        )
+        .expect("serve add");
+    let id = b_id.to_string();
+    let call = |service: &str, body: &str, json: bool| {
+        let mut args: Vec<String> = ["rpc", "call", &id, service, body]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if json {
+            args.push("--json".into());
+        }
+        args
+    };
+
+    let out = netrun_async(
+        call("echo", r#"{"hello":[1,2,3],"n":null}"#, false),
+        dir.path(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).expect("json body");
+    assert_eq!(body, serde_json::json!({"hello": [1, 2, 3], "n": null}));
+
+    let out = netrun_async(call("math.add", r#"{"a":40,"b":2}"#, true), dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("json result");
+    assert_eq!(result["body"], serde_json::json!({"sum": 42}));
+    assert_eq!(result["node"], id.as_str());
+    assert!(result["latency_us"].is_u64());
+
+    let out = netrun_async(call("math.add", r#""not an Add""#, false), dir.path()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid_argument"), "{err}");
+
+    let out = netrun_async(call("nothing", "{}", false), dir.path()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not_found"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = netrun_async(call("echo", "{not json", false), dir.path()).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = netrun_async(
+        ["rpc", "call", "xyz", "echo", "{}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = netrun_async(call("echo", "{}", false), &dir.path().join("elsewhere")).await;
+    assert_eq!(out.status.code(), Some(3), "no node running there");
+
+    let out = netrun_async(vec!["status".into(), "--json".into()], dir.path()).await;
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["rpc"]["outbound"]["echo"]["calls"], 1);
+    assert_eq!(
+        status["rpc"]["outbound"]["math.add"]["errors"]["server_error"],
+        1
+    );
+    let out = netrun_async(vec!["status".into()], dir.path()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("called echo"), "{text}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1,7 +1,8 @@
-//! Client subcommands that talk to a running node: `status`, `peers` (`--streams`).
+//! Client subcommands that talk to a running node: `status`, `peers` (`--streams`); the
+//! request helper the `rpc` subcommand shares.
 
 use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, request};
+use netrun::control::{ClientError, request_value};
 use serde_json::Value;
 
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
@@ -22,6 +23,7 @@ pub(crate) fn status(args: ClientArgs) -> u8 {
             "peers       {}",
             v.get("peers").and_then(Value::as_u64).unwrap_or(0)
         );
+        print_rpc(v.get("rpc"));
         println!("tree");
         if let Some(tree) = v.get("tree") {
             println!("  root ({})", text(tree, "strategy"));
@@ -99,6 +101,11 @@ fn streams(args: &ClientArgs) -> u8 {
 }
 
 fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
+    call_value(args, serde_json::json!({ "op": op }), human)
+}
+
+/// Sends one request object to the node and prints its result (JSON with `--json`).
+pub(crate) fn call_value(args: &ClientArgs, request: Value, human: impl FnOnce(&Value)) -> u8 {
     let data_dir = args
         .data_dir
         .clone()
@@ -110,7 +117,7 @@ fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(request(&data_dir, op)) {
+    match runtime.block_on(request_value(&data_dir, &request)) {
         Ok(value) => {
             if args.json {
                 println!("{value}");
@@ -122,6 +129,52 @@ fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
         Err(e @ ClientError::NotRunning(..)) => fail(EXIT_NOT_RUNNING, e),
         Err(e @ ClientError::PermissionDenied(_)) => fail(EXIT_PERMISSION, e),
         Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+/// The `rpc` part of `status`: served services and per-service call metrics.
+fn print_rpc(rpc: Option<&Value>) {
+    let Some(rpc) = rpc.filter(|r| !r.is_null()) else {
+        return;
+    };
+    let services: Vec<&str> = rpc
+        .get("services")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    println!(
+        "rpc         serving [{}]; {} calls pending, {} requests in flight",
+        services.join(", "),
+        rpc.get("pending_calls")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        rpc.get("in_flight").and_then(Value::as_u64).unwrap_or(0),
+    );
+    for (direction, label) in [("outbound", "called"), ("inbound", "served")] {
+        let Some(map) = rpc.get(direction).and_then(Value::as_object) else {
+            continue;
+        };
+        for (service, m) in map {
+            let n = |k: &str| m.get(k).and_then(Value::as_u64);
+            let errors = m
+                .get("errors")
+                .and_then(Value::as_object)
+                .map(|e| {
+                    e.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let us = |k: &str| n(k).map_or_else(|| "-".to_string(), |v| format!("{v}µs"));
+            println!(
+                "  {label:<6} {service:<24} calls={} ok={} p50={} p99={} {errors}",
+                n("calls").unwrap_or(0),
+                n("ok").unwrap_or(0),
+                us("p50_us"),
+                us("p99_us"),
+            );
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod identity;
+mod rpc;
 mod start;
 
 /// Success.
@@ -85,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         action: identity::IdentityAction,
     },
+    /// Call nRPC services through a running node.
+    Rpc {
+        #[command(subcommand)]
+        action: rpc::RpcAction,
+    },
 }
 
 /// Parses arguments, runs the command, and maps the outcome to an exit code.
@@ -102,6 +108,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Status(args) => client::status(args),
         Command::Peers(args) => client::peers(args),
         Command::Identity { action } => identity::run(action),
+        Command::Rpc { action } => rpc::run(action),
     };
     ExitCode::from(code)
 }
