@@ -14,13 +14,19 @@
 //!                  Sessions actor: handshake responder core, connect requests
 //! ```
 //!
+//! Packets for other nodes are relayed by the receive loop itself, against the routing
+//! snapshot the `Router` actor publishes in the wire; the `Pingwave` actor probes
+//! neighbours and feeds the router.
+//!
 //! Per-packet work never crosses a mailbox: the receive loop and `Node::send` use the keys
-//! that session actors publish in the shared [`wire::Wire`]. Actors own lifecycles and
-//! decisions that are not per packet.
+//! that session actors publish, and the routes the router publishes, in the shared
+//! [`wire::Wire`]. Actors own lifecycles and decisions that are not per packet.
 
 pub mod control;
 pub mod discovery;
 pub mod events;
+pub mod pingwave;
+pub mod router;
 pub mod rpc;
 pub mod session;
 pub mod sessions;

@@ -52,8 +52,22 @@ counters! {
         dropped_malformed,
         /// Dropped: larger than the largest packet netrun accepts.
         dropped_oversize,
-        /// Dropped: addressed to another node (no route yet).
-        dropped_not_for_us,
+        /// Datagrams relayed toward their destination (header rewritten, payload untouched).
+        forwarded,
+        /// Dropped: addressed to another node, but not sent by a direct session neighbour
+        /// (a relay forwards only for the mesh).
+        dropped_not_neighbour,
+        /// Dropped: addressed to another node and no route toward it.
+        dropped_no_route,
+        /// Dropped: the TTL ran out here.
+        dropped_ttl_expired,
+        /// Dropped: this node is the packet's source (it looped back).
+        dropped_looped,
+        /// Dropped: the same `(source, stream, counter)` was relayed recently.
+        dropped_duplicate,
+        /// Dropped: the socket was full when relaying (policy: drop, never block the
+        /// receive loop).
+        dropped_forward_full,
         /// Dropped: sealed packet from a node with no session.
         dropped_no_session,
         /// Dropped: the replay window refused the counter.

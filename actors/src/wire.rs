@@ -1,8 +1,15 @@
-//! The shared data path: the socket, the keys session actors publish, and the counters.
+//! The shared data path: the socket, the keys session actors publish, the routing snapshot
+//! the router publishes, and the counters.
 //!
 //! [`Wire`] is what lets per-packet work skip mailboxes. Session actors insert and remove
-//! [`PeerKeys`]; the transport's receive loop and [`Wire::send`] read them. Keys are
-//! replaced as a whole (a new `Arc`), so a reader never sees half a rotation.
+//! [`PeerKeys`]; the router replaces the [`RoutingSnapshot`]; the transport's receive loop
+//! and [`Wire::send`] read both. Keys and snapshots are replaced as a whole (a new `Arc`),
+//! so a reader never sees half a rotation or half a table.
+//!
+//! Where a sealed packet goes: a direct session's packets go to its [`PeerKeys::addr`]
+//! with no lookup; a routed session's ([`PeerKeys::routed`]) go to the address of the
+//! current next hop toward the peer, looked up in the snapshot on every send, so a reroute
+//! applies to the very next packet.
 
 use std::cell::RefCell;
 use std::io;
@@ -10,13 +17,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use dashmap::DashMap;
 use netrun_messages::envelope::{EncodeError, Envelope, Subprotocol, TRACE_CONTEXT_LEN};
 use netrun_messages::header::{DEFAULT_TTL, HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
 use netrun_messages::{EntityId, Header, NodeId, PacketFlags, PacketKind, TraceContext};
 use netrun_runtime::crypto::{RxKey, SealError, TxKey, seal_datagram, seal_in_place};
+use netrun_runtime::routing::RoutingSnapshot;
 use ractor::ActorRef;
 use thiserror::Error;
 use tokio::net::UdpSocket;
@@ -24,6 +32,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::events::{EVENT_CAPACITY, PeerEvent};
+use crate::router::RouterMsg;
 use crate::session::SessionMsg;
 use crate::sessions::SessionsMsg;
 use crate::stats::TransportStats;
@@ -59,8 +68,12 @@ pub struct PeerKeys {
     pub node: NodeId,
     /// The peer's public key.
     pub entity: EntityId,
-    /// Where to send.
+    /// Where to send, for a direct session. For a routed session: the neighbour the
+    /// handshake went through (informational; sends follow the current route).
     pub addr: SocketAddr,
+    /// Whether the peer is reached through relays: packets go to the current next hop
+    /// toward it rather than to `addr`, and it is never used as a next hop itself.
+    pub routed: bool,
     /// The keys in use.
     pub pair: Arc<KeyPair>,
     /// Keys of an unconfirmed rotation, if one is pending.
@@ -91,6 +104,7 @@ impl std::fmt::Debug for PeerKeys {
         f.debug_struct("PeerKeys")
             .field("node", &self.node)
             .field("addr", &self.addr)
+            .field("routed", &self.routed)
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
@@ -102,6 +116,9 @@ pub enum SendError {
     /// There is no established session with that node.
     #[error("no session with node {0}")]
     NotConnected(NodeId),
+    /// The session is routed and the routing table has no next hop toward the node now.
+    #[error("no route to node {0}")]
+    NoRoute(NodeId),
     /// The payload is larger than one datagram carries.
     #[error("payload of {len} bytes exceeds the {max}-byte datagram limit")]
     TooLarge {
@@ -153,6 +170,10 @@ pub struct Wire {
     local: NodeId,
     socket: ArcSwapOption<UdpSocket>,
     peers: DashMap<NodeId, Arc<PeerKeys>>,
+    /// Addresses of direct session peers: the senders this node relays for.
+    neighbours: DashMap<SocketAddr, NodeId>,
+    routes: ArcSwap<RoutingSnapshot>,
+    router: ArcSwapOption<ActorRef<RouterMsg>>,
     stats: TransportStats,
     origin: Instant,
     events: broadcast::Sender<PeerEvent>,
@@ -208,6 +229,9 @@ impl Wire {
             local,
             socket: ArcSwapOption::empty(),
             peers: DashMap::new(),
+            neighbours: DashMap::new(),
+            routes: ArcSwap::from_pointee(RoutingSnapshot::default()),
+            router: ArcSwapOption::empty(),
             stats: TransportStats::default(),
             origin: Instant::now(),
             events,
@@ -363,6 +387,57 @@ impl Wire {
         self.sessions.store(sessions.map(Arc::new));
     }
 
+    /// The router actor, where route offers go (set while it runs).
+    pub fn router(&self) -> Option<Arc<ActorRef<RouterMsg>>> {
+        self.router.load_full()
+    }
+
+    pub(crate) fn set_router(&self, router: Option<ActorRef<RouterMsg>>) {
+        self.router.store(router.map(Arc::new));
+    }
+
+    /// The routing snapshot the router published last (empty before it first runs).
+    #[inline]
+    pub fn routes(&self) -> Arc<RoutingSnapshot> {
+        self.routes.load_full()
+    }
+
+    pub(crate) fn set_routes(&self, snapshot: RoutingSnapshot) {
+        self.routes.store(Arc::new(snapshot));
+    }
+
+    /// The address of the direct session neighbour `node`, if it is one.
+    #[inline]
+    pub fn neighbour_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        let keys = self.peers.get(&node)?;
+        (!keys.routed).then_some(keys.addr)
+    }
+
+    /// Whether `addr` is a direct session neighbour's address (a sender this node relays for).
+    #[inline]
+    pub fn is_neighbour(&self, addr: SocketAddr) -> bool {
+        self.neighbours.contains_key(&addr)
+    }
+
+    /// Where a packet for `dst` goes next: the address of the next hop the current
+    /// snapshot names, if that hop is a direct neighbour.
+    #[inline]
+    pub fn next_hop_addr(&self, dst: NodeId) -> Option<SocketAddr> {
+        let hop = self.routes.load().lookup(dst)?;
+        self.neighbour_addr(hop)
+    }
+
+    /// Where `keys`' packets go: its address for a direct session (no lookup), the next
+    /// hop's for a routed one.
+    #[inline]
+    fn target(&self, keys: &PeerKeys) -> Result<SocketAddr, SendError> {
+        if !keys.routed {
+            return Ok(keys.addr);
+        }
+        self.next_hop_addr(keys.node)
+            .ok_or(SendError::NoRoute(keys.node))
+    }
+
     /// A key epoch no other session of this wire has used.
     pub(crate) fn next_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::Relaxed) + 1
@@ -425,20 +500,58 @@ impl Wire {
     }
 
     pub(crate) fn publish(&self, keys: Arc<PeerKeys>) {
-        self.peers.insert(keys.node, keys);
+        let (node, addr, routed) = (keys.node, keys.addr, keys.routed);
+        if let Some(old) = self.peers.insert(node, keys) {
+            if old.addr != addr || routed {
+                self.forget_neighbour(&old);
+            }
+        }
+        if !routed {
+            self.neighbours.insert(addr, node);
+        }
     }
 
     /// Removes `node`'s keys if they are still the given epoch's (a newer rotation stays).
     pub(crate) fn withdraw(&self, node: NodeId, epoch: u64) {
-        self.peers.remove_if(&node, |_, keys| keys.epoch == epoch);
+        if let Some((_, old)) = self.peers.remove_if(&node, |_, keys| keys.epoch == epoch) {
+            self.forget_neighbour(&old);
+        }
     }
 
     /// Removes `node`'s keys if they belong to the session actor `actor` (used when that
     /// actor died without cleaning up). Returns whether anything was removed.
     pub(crate) fn withdraw_session(&self, node: NodeId, actor: ractor::ActorId) -> bool {
-        self.peers
+        match self
+            .peers
             .remove_if(&node, |_, keys| keys.session.get_id() == actor)
-            .is_some()
+        {
+            Some((_, old)) => {
+                self.forget_neighbour(&old);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `old`'s address from the neighbour set, unless another direct session
+    /// shares it (two sessions behind one address: a NAT, or a tampered hop count).
+    fn forget_neighbour(&self, old: &PeerKeys) {
+        if old.routed
+            || self
+                .neighbours
+                .remove_if(&old.addr, |_, n| *n == old.node)
+                .is_none()
+        {
+            return;
+        }
+        let other = self
+            .peers
+            .iter()
+            .find(|k| !k.routed && k.addr == old.addr && k.node != old.node)
+            .map(|k| k.node);
+        if let Some(other) = other {
+            self.neighbours.insert(old.addr, other);
+        }
     }
 
     /// The bound UDP address, while the transport runs.
@@ -508,9 +621,10 @@ impl Wire {
         trace: Option<&TraceContext>,
     ) -> Result<(), SendError> {
         let socket = self.socket().ok_or(SendError::Closed)?;
+        let addr = self.target(keys)?;
         let header = self.header_for(keys, kind, stream, flags);
-        if let Some(datagram) = self.try_seal_send(&socket, keys, header, payload, trace)? {
-            self.send_pending(&socket, keys, &datagram).await?;
+        if let Some(datagram) = self.try_seal_send(&socket, keys, addr, header, payload, trace)? {
+            self.send_pending(&socket, addr, &datagram).await?;
         }
         Ok(())
     }
@@ -534,10 +648,13 @@ impl Wire {
         }
         let keys = self.peer(peer).ok_or(SendError::NotConnected(peer))?;
         let socket = self.socket().ok_or(SendError::Closed)?;
+        let addr = self.target(&keys)?;
         let header = self.header_for(&keys, kind, stream, flags);
         for payload in payloads {
-            if let Some(datagram) = self.try_seal_send(&socket, &keys, header, payload, None)? {
-                self.send_pending(&socket, &keys, &datagram).await?;
+            if let Some(datagram) =
+                self.try_seal_send(&socket, &keys, addr, header, payload, None)?
+            {
+                self.send_pending(&socket, addr, &datagram).await?;
             }
         }
         Ok(())
@@ -563,6 +680,7 @@ impl Wire {
         &self,
         socket: &UdpSocket,
         keys: &PeerKeys,
+        addr: SocketAddr,
         mut header: Header,
         payload: &[u8],
         trace: Option<&TraceContext>,
@@ -586,7 +704,7 @@ impl Wire {
                 TransportStats::bump(&self.stats.dropped_injected);
                 return Ok(None);
             }
-            match socket.try_send_to(&buf, keys.addr) {
+            match socket.try_send_to(&buf, addr) {
                 Ok(_) => {
                     self.count_tx(buf.len());
                     Ok(None)
@@ -603,10 +721,10 @@ impl Wire {
     async fn send_pending(
         &self,
         socket: &UdpSocket,
-        keys: &PeerKeys,
+        addr: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), SendError> {
-        socket.send_to(datagram, keys.addr).await.inspect_err(|_| {
+        socket.send_to(datagram, addr).await.inspect_err(|_| {
             TransportStats::bump(&self.stats.socket_errors);
         })?;
         self.count_tx(datagram.len());

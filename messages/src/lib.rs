@@ -18,6 +18,8 @@ pub mod error;
 pub mod header;
 pub mod identity;
 pub mod ids;
+pub mod mesh_fingerprint;
+pub mod mqtt_announce;
 pub mod routing;
 pub mod rpc;
 pub mod stream;
@@ -30,12 +32,18 @@ pub use capability::{
 pub use causal::{
     CausalChain, CausalEvent, CausalLink, ChainError, ChainHead, SignedEvent, verify_chain,
 };
+pub use channel::event::EventFrame;
+pub use channel::membership::{
+    Ack, AckResult, Granted, MembershipError, MembershipMessage, RejectReason, Subscribe,
+    SubscribeOptions, TokenChain, Unsubscribe,
+};
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
 pub use envelope::{Envelope, Subprotocol, TraceContext};
 pub use error::DecodeError;
 pub use header::{Header, PacketFlags, PacketKind};
 pub use identity::{Identity, Signature, SignatureError};
 pub use ids::{EntityId, NodeId, OriginHash};
+pub use mesh_fingerprint::MeshFingerprint;
 pub use routing::RoutingHeader;
 pub use rpc::{CallId, RpcFrame, ServiceName, Status};
 pub use token::{PermissionToken, TokenError, TokenScope};

@@ -9,17 +9,27 @@
 pub mod config;
 pub mod control;
 pub mod identity_file;
+mod lan;
 mod node;
 pub mod rpc;
 pub mod telemetry;
 
+pub use netrun_actors::discovery::coordinator::CoordinatorStats;
+pub use netrun_actors::discovery::table::TableStats;
+pub use netrun_actors::discovery::{
+    BackendStatus, DiscoveredPeer, DiscoveryBackend, DiscoveryError, DiscoveryEvent,
+    DiscoverySource, DiscoveryStatus, FoundPeer, PeerContact,
+};
 pub use netrun_actors::events::PeerEvent;
+pub use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
+pub use netrun_actors::router::RouteInfo;
 pub use netrun_actors::session::{ConnectError, PeerInfo, PeerState};
 pub use netrun_actors::stats::TransportSnapshot;
 pub use netrun_actors::stream::{StreamHandle, StreamOpenError, StreamReceiver, StreamSender};
 pub use netrun_actors::transport::Received;
 pub use netrun_actors::wire::SendError;
 pub use netrun_messages::stream::ResetReason;
+pub use netrun_runtime::routing::RouteSource;
 pub use netrun_runtime::stream::{
     BlockingPolicy, Reliability, RetryPolicy, StreamConfig, StreamError, StreamStats,
 };

@@ -5,6 +5,8 @@
 //! `poll_*`, and `poll_timeout` says when to call again. No core opens a socket, reads a
 //! clock or draws from a global RNG, so a deterministic simulation can drive all of them.
 //!
+//! - [`daemon`]: the `MeshDaemon` contract and the host that runs one daemon: failure
+//!   capture, signed causal-chain outputs, snapshots, lossless restore, placement.
 //! - [`crypto`]: per-packet AEAD, replay window, send/receive keys, datagram seal/open.
 //! - [`handshake`]: the Noise `IKpsk2` handshake that produces session keys, the
 //!   session-rotation rules and the retry backoff.
@@ -16,8 +18,15 @@
 //! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
 //! - [`rpc`]: nRPC call and dispatch tables, retry / hedge / circuit breaker, node
 //!   selection and per-service metrics.
+//! - [`capability`]: the capability index (verified announcements, TTL expiry, indexed
+//!   queries) and the local announcement schedule.
+//! - [`channel`]: publisher-side channel membership (token auth, rate limits, sweeps,
+//!   revocation) and subscriber-side bookkeeping.
 
+pub mod capability;
+pub mod channel;
 pub mod crypto;
+pub mod daemon;
 pub mod dht;
 pub mod handshake;
 pub mod liveness;

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! root            one_for_one
-//! ├── transport   one_for_all: udp_transport
+//! ├── transport   one_for_all: udp_transport, router
 //! ├── sessions    one_for_one: sessions (its Session{peer} actors are its linked children)
-//! ├── discovery   one_for_one   (filled by discovery backends)
+//! ├── discovery   one_for_one: coordinator, bootstrap, peer_exchange, dht, pingwave, further backends
 //! ├── state       one_for_one   (capability fold, folds, logs, replication)
 //! ├── channels    one_for_one   (one actor per channel)
 //! ├── blobs       one_for_one   (blob adapters)
@@ -16,6 +16,10 @@
 //! Subtrees that later subsystems fill start empty and take dynamic children. Callers hold
 //! [`ChildRef`]s, which follow the current incarnation across restarts.
 //!
+//! Each discovery backend is its own child of `discovery`, so a crashed backend is
+//! restarted alone; backends reach the coordinator (and the node reaches the DHT) through
+//! the [`DiscoveryHandle`], which follows their current incarnations.
+//!
 //! Session actors are linked to the Sessions actor rather than added to the generic
 //! supervisor: a session is never restarted from its arguments (its keys come from a
 //! handshake that cannot be replayed), so its "restart" is a new handshake that the
@@ -25,12 +29,24 @@
 use std::sync::Arc;
 
 use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg, ControlService};
+use netrun_actors::discovery::backend::{BackendActor, BackendArgs};
+use netrun_actors::discovery::bootstrap::Bootstrap;
+use netrun_actors::discovery::coordinator::{CoordinatorActor, CoordinatorArgs, CoordinatorConfig};
+use netrun_actors::discovery::kademlia::{KademliaActor, KademliaArgs, KademliaSettings};
+use netrun_actors::discovery::peer_exchange::{
+    PeerExchangeActor, PeerExchangeArgs, PeerExchangeSettings,
+};
+use netrun_actors::discovery::{DiscoveryBackend, DiscoveryHandle};
+use netrun_actors::pingwave::{PingwaveActor, PingwaveArgs, PingwaveHandle, PingwaveMsg};
+use netrun_actors::router::{RouterActor, RouterArgs, RouterMsg};
 use netrun_actors::rpc::{RpcActor, RpcArgs, RpcMsg, RpcShared};
 use netrun_actors::sessions::{SessionsActor, SessionsArgs, SessionsMsg};
 use netrun_actors::transport::{Received, TransportArgs, TransportMsg, UdpTransport};
 use netrun_actors::wire::Wire;
 use netrun_messages::{EntityId, Identity};
 use netrun_runtime::liveness::LivenessConfig;
+use netrun_runtime::pingwave::PingwaveConfig;
+use netrun_runtime::routing::RoutingConfig;
 use ractor::SpawnErr;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -59,6 +75,65 @@ pub struct NodeTreeArgs {
     pub control: Option<(std::path::PathBuf, ControlService)>,
     /// The nRPC handler registry and configuration (shared by every incarnation).
     pub rpc: Arc<RpcShared>,
+    /// Routing table limits.
+    pub routing: RoutingConfig,
+    /// Pingwave timing and radius; `None` runs no pingwave actor.
+    pub pingwave: Option<PingwaveConfig>,
+    /// The discovery subtree.
+    pub discovery: DiscoveryTreeArgs,
+}
+
+/// What the discovery subtree runs.
+#[derive(Debug)]
+pub struct DiscoveryTreeArgs {
+    /// The handle backends report through and the node asks through.
+    pub handle: DiscoveryHandle,
+    /// Coordinator limits.
+    pub coordinator: CoordinatorConfig,
+    /// Seed peers for the bootstrap backend (no bootstrap child when empty).
+    pub seeds: Vec<(std::net::SocketAddr, EntityId)>,
+    /// How often the bootstrap backend re-reports its seeds.
+    pub reannounce: std::time::Duration,
+    /// Peer exchange, if enabled.
+    pub peer_exchange: Option<PeerExchangeSettings>,
+    /// The Kademlia DHT, if enabled.
+    pub dht: Option<KademliaSettings>,
+    /// Further backend children (mDNS, MQTT, …), e.g. built with [`backend_spec`]; started
+    /// after the ones above.
+    pub backends: Vec<ChildSpec>,
+}
+
+impl DiscoveryTreeArgs {
+    /// A coordinator and nothing else: peers are found only when sessions come up.
+    pub fn manual(handle: DiscoveryHandle) -> Self {
+        Self {
+            handle,
+            coordinator: CoordinatorConfig::default(),
+            seeds: Vec::new(),
+            reannounce: netrun_actors::discovery::bootstrap::DEFAULT_REANNOUNCE,
+            peer_exchange: None,
+            dht: None,
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// A child that drives backend `B` (built by `make` for every incarnation) in a generic
+/// backend actor reporting to `discovery`.
+pub fn backend_spec<B, F>(id: impl Into<String>, discovery: DiscoveryHandle, make: F) -> ChildSpec
+where
+    B: DiscoveryBackend,
+    F: Fn() -> B + Send + Sync + 'static,
+{
+    ChildSpec::actor(id, move || {
+        (
+            BackendActor::<B>::new(),
+            BackendArgs {
+                backend: make(),
+                discovery: discovery.clone(),
+            },
+        )
+    })
 }
 
 impl std::fmt::Debug for NodeTreeArgs {
@@ -78,6 +153,10 @@ pub struct NodeTree {
     pub transport: ChildRef<TransportMsg>,
     /// The Sessions actor, whatever its incarnation.
     pub sessions: ChildRef<SessionsMsg>,
+    /// The router, whatever its incarnation.
+    pub router: ChildRef<RouterMsg>,
+    /// The pingwave actor, if enabled, and the view it publishes (nodes heard, counters).
+    pub pingwave: Option<(ChildRef<PingwaveMsg>, PingwaveHandle)>,
     /// The control actor, if any.
     pub control: Option<ChildRef<ControlMsg>>,
     /// The nRPC actor, whatever its incarnation.
@@ -85,7 +164,7 @@ pub struct NodeTree {
 }
 
 /// Subtrees that start empty and are filled by later subsystems.
-const EMPTY_SUBTREES: [&str; 5] = ["discovery", "state", "channels", "blobs", "daemons"];
+const EMPTY_SUBTREES: [&str; 4] = ["state", "channels", "blobs", "daemons"];
 
 /// Builds and starts the node tree. Children start in order; if one fails to start, the
 /// ones already started are stopped in reverse order and the error is returned.
@@ -121,8 +200,41 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
             (SessionsActor, args)
         })
     };
+    let router_spec = {
+        let wire = Arc::clone(&args.wire);
+        let config = args.routing;
+        ChildSpec::actor("router", move || {
+            let args = RouterArgs {
+                wire: Arc::clone(&wire),
+                config,
+            };
+            (RouterActor, args)
+        })
+    };
+    let pingwave_spec = args.pingwave.map(|config| {
+        let wire = Arc::clone(&args.wire);
+        let handle = PingwaveHandle::new();
+        let view = handle.clone();
+        let spec = ChildSpec::actor("pingwave", move || {
+            let args = PingwaveArgs {
+                wire: Arc::clone(&wire),
+                config,
+                handle: view.clone(),
+            };
+            (PingwaveActor, args)
+        });
+        (spec, handle)
+    });
     let transport = transport_spec.child_ref::<TransportMsg>();
     let sessions = sessions_spec.child_ref::<SessionsMsg>();
+    let router = router_spec.child_ref::<RouterMsg>();
+    let pingwave = pingwave_spec
+        .as_ref()
+        .map(|(spec, handle)| (spec.child_ref::<PingwaveMsg>(), handle.clone()));
+    let mut discovery = discovery_subtree(&args);
+    if let Some((spec, _)) = pingwave_spec {
+        discovery = discovery.child(spec);
+    }
 
     let mut root =
         SupervisorArgs::new("root", SupervisorConfig::with_strategy(Strategy::OneForOne))
@@ -132,7 +244,8 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
                     "transport",
                     SupervisorConfig::with_strategy(Strategy::OneForAll),
                 )
-                .child(transport_spec),
+                .child(transport_spec)
+                .child(router_spec),
             ))
             .child(ChildSpec::supervisor(
                 "sessions",
@@ -141,7 +254,8 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
                     SupervisorConfig::with_strategy(Strategy::OneForOne),
                 )
                 .child(sessions_spec),
-            ));
+            ))
+            .child(ChildSpec::supervisor("discovery", discovery));
     for name in EMPTY_SUBTREES {
         root = root.child(ChildSpec::supervisor(
             name,
@@ -190,7 +304,60 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         root,
         transport,
         sessions,
+        router,
+        pingwave,
         control,
         rpc,
     })
+}
+
+/// The discovery subtree: the coordinator first (backends report to it), then one child
+/// per backend, one_for_one.
+fn discovery_subtree(args: &NodeTreeArgs) -> SupervisorArgs {
+    let d = &args.discovery;
+    let mut tree = SupervisorArgs::new(
+        "discovery",
+        SupervisorConfig::with_strategy(Strategy::OneForOne),
+    );
+    let coordinator = CoordinatorArgs {
+        discovery: d.handle.clone(),
+        wire: Arc::clone(&args.wire),
+        config: d.coordinator,
+    };
+    tree = tree.child(ChildSpec::actor("coordinator", move || {
+        (CoordinatorActor, coordinator.clone())
+    }));
+    if !d.seeds.is_empty() {
+        let (seeds, every) = (d.seeds.clone(), d.reannounce);
+        tree = tree.child(backend_spec("bootstrap", d.handle.clone(), move || {
+            Bootstrap::new(&seeds, every)
+        }));
+    }
+    if let Some(settings) = d.peer_exchange {
+        let px = PeerExchangeArgs {
+            wire: Arc::clone(&args.wire),
+            identity: Arc::clone(&args.identity),
+            discovery: d.handle.clone(),
+            settings,
+        };
+        tree = tree.child(ChildSpec::actor("peer_exchange", move || {
+            (PeerExchangeActor, px.clone())
+        }));
+    }
+    if let Some(settings) = &d.dht {
+        let dht = KademliaArgs {
+            wire: Arc::clone(&args.wire),
+            identity: Arc::clone(&args.identity),
+            discovery: d.handle.clone(),
+            settings: settings.clone(),
+        };
+        tree = tree.child(ChildSpec::actor("dht", move || {
+            (KademliaActor, dht.clone())
+        }));
+    }
+    // A spec's clone shares its slot, so ChildRefs the caller took from it stay valid.
+    for spec in &d.backends {
+        tree = tree.child(spec.clone());
+    }
+    tree
 }

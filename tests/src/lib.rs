@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use netrun::config::SessionTiming;
+use netrun::config::{PingwaveSettings, SessionTiming};
 use netrun::{Identity, Node, NodeId, PeerState};
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
@@ -21,6 +21,16 @@ pub fn fast_timing() -> SessionTiming {
         suspect_after: Duration::from_millis(200),
         fail_after: Duration::from_millis(500),
         idle_timeout: Duration::from_millis(2000),
+    }
+}
+
+/// Pingwaves every 100 ms with a four-hop radius, so routes across a handful of loopback
+/// nodes converge in a few hundred milliseconds (routes live 300 ms unless refreshed).
+pub fn fast_pingwave() -> PingwaveSettings {
+    PingwaveSettings {
+        enabled: true,
+        interval: Duration::from_millis(100),
+        radius: 4,
     }
 }
 

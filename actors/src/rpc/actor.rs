@@ -902,11 +902,16 @@ fn deliver(reply: Option<&Reply>, body: Bytes) -> bool {
 }
 
 fn transport_error(error: SendError) -> RpcError {
+    if let SendError::NoRoute(_) = error {
+        // A routed session whose relays are gone for now.
+        return RpcError::NoRoute;
+    }
     RpcError::Transport(match error {
         SendError::NotConnected(_) => TransportError::NoSession,
         SendError::Seal(_) | SendError::Closed => TransportError::SessionClosed,
-        SendError::TooLarge { .. } | SendError::Io(_) | SendError::Encode(_) => {
-            TransportError::Backpressure
-        }
+        SendError::TooLarge { .. }
+        | SendError::Io(_)
+        | SendError::Encode(_)
+        | SendError::NoRoute(_) => TransportError::Backpressure,
     })
 }

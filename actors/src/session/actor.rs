@@ -49,6 +49,7 @@ struct Shared {
     peer: netrun_messages::EntityId,
     peer_node: NodeId,
     addr: std::net::SocketAddr,
+    routed: bool,
     liveness: netrun_runtime::liveness::LivenessConfig,
     backoff: HandshakeBackoff,
 }
@@ -96,6 +97,7 @@ impl Actor for SessionActor {
             peer: args.peer,
             peer_node,
             addr: args.addr,
+            routed: args.routed,
             liveness: args.liveness,
             backoff: HandshakeBackoff::new(BackoffConfig {
                 max_attempts: CONNECT_ATTEMPTS,
@@ -245,10 +247,17 @@ impl SessionActor {
 impl SessionState {
     async fn begin_attempt(&mut self, myself: &ActorRef<SessionMsg>, attempt: u32) {
         let Some(wait) = self.args.backoff.next_attempt() else {
-            warn!(addr = %self.args.addr, attempts = attempt - 1, "handshake timed out");
-            let error = ConnectError::Timeout {
-                addr: self.args.addr,
-                attempts: attempt - 1,
+            warn!(addr = %self.args.addr, routed = self.args.routed, attempts = attempt - 1, "handshake timed out");
+            let error = if self.args.routed {
+                ConnectError::Unreachable {
+                    node: self.args.peer_node,
+                    attempts: attempt - 1,
+                }
+            } else {
+                ConnectError::Timeout {
+                    addr: self.args.addr,
+                    attempts: attempt - 1,
+                }
             };
             self.give_up(myself, error, "handshake timed out");
             return;
@@ -265,9 +274,21 @@ impl SessionState {
             &mut OsRng,
         ) {
             Ok((initiator, datagram)) => {
-                debug!(attempt, "sending handshake");
-                if let Err(e) = self.args.wire.send_raw(self.args.addr, &datagram).await {
-                    debug!(error = %e, "handshake send failed; will retry");
+                // A routed handshake goes to the current next hop, re-resolved per attempt.
+                let target = if self.args.routed {
+                    self.args.wire.next_hop_addr(self.args.peer_node)
+                } else {
+                    Some(self.args.addr)
+                };
+                match target {
+                    Some(addr) => {
+                        self.args.addr = addr;
+                        debug!(attempt, %addr, "sending handshake");
+                        if let Err(e) = self.args.wire.send_raw(addr, &datagram).await {
+                            debug!(error = %e, "handshake send failed; will retry");
+                        }
+                    }
+                    None => debug!(attempt, "no route to the peer yet; will retry"),
                 }
                 self.phase = Phase::Handshaking {
                     initiator: Box::new(initiator),
@@ -369,6 +390,7 @@ impl SessionState {
             node: self.args.peer_node,
             entity: self.args.peer,
             addr: self.args.addr,
+            routed: self.args.routed,
             pair,
             next: ArcSwapOption::empty(),
             session: myself.clone(),
@@ -414,7 +436,7 @@ impl SessionState {
         if let Phase::Up(up) = &mut self.phase {
             if !up.announced {
                 up.announced = true;
-                info!(addr = %self.args.addr, "peer up");
+                info!(addr = %self.args.addr, routed = self.args.routed, "peer up");
                 self.args.wire.emit(PeerEvent::Up {
                     node: self.args.peer_node,
                     addr: self.args.addr,
@@ -597,6 +619,7 @@ impl SessionState {
             node: self.args.peer_node,
             entity: self.args.peer,
             addr: self.args.addr,
+            routed: self.args.routed,
             state,
             rtt,
             initiator,

@@ -69,8 +69,10 @@ pub struct PeerInfo {
     pub node: NodeId,
     /// The peer's public key.
     pub entity: EntityId,
-    /// Its address.
+    /// Its address; for a routed session, the neighbour the handshake went through.
     pub addr: SocketAddr,
+    /// Whether the session runs through relays (the peer is not a direct neighbour).
+    pub routed: bool,
     /// Session state.
     pub state: PeerState,
     /// Smoothed round-trip time, once a heartbeat was answered.
@@ -100,6 +102,16 @@ pub enum ConnectError {
     Timeout {
         /// The peer address.
         addr: SocketAddr,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A routed handshake got no answer after every retry.
+    #[error(
+        "no handshake answer from node {node} through relays after {attempts} attempts (no route, or the node is not running)"
+    )]
+    Unreachable {
+        /// The peer.
+        node: NodeId,
         /// Attempts made.
         attempts: u32,
     },
@@ -137,8 +149,12 @@ pub struct SessionArgs {
     pub psk: Arc<Zeroizing<[u8; 32]>>,
     /// The peer's public key.
     pub peer: EntityId,
-    /// The peer's address.
+    /// The peer's address; for a routed session, the neighbour the handshake went (or
+    /// came) through, replaced on every initiator attempt.
     pub addr: SocketAddr,
+    /// Whether the peer is reached through relays: handshake and session packets go to the
+    /// current next hop toward it (looked up in the routing snapshot per send).
+    pub routed: bool,
     /// Liveness timing.
     pub liveness: LivenessConfig,
     /// Initiator or responder.

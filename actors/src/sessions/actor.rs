@@ -48,6 +48,8 @@ pub struct SessionsState {
 struct Entry {
     actor: ActorRef<SessionMsg>,
     addr: SocketAddr,
+    /// Whether the session runs through relays.
+    routed: bool,
     /// Set when this node accepted the peer's handshake: the peer's static key and the
     /// initiator ephemeral of that handshake, for the replay and rotation rules.
     accepted: Option<LiveFacts>,
@@ -59,6 +61,15 @@ struct Entry {
 struct LiveFacts {
     static_key: [u8; 32],
     ephemeral: [u8; 32],
+}
+
+/// Where a session's packets go.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// To this address.
+    Direct(SocketAddr),
+    /// To the current next hop toward the peer.
+    Routed,
 }
 
 #[derive(Debug)]
@@ -140,7 +151,14 @@ impl Actor for SessionsActor {
                 }
             }
             SessionsMsg::Connect { addr, peer, reply } => {
-                state.connect(&myself, addr, peer, Some(reply)).await
+                state
+                    .connect(&myself, Target::Direct(addr), peer, Some(reply))
+                    .await
+            }
+            SessionsMsg::ConnectRouted { peer, reply } => {
+                state
+                    .connect(&myself, Target::Routed, peer, Some(reply))
+                    .await
             }
             SessionsMsg::Peers(reply) => state.peers(reply),
             SessionsMsg::Tick => state.on_tick(&myself).await,
@@ -272,11 +290,19 @@ impl SessionsState {
             .handle_init(now, datagram, live.as_ref(), &mut OsRng)
         {
             Ok((established, response)) => {
-                if let Err(e) = self.args.wire.send_raw(from, &response).await {
+                // A first message that took hops came through relays: answer along this
+                // node's own route to the initiator, or back through the relay it came from.
+                let routed = header.hop_count > 0;
+                let to = if routed {
+                    self.args.wire.next_hop_addr(header.src).unwrap_or(from)
+                } else {
+                    from
+                };
+                if let Err(e) = self.args.wire.send_raw(to, &response).await {
                     debug!(error = %e, "handshake response not sent");
                     return;
                 }
-                self.accept(myself, from, established).await;
+                self.accept(myself, from, routed, established).await;
             }
             Err(HandshakeError::Replay) => TransportStats::bump(&stats.handshake_replays),
             Err(e) => {
@@ -290,6 +316,7 @@ impl SessionsState {
         &mut self,
         myself: &ActorRef<SessionsMsg>,
         from: SocketAddr,
+        routed: bool,
         established: Established,
     ) {
         let node = established.peer_node;
@@ -298,7 +325,8 @@ impl SessionsState {
             ephemeral: established.initiator_ephemeral,
         };
         if let Some(entry) = self.sessions.get_mut(&node) {
-            if entry.addr == from {
+            // A routed peer's handshakes may arrive through a different relay each time.
+            if entry.routed == routed && (routed || entry.addr == from) {
                 entry.accepted = Some(facts);
                 entry.initiating = false;
                 let _ = entry
@@ -314,18 +342,23 @@ impl SessionsState {
         }
         let peer = established.peer;
         let start = SessionStart::Accepted(Box::new(established));
-        if let Some(actor) = self.spawn_session(myself, from, peer, start).await {
-            self.insert(node, actor, from, Some(facts), false);
+        if let Some(actor) = self.spawn_session(myself, from, routed, peer, start).await {
+            self.insert(node, actor, from, routed, Some(facts), false);
         }
     }
 
     async fn connect(
         &mut self,
         myself: &ActorRef<SessionsMsg>,
-        addr: SocketAddr,
+        target: Target,
         peer: EntityId,
         reply: Option<RpcReplyPort<Result<NodeId, ConnectError>>>,
     ) {
+        let (addr, routed) = match target {
+            Target::Direct(addr) => (addr, false),
+            // Replaced by the first hop on each attempt.
+            Target::Routed => (SocketAddr::from(([0, 0, 0, 0], 0)), true),
+        };
         if peer == self.args.identity.entity_id() {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ConnectError::SelfConnect));
@@ -347,8 +380,8 @@ impl SessionsState {
         }
         let waiters = reply.into_iter().collect();
         let start = SessionStart::Initiate { waiters };
-        if let Some(actor) = self.spawn_session(myself, addr, peer, start).await {
-            self.insert(node, actor, addr, None, true);
+        if let Some(actor) = self.spawn_session(myself, addr, routed, peer, start).await {
+            self.insert(node, actor, addr, routed, None, true);
         }
     }
 
@@ -356,6 +389,7 @@ impl SessionsState {
         &mut self,
         myself: &ActorRef<SessionsMsg>,
         addr: SocketAddr,
+        routed: bool,
         peer: EntityId,
         start: SessionStart,
     ) -> Option<ActorRef<SessionMsg>> {
@@ -365,6 +399,7 @@ impl SessionsState {
             psk: Arc::clone(&self.args.psk),
             peer,
             addr,
+            routed,
             liveness: self.args.liveness,
             start,
         };
@@ -382,6 +417,7 @@ impl SessionsState {
         node: NodeId,
         actor: ActorRef<SessionMsg>,
         addr: SocketAddr,
+        routed: bool,
         accepted: Option<LiveFacts>,
         initiating: bool,
     ) {
@@ -391,6 +427,7 @@ impl SessionsState {
             Entry {
                 actor,
                 addr,
+                routed,
                 accepted,
                 initiating,
             },
@@ -442,7 +479,7 @@ impl SessionsState {
             })
             .collect();
         for (_, addr, peer) in due {
-            self.connect(myself, addr, peer, None).await;
+            self.connect(myself, Target::Direct(addr), peer, None).await;
         }
     }
 }

@@ -11,6 +11,13 @@
 //! Simultaneous open: if both nodes initiate at once, the initiation of the node with the
 //! lower node id wins; the other node answers it and hands the keys to its own session
 //! actor.
+//!
+//! Routed sessions: `ConnectRouted` opens a session with a node known only by its key,
+//! reached through relays. The handshake datagrams go to the current next hop toward it,
+//! and relays forward them like any packet. A first message that arrives with
+//! `hop_count > 0` came through relays: the answer goes to this node's own next hop toward
+//! the initiator (or back to the relay it came from, when there is no route yet), and the
+//! session is marked routed.
 
 mod actor;
 
@@ -52,6 +59,14 @@ pub enum SessionsMsg {
     Connect {
         /// The peer's address.
         addr: SocketAddr,
+        /// The peer's public key.
+        peer: EntityId,
+        /// Answered when the session is up or has failed.
+        reply: RpcReplyPort<Result<NodeId, ConnectError>>,
+    },
+    /// Open (or join) a session with `peer`, reached through relays (no address needed: its
+    /// packets go to the current next hop toward it).
+    ConnectRouted {
         /// The peer's public key.
         peer: EntityId,
         /// Answered when the session is up or has failed.

@@ -3,12 +3,16 @@
 //! The actor binds the socket in `pre_start` (so a restart rebinds it), publishes it in the
 //! [`Wire`](crate::wire::Wire) for the send path, and runs a receive task that reads
 //! datagrams in batches of up to [`MAX_BATCH`] until the socket would block. For each
-//! datagram the loop parses the header, finds the session keys and opens the packet in
-//! place; application data goes to the bounded inbound queue (full → drop newest, counted),
-//! session traffic is grouped into one message per session per batch, and handshake
-//! messages go to the Sessions actor, one message per batch.
+//! datagram the loop parses the routing header. A datagram for another node is relayed
+//! right there (`forward`: neighbour check, forward decision against the router's
+//! snapshot, non-blocking send to the next hop; never opened). For one addressed here the
+//! loop finds the session keys and opens the packet in place; application data goes to the
+//! bounded inbound queue (full → drop newest, counted), session traffic is grouped into one
+//! message per session per batch, and handshake messages go to the Sessions actor, one
+//! message per batch.
 
 mod actor;
+mod forward;
 mod rx;
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! The receive loop: batches, header parse, key lookup, open in place, dispatch.
+//! The receive loop: batches, header parse, relay or key lookup, open in place, dispatch.
 //!
 //! Application data goes to the node's inbound queue, subsystem control envelopes to the
 //! queue their subprotocol's handler registered with the wire, and session traffic
@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::forward::Relay;
 use super::{MAX_BATCH, Received, TransportMsg};
 use crate::session::{ControlFrame, SessionMsg};
 use crate::sessions::SessionsMsg;
@@ -40,6 +41,7 @@ pub(super) async fn receive_loop(
     // One extra byte detects datagrams larger than netrun ever sends.
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
     let mut batch = Batch::default();
+    let mut relay = Relay::default();
     let mut errors = 0u32;
     loop {
         if let Err(e) = socket.readable().await {
@@ -48,11 +50,21 @@ pub(super) async fn receive_loop(
         }
         // One clock read per batch: liveness works in milliseconds, not per packet.
         batch.now_ms = wire.now_ms();
+        relay.begin_batch(&wire, wire.instant_of(batch.now_ms).into_std());
         for _ in 0..MAX_BATCH {
             match socket.try_recv_from(&mut buf) {
                 Ok((len, from)) => {
                     errors = 0;
-                    handle_datagram(&wire, &inbound, &mut batch, &mut buf[..len], from);
+                    let datagram = &mut buf[..len];
+                    match receive(&wire, datagram) {
+                        None => {}
+                        Some(routing) if routing.dst != wire.local() => {
+                            relay.forward(&wire, &socket, datagram, from);
+                        }
+                        Some(routing) => {
+                            handle_datagram(&wire, &inbound, &mut batch, routing, datagram, from)
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_transient(&e) => {
@@ -132,13 +144,10 @@ impl Batch {
     }
 }
 
-fn handle_datagram(
-    wire: &Wire,
-    inbound: &mpsc::Sender<Received>,
-    batch: &mut Batch,
-    datagram: &mut [u8],
-    from: SocketAddr,
-) {
+/// Counts a received datagram and reads its routing header; `None` (counted) if it is
+/// oversize or the header does not parse.
+#[inline]
+fn receive(wire: &Wire, datagram: &[u8]) -> Option<RoutingHeader> {
     let stats = wire.stats();
     TransportStats::bump(&stats.rx_packets);
     stats
@@ -146,16 +155,27 @@ fn handle_datagram(
         .fetch_add(datagram.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if datagram.len() > MAX_PACKET_LEN {
         TransportStats::bump(&stats.dropped_oversize);
-        return;
+        return None;
     }
-    let Ok(routing) = RoutingHeader::parse(datagram) else {
-        TransportStats::bump(&stats.dropped_malformed);
-        return;
-    };
-    if routing.dst != wire.local() {
-        TransportStats::bump(&stats.dropped_not_for_us);
-        return;
+    match RoutingHeader::parse(datagram) {
+        Ok(routing) => Some(routing),
+        Err(_) => {
+            TransportStats::bump(&stats.dropped_malformed);
+            None
+        }
     }
+}
+
+/// A datagram addressed to this node: a handshake, or a sealed packet to open and dispatch.
+fn handle_datagram(
+    wire: &Wire,
+    inbound: &mpsc::Sender<Received>,
+    batch: &mut Batch,
+    routing: RoutingHeader,
+    datagram: &mut [u8],
+    from: SocketAddr,
+) {
+    let stats = wire.stats();
     if !routing.kind.is_sealed() {
         batch
             .handshakes

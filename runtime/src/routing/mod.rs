@@ -21,5 +21,5 @@ mod seen;
 mod table;
 
 pub use forward::{Decision, DropReason, forward_decision};
-pub use seen::RecentlySeen;
+pub use seen::{DEFAULT_SEEN_CAPACITY, DEFAULT_SEEN_MAX_AGE, RecentlySeen};
 pub use table::{Route, RouteSource, RoutingConfig, RoutingSnapshot, RoutingTable};

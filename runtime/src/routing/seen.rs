@@ -25,6 +25,19 @@ pub struct RecentlySeen {
     rotated_at: Option<Instant>,
 }
 
+/// Triples a relay remembers by default: two generations of 2,048, enough for a few
+/// thousand packets in flight through one relay within [`DEFAULT_SEEN_MAX_AGE`].
+pub const DEFAULT_SEEN_CAPACITY: usize = 4096;
+/// Default age bound: longer than any path's delivery time, far shorter than a session
+/// lives before it can rekey and restart its counters.
+pub const DEFAULT_SEEN_MAX_AGE: Duration = Duration::from_secs(2);
+
+impl Default for RecentlySeen {
+    fn default() -> Self {
+        Self::new(DEFAULT_SEEN_CAPACITY, DEFAULT_SEEN_MAX_AGE)
+    }
+}
+
 impl RecentlySeen {
     /// A memory of at most `capacity` triples (at least 2), each kept for at most about
     /// two `max_age` periods.

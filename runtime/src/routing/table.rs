@@ -141,9 +141,12 @@ impl RoutingTable {
     }
 
     /// Offers a route to `dst`. A candidate through the same next hop is refreshed in place
-    /// (metric, expiry, source); a new next hop joins the candidates, evicting the worst if
-    /// the set is full. The installed route changes only when a candidate is strictly better
-    /// than it. Returns whether the installed next hop changed.
+    /// (metric, expiry, source), except that a [`RouteSource::Direct`] candidate is refreshed
+    /// only by another direct offer: a session is better evidence than a probe, and a probe
+    /// route would otherwise expire a live session's route when probes stop. A new next hop
+    /// joins the candidates, evicting the worst if the set is full. The installed route
+    /// changes only when a candidate is strictly better than it. Returns whether the
+    /// installed next hop changed.
     pub fn handle_route(&mut self, now: Instant, dst: NodeId, route: Route) -> bool {
         if dst == self.local || route.next_hop == self.local || route.expires_at <= now {
             return false;
@@ -159,6 +162,9 @@ impl RoutingTable {
             .iter_mut()
             .find(|c| c.next_hop == route.next_hop)
         {
+            if c.source == RouteSource::Direct && route.source != RouteSource::Direct {
+                return false;
+            }
             *c = route;
         } else if entry.candidates.len() < max {
             entry.candidates.push(route);
@@ -226,6 +232,13 @@ impl RoutingTable {
     /// The installed route to `dst`.
     pub fn lookup(&self, dst: NodeId) -> Option<&Route> {
         self.entries.get(&dst)?.installed_route()
+    }
+
+    /// Every installed route, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = (NodeId, &Route)> {
+        self.entries
+            .iter()
+            .filter_map(|(dst, e)| Some((*dst, e.installed_route()?)))
     }
 
     /// Every candidate to `dst` (installed or not).
@@ -361,6 +374,26 @@ mod tests {
         );
         assert!(t.is_empty());
         assert!(t.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_probe_never_overrides_a_direct_route_through_the_same_hop() {
+        let now = t0();
+        let mut t = RoutingTable::new(NodeId(1), RoutingConfig::default());
+        let direct = Route {
+            source: RouteSource::Direct,
+            ..route(2, 1, now)
+        };
+        assert!(t.handle_route(now, NodeId(2), direct));
+        let probe = Route {
+            expires_at: now + Duration::from_secs(1),
+            ..route(2, 1, now)
+        };
+        assert!(!t.handle_route(now, NodeId(2), probe));
+        assert_eq!(t.lookup(NodeId(2)), Some(&direct));
+        assert_eq!(t.routes().count(), 1);
+        assert!(t.handle_timeout(now + Duration::from_secs(2)).is_empty());
+        assert_eq!(t.snapshot().lookup(NodeId(2)), Some(NodeId(2)));
     }
 
     #[test]

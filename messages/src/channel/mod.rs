@@ -6,11 +6,20 @@
 //! with a separator, nor hold two in a row, so empty, `.` and `..` segments cannot occur.
 //! Every decision (ACL, storage, config) is made on the canonical name or its
 //! [`ChannelHash`]: the first 4 bytes, little-endian, of BLAKE3 `derive_key(CONTEXT, name)`.
+//!
+//! Submodules hold the channel subprotocol's wire messages:
+//!
+//! - [`membership`]: `Subscribe` / `Unsubscribe` / `Ack`, rmp-serde bodies of
+//!   [`Subprotocol::MEMBERSHIP`](crate::Subprotocol::MEMBERSHIP) envelopes;
+//! - [`event`]: the fixed-layout frame that carries one published event to a subscriber.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
+
+pub mod event;
+pub mod membership;
 
 /// Longest channel name in bytes.
 pub const MAX_NAME_LEN: usize = 255;

@@ -1,0 +1,256 @@
+//! The pingwave actor: timer, inbound pump, core calls, sends, route offers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use netrun_messages::NodeId;
+use netrun_messages::discovery::PingwaveMessage;
+use netrun_messages::envelope::Subprotocol;
+use netrun_runtime::pingwave::Pingwaves;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span};
+
+use super::{PingwaveArgs, PingwaveHandle, PingwaveMsg, PingwaveStatus, SeenNode};
+use crate::events::PeerEvent;
+use crate::router::RouterHandle;
+use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+
+/// Most envelopes handed to the actor in one message.
+const PUMP_BATCH: usize = 64;
+
+/// The `Pingwave` actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PingwaveActor;
+
+/// The pingwave actor's state.
+#[derive(Debug)]
+pub struct PingwaveState {
+    wire: Arc<Wire>,
+    router: RouterHandle,
+    handle: PingwaveHandle,
+    core: Pingwaves,
+    status: PingwaveStatus,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Actor for PingwaveActor {
+    type Msg = PingwaveMsg;
+    type State = PingwaveState;
+    type Arguments = PingwaveArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let wire = args.wire;
+        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
+        wire.serve(Subprotocol::PINGWAVE, queue);
+        // One batch in flight: the pump waits for the actor, so the queue's bound holds
+        // (a full queue drops newest, counted in `dropped_handler_full`).
+        let pump = {
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(PUMP_BATCH);
+                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
+                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
+                    let handled = myself
+                        .call(|reply| PingwaveMsg::Inbound(envelopes, reply), None)
+                        .await;
+                    if handled.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut events = wire.subscribe();
+        let watch = {
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) => {
+                            if myself.send_message(PingwaveMsg::Peer(event)).is_err() {
+                                return;
+                            }
+                        }
+                        // Missed events only delay forgetting a path; waves expire it too.
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            })
+        };
+        let core = Pingwaves::new(wire.local(), args.config, Instant::now().into_std());
+        myself.send_message(PingwaveMsg::Tick)?;
+        Ok(PingwaveState {
+            router: RouterHandle::new(Arc::clone(&wire)),
+            handle: args.handle,
+            wire,
+            core,
+            status: PingwaveStatus::default(),
+            tasks: vec![pump, watch],
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = info_span!("pingwave", node = %state.wire.local());
+        self.dispatch(myself, message, state).instrument(span).await;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.wire.unserve(Subprotocol::PINGWAVE);
+        for task in state.tasks.drain(..) {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+impl PingwaveActor {
+    async fn dispatch(
+        &self,
+        myself: ActorRef<PingwaveMsg>,
+        message: PingwaveMsg,
+        state: &mut PingwaveState,
+    ) {
+        match message {
+            PingwaveMsg::Inbound(batch, reply) => {
+                state.on_inbound(batch).await;
+                let _ = reply.send(());
+            }
+            PingwaveMsg::Peer(PeerEvent::Suspected { node } | PeerEvent::Down { node }) => {
+                state.core.handle_peer_down(node);
+            }
+            PingwaveMsg::Peer(_) => {}
+            PingwaveMsg::Tick => {
+                state.on_tick().await;
+                state.publish();
+                let wait = Instant::from_std(state.core.poll_timeout())
+                    .saturating_duration_since(Instant::now());
+                myself.send_after(wait.max(Duration::from_millis(1)), || PingwaveMsg::Tick);
+            }
+        }
+    }
+}
+
+impl PingwaveState {
+    /// Direct, confirmed session peers: the nodes waves go to and come from.
+    fn neighbours(&self) -> Vec<NodeId> {
+        self.wire
+            .peers()
+            .iter()
+            .filter(|k| !k.routed && k.confirmed.load(Ordering::Acquire))
+            .map(|k| k.node)
+            .collect()
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now().into_std();
+        self.core.handle_timeout(now);
+        if let Some(wave) = self.core.poll_wave(now) {
+            self.status.waves_started += 1;
+            let body = PingwaveMessage::Wave(wave).to_vec();
+            for neighbour in self.neighbours() {
+                self.send(neighbour, &body).await;
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, batch: Vec<Inbound>) {
+        let now = Instant::now().into_std();
+        let neighbours = self.neighbours();
+        let mut routes = Vec::new();
+        for inbound in batch {
+            self.status.received += 1;
+            let from = inbound.peer;
+            if !neighbours.contains(&from) {
+                self.status.not_neighbour += 1;
+                continue;
+            }
+            let message = match PingwaveMessage::decode(&inbound.body) {
+                Ok(message) => message,
+                Err(e) => {
+                    self.status.malformed += 1;
+                    debug!(peer = %from, error = %e, "malformed pingwave message");
+                    continue;
+                }
+            };
+            match message {
+                PingwaveMessage::Wave(wave) => {
+                    let link_rtt = self.core.graph().edge(from).flatten();
+                    let outcome = self.core.handle_wave(now, from, link_rtt, &wave);
+                    if let Some(echo) = outcome.echo {
+                        self.send(from, &PingwaveMessage::Echo(echo).to_vec()).await;
+                    }
+                    if let Some(onward) = outcome.forward {
+                        let body = PingwaveMessage::Wave(onward).to_vec();
+                        for &next in &neighbours {
+                            if next != from && next != onward.origin {
+                                self.send(next, &body).await;
+                            }
+                        }
+                    }
+                    routes.extend(outcome.route);
+                }
+                PingwaveMessage::Echo(echo) => {
+                    self.core.handle_echo(now, from, &echo);
+                }
+            }
+        }
+        if !routes.is_empty() && !self.router.offer(routes) {
+            debug!("no router running; pingwave routes dropped");
+        }
+    }
+
+    async fn send(&mut self, peer: NodeId, body: &[u8]) {
+        match self
+            .wire
+            .send_envelope(peer, Subprotocol::PINGWAVE, None, body)
+            .await
+        {
+            Ok(()) => self.status.sent += 1,
+            Err(e) => debug!(%peer, error = %e, "pingwave not sent"),
+        }
+    }
+
+    /// Publishes the seen nodes and counters into the handle.
+    fn publish(&self) {
+        let mut status = self.status;
+        status.nodes = self.core.graph().num_nodes();
+        status.edges = self.core.graph().num_edges();
+        self.handle.publish(self.seen(), status);
+    }
+
+    fn seen(&self) -> Vec<SeenNode> {
+        let mut seen: Vec<SeenNode> = self
+            .core
+            .graph()
+            .nodes()
+            .map(|(node, n)| SeenNode {
+                node,
+                hops: n.hops,
+                via: n.via,
+                rtt: n.path_rtt,
+                last_seq: n.last_seq,
+            })
+            .collect();
+        seen.sort_by_key(|s| s.node);
+        seen
+    }
+}
