@@ -380,6 +380,41 @@ async fn call_service_spreads_calls_round_robin_over_three_servers() {
 }
 
 #[tokio::test]
+async fn service_calls_skip_a_node_whose_breaker_opened() {
+    let caller = node().await;
+    let good = node().await;
+    let bad = node().await;
+    connect(&caller, &good).await;
+    connect(&caller, &bad).await;
+    let _good = good
+        .serve("svc", |_request: RequestContext| async move {
+            Ok::<_, HandlerError>(Bytes::from_static(b"good"))
+        })
+        .expect("serve");
+    let failures = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&failures);
+    let _bad = bad
+        .serve("svc", move |_request: RequestContext| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move { Err::<Bytes, _>(HandlerError::new(Status::UNAVAILABLE, "overloaded")) }
+        })
+        .expect("serve");
+    let options = CallOptions::default();
+    let mut ok = 0;
+    for _ in 0..30 {
+        if caller.call_service("svc", &b""[..], &options).await.is_ok() {
+            ok += 1;
+        }
+    }
+    // Five node failures within the window open the bad node's breaker (defaults); from
+    // then on round robin only finds the good node.
+    assert_eq!(failures.load(Ordering::Relaxed), 5);
+    assert_eq!(ok, 25);
+    let status = caller.rpc_status().await.expect("status");
+    assert_eq!(status.outbound["svc"].errors.get("server_error"), Some(&5));
+}
+
+#[tokio::test]
 async fn a_hedged_call_cancels_the_slow_loser() {
     let caller = node().await;
     let one = node().await;
