@@ -8,7 +8,9 @@
 //! - throughput with 128 concurrent callers (calls per second, and their p50/p99), raw and
 //!   typed, 32 B.
 //!
-//! Every result is one JSON line on stdout.
+//! Every result is one JSON line on stdout. Throughput lines also report the CPU time the
+//! processes involved spent per call (user + system, from `/proc`), which says what the
+//! calls cost when other work shares the machine and the wall-clock rate does not.
 //!
 //! ```sh
 //! cargo run --release -p netrun-benches --bin rpc            # full run
@@ -179,7 +181,32 @@ struct Plan {
     qps: bool,
 }
 
-async fn run(node: &Node, peer: NodeId, placement: &str, plan: &Plan) -> Result<()> {
+/// CPU time (user + system) `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by this process and `others`.
+fn cpu_of(others: &[u32]) -> Duration {
+    std::iter::once(std::process::id())
+        .chain(others.iter().copied())
+        .filter_map(cpu_time)
+        .sum()
+}
+
+async fn run(
+    node: &Node,
+    peer: NodeId,
+    placement: &str,
+    plan: &Plan,
+    others: &[u32],
+) -> Result<()> {
     let iterations = if plan.quick { 2_000 } else { 20_000 };
     let duration = Duration::from_secs(if plan.quick { 2 } else { 5 });
     for body in [Body::Raw, Body::Typed].into_iter().filter(|_| plan.unary) {
@@ -197,7 +224,10 @@ async fn run(node: &Node, peer: NodeId, placement: &str, plan: &Plan) -> Result<
         }
     }
     for body in [Body::Raw, Body::Typed].into_iter().filter(|_| plan.qps) {
+        let cpu_before = cpu_of(others);
         let (errors, elapsed, samples) = throughput(node, peer, body, 32, duration).await?;
+        let cpu = cpu_of(others).saturating_sub(cpu_before);
+        let cpu_per_call = cpu.as_secs_f64() / samples.len().max(1) as f64;
         let line = json!({
             "bench": "rpc_qps", "placement": placement, "body": body.name(), "size": 32,
             "callers": CONCURRENCY, "calls": samples.len(), "errors": errors,
@@ -205,6 +235,8 @@ async fn run(node: &Node, peer: NodeId, placement: &str, plan: &Plan) -> Result<
             "qps": samples.len() as f64 / elapsed.as_secs_f64(),
             "p50_us": micros(percentile(&samples, 50.0)),
             "p99_us": micros(percentile(&samples, 99.0)),
+            "cpu_us_per_call": cpu_per_call * 1e6,
+            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
         println!("{line}");
     }
@@ -253,7 +285,7 @@ async fn main() -> Result<()> {
             .await?;
         // The server installs its keys a moment after the client's connect returns.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        run(&client, peer, "in-process", &plan).await?;
+        run(&client, peer, "in-process", &plan, &[]).await?;
         client.shutdown().await;
         server.shutdown().await;
     }
@@ -282,7 +314,8 @@ async fn main() -> Result<()> {
     let client = Node::builder().psk(PSK).start().await?;
     let peer = client.connect(addr, key).await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    run(&client, peer, "two-process", &plan).await?;
+    let child_pid: Vec<u32> = child.id().into_iter().collect();
+    run(&client, peer, "two-process", &plan, &child_pid).await?;
     client.shutdown().await;
     child.kill().await?;
     Ok(())
