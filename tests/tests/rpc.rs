@@ -78,13 +78,27 @@ async fn unary_echo_round_trip_and_metrics() {
         Status::NOT_FOUND
     );
 
+    // A response that does not fit a datagram is answered `internal`, not sent.
+    let _big = b
+        .serve("big", |_request: RequestContext| async move {
+            Ok::<_, HandlerError>(Bytes::from(vec![0; MAX_CALL_BODY_LEN + 1]))
+        })
+        .expect("serve");
+    match a.call(b_id, "big", &b""[..], &options).await {
+        Err(RpcError::ServerError { status, message }) => {
+            assert_eq!(status, Status::INTERNAL);
+            assert!(message.contains("exceeds"), "{message}");
+        }
+        other => panic!("expected internal, got {other:?}"),
+    }
+
     // A node calls its own services without the network.
     let _own = echo(&a, "own");
     let answer = a.call(a.node_id(), "own", &b"self"[..], &options).await;
     assert_eq!(answer.expect("loopback call"), Bytes::from_static(b"self"));
 
     let served = b.rpc_status().await.expect("status");
-    assert_eq!(served.services, vec!["echo".to_string()]);
+    assert_eq!(served.services, vec!["big".to_string(), "echo".to_string()]);
     let inbound = &served.inbound["echo"];
     assert_eq!((inbound.calls, inbound.ok), (4, 4));
     let made = a.rpc_status().await.expect("status");

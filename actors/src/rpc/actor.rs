@@ -211,7 +211,6 @@ impl Actor for RpcActor {
         if let Some((_, timer)) = state.timer.take() {
             timer.abort();
         }
-        state.dispatch.drain_all();
         Ok(())
     }
 
@@ -240,7 +239,17 @@ impl Actor for RpcActor {
                 let _ = reply.send(state.pick(now, &service, policy, &exclude));
             }
             Msg::Sync => state.sync_handlers(),
-            Msg::Done { key, outcome } => state.on_done(now, key, outcome),
+            Msg::Done {
+                key,
+                outcome,
+                panicked,
+            } => {
+                if panicked {
+                    state.counters.handler_panics += 1;
+                    warn!(caller = %key.caller, "rpc handler panicked");
+                }
+                state.on_done(now, key, outcome);
+            }
             Msg::Item { key, body } => state.on_item(key, body),
             Msg::Tick => {
                 state.timer = None;
@@ -363,10 +372,19 @@ impl RpcState {
             (Some(HandlerKind::Unary(handler)), false) => {
                 tokio::spawn(async move {
                     let run = CatchUnwind::new(async move { handler.handle(request).await });
-                    let outcome = run.await.unwrap_or_else(|panic| {
-                        Err(HandlerError::internal(panic_message(panic.as_ref())))
-                    });
-                    let _ = myself.send_message(RpcMsg(Msg::Done { key, outcome }));
+                    let (outcome, panicked) = match run.await {
+                        Ok(result) => (result, false),
+                        Err(panic) => {
+                            let message = panic_message(panic.as_ref());
+                            (Err(HandlerError::internal(message)), true)
+                        }
+                    };
+                    let done = Msg::Done {
+                        key,
+                        outcome,
+                        panicked,
+                    };
+                    let _ = myself.send_message(RpcMsg(done));
                 });
             }
             (Some(HandlerKind::Streaming(handler)), true) => {
@@ -390,11 +408,19 @@ impl RpcState {
                 };
                 tokio::spawn(async move {
                     let run = CatchUnwind::new(async move { handler.handle(request, sink).await });
-                    let outcome = match run.await {
-                        Ok(result) => result.map(|()| Bytes::new()),
-                        Err(panic) => Err(HandlerError::internal(panic_message(panic.as_ref()))),
+                    let (outcome, panicked) = match run.await {
+                        Ok(result) => (result.map(|()| Bytes::new()), false),
+                        Err(panic) => {
+                            let message = panic_message(panic.as_ref());
+                            (Err(HandlerError::internal(message)), true)
+                        }
                     };
-                    let _ = myself.send_message(RpcMsg(Msg::Done { key, outcome }));
+                    let done = Msg::Done {
+                        key,
+                        outcome,
+                        panicked,
+                    };
+                    let _ = myself.send_message(RpcMsg(done));
                 });
             }
             (Some(HandlerKind::Unary(_)), true) => {
@@ -422,11 +448,6 @@ impl RpcState {
                 "response body of {} bytes exceeds the {MAX_CALL_BODY_LEN}-byte call limit",
                 body.len()
             ))),
-            Err(e) if e.status == Status::INTERNAL && e.message.starts_with("handler panicked") => {
-                self.counters.handler_panics += 1;
-                warn!(caller = %key.caller, message = %e.message, "rpc handler panicked");
-                Err(e)
-            }
             other => other,
         };
         let Some(done) = self.dispatch.finish(now, key, outcome) else {
@@ -902,16 +923,14 @@ fn deliver(reply: Option<&Reply>, body: Bytes) -> bool {
 }
 
 fn transport_error(error: SendError) -> RpcError {
-    if let SendError::NoRoute(_) = error {
+    let transport = match error {
         // A routed session whose relays are gone for now.
-        return RpcError::NoRoute;
-    }
-    RpcError::Transport(match error {
+        SendError::NoRoute(_) => return RpcError::NoRoute,
         SendError::NotConnected(_) => TransportError::NoSession,
         SendError::Seal(_) | SendError::Closed => TransportError::SessionClosed,
-        SendError::TooLarge { .. }
-        | SendError::Io(_)
-        | SendError::Encode(_)
-        | SendError::NoRoute(_) => TransportError::Backpressure,
-    })
+        SendError::TooLarge { .. } | SendError::Io(_) | SendError::Encode(_) => {
+            TransportError::Backpressure
+        }
+    };
+    RpcError::Transport(transport)
 }

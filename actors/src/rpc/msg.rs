@@ -36,10 +36,11 @@ pub(crate) enum Msg {
     },
     /// The shared registry of handlers changed: serve what it lists, stop the rest.
     Sync,
-    /// A handler finished (or panicked).
+    /// A handler finished (or panicked: then the outcome is `internal`).
     Done {
         key: CallKey,
         outcome: Result<Bytes, HandlerError>,
+        panicked: bool,
     },
     /// A streaming handler's next item (its credit was taken from the sink's semaphore).
     Item { key: CallKey, body: Bytes },
