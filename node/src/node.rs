@@ -28,7 +28,7 @@ use netrun_actors::stats::TransportSnapshot;
 use netrun_actors::stream::{StreamHandle, StreamOpenError};
 use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
-use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
+use netrun_messages::{CapabilitySet, EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
 use netrun_runtime::pingwave::PingwaveConfig;
 use netrun_runtime::routing::RoutingConfig;
@@ -42,6 +42,7 @@ use tracing::{Instrument, info};
 use zeroize::Zeroizing;
 
 use crate::config::{PingwaveSettings, SessionTiming};
+use crate::daemons::Daemons;
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
 pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
@@ -88,6 +89,7 @@ pub struct NodeBuilder {
     control_socket: Option<PathBuf>,
     stream_accept: StreamConfig,
     pingwave: PingwaveSettings,
+    capabilities: CapabilitySet,
 }
 
 impl Default for NodeBuilder {
@@ -103,6 +105,7 @@ impl Default for NodeBuilder {
             control_socket: None,
             stream_accept: StreamConfig::default(),
             pingwave: PingwaveSettings::default(),
+            capabilities: CapabilitySet::default(),
         }
     }
 }
@@ -182,6 +185,14 @@ impl NodeBuilder {
         self
     }
 
+    /// What this node offers (tags such as `gpu`, hardware, metadata): placement puts a
+    /// daemon only on nodes whose set matches its requirements (default: empty).
+    #[must_use]
+    pub fn capabilities(mut self, capabilities: CapabilitySet) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
     /// Starts the node: assembles the supervision tree (binding UDP, starting the session
     /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
@@ -231,6 +242,16 @@ impl NodeBuilder {
             what: "node",
             source,
         })?;
+        let daemons = match Daemons::start(&identity, self.capabilities, &wire, &tree.root).await {
+            Ok(daemons) => daemons,
+            Err(source) => {
+                let _ = tree.root.shutdown().await;
+                return Err(StartError::Spawn {
+                    what: "daemon control",
+                    source,
+                });
+            }
+        };
         let local_addr = wire.local_addr().unwrap_or(self.bind);
         info!(node = %identity.node_id(), addr = %local_addr, "node started");
         let inner = Arc::new(Inner {
@@ -241,6 +262,7 @@ impl NodeBuilder {
             inbound: Mutex::new(inbound_rx),
             accept: Mutex::new(accept),
             started: Instant::now(),
+            daemons,
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
         Ok(Node { inner })
@@ -262,11 +284,17 @@ pub(crate) struct Inner {
     inbound: Mutex<mpsc::Receiver<Received>>,
     accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
+    daemons: Arc<Daemons>,
 }
 
 impl Node {
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
+    }
+
+    /// The node's daemon registry (the API is in [`crate::daemons`]).
+    pub(crate) fn daemon_registry(&self) -> &Arc<Daemons> {
+        &self.inner.daemons
     }
 
     /// Handles on the node's supervision tree (advanced use: add children to a subtree,
@@ -549,6 +577,7 @@ impl Node {
     /// Stops the node: the supervision tree shuts down in reverse start order (control,
     /// daemons, …, sessions — whose keys are withdrawn — then the transport).
     pub async fn shutdown(&self) {
+        self.inner.daemons.begin_shutdown();
         if let Err(e) = self.inner.tree.root.shutdown().await {
             tracing::debug!(error = %e, "shutdown");
         }
