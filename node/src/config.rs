@@ -25,6 +25,32 @@
 //! log = "info"                      # env-filter syntax (or NETRUN_LOG / RUST_LOG)
 //! otlp_endpoint = "http://127.0.0.1:4317"
 //! otlp_protocol = "grpc"            # or "http"
+//!
+//! [discovery]
+//! advertise = ["192.0.2.7:9470"]    # addresses in this node's DHT record (NETRUN_ADVERTISE)
+//! auto_connect_limit = 64           # no automatic connects beyond this many sessions
+//! reannounce_ms = 30000             # how often seeds are re-reported
+//!
+//! [[discovery.seeds]]               # bootstrap peers (NETRUN_SEEDS, --seed ADDR=PUBKEY)
+//! addr = "192.0.2.8:9470"
+//! public_key = "<64 hex chars>"
+//!
+//! [discovery.peer_exchange]         # NETRUN_PEER_EXCHANGE=on|off
+//! enabled = true
+//! interval_ms = 30000
+//!
+//! [discovery.dht]                   # NETRUN_DHT=on|off
+//! enabled = true
+//! record_ttl_secs = 3600
+//! republish_interval_secs = 1200
+//!
+//! [discovery.mdns]                  # NETRUN_MDNS=on|off
+//! enabled = false
+//! service = "_netrun._udp.local"
+//!
+//! [discovery.mqtt]                  # NETRUN_MQTT=on|off, NETRUN_MQTT_BROKER
+//! enabled = false
+//! broker = "mqtt://127.0.0.1:1883"
 //! ```
 //!
 //! Invalid configuration is reported as one [`ConfigError`] naming the field, before
@@ -137,6 +163,115 @@ pub struct TelemetryConfig {
     pub otlp_protocol: OtlpProtocol,
 }
 
+/// How this node finds peers (`[discovery]`).
+///
+/// [`Default`] is what `netrun start` runs: peer exchange and the DHT on, the LAN and
+/// broker backends off. [`DiscoveryConfig::manual`] (the [`NodeBuilder`](crate::NodeBuilder)
+/// default) runs only the coordinator and the seeds given, so a library user's node makes
+/// no session it was not told to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Seed peers for the bootstrap backend (static peers are seeds too).
+    pub seeds: Vec<PeerConfig>,
+    /// How often the seeds are re-reported.
+    pub reannounce: Duration,
+    /// Addresses this node publishes in its DHT contact record; empty means the bound
+    /// address (when it is not `0.0.0.0` / `::`).
+    pub advertise: Vec<SocketAddr>,
+    /// No automatic connect once this many sessions are up.
+    pub auto_connect_limit: usize,
+    /// Peer exchange.
+    pub peer_exchange: PeerExchangeOptions,
+    /// The Kademlia DHT.
+    pub dht: DhtOptions,
+    /// mDNS on the local network.
+    pub mdns: MdnsOptions,
+    /// MQTT broker discovery.
+    pub mqtt: MqttOptions,
+}
+
+/// `[discovery.peer_exchange]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerExchangeOptions {
+    /// Whether signed peer lists are exchanged.
+    pub enabled: bool,
+    /// How often a list goes to one session peer in turn (a list also goes to every new
+    /// session peer at once).
+    pub interval: Duration,
+}
+
+/// `[discovery.dht]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhtOptions {
+    /// Whether the DHT runs.
+    pub enabled: bool,
+    /// Lifetime of this node's contact record.
+    pub record_ttl: Duration,
+    /// How often the contact record is published again.
+    pub republish_interval: Duration,
+}
+
+/// `[discovery.mdns]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnsOptions {
+    /// Whether the node advertises and browses on the LAN.
+    pub enabled: bool,
+    /// The DNS-SD service type.
+    pub service: String,
+}
+
+/// `[discovery.mqtt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttOptions {
+    /// Whether the node announces itself on the broker.
+    pub enabled: bool,
+    /// The broker URL (`mqtt://host:port`; TLS is not supported yet).
+    pub broker: String,
+}
+
+/// The mDNS service type netrun advertises.
+pub const DEFAULT_MDNS_SERVICE: &str = "_netrun._udp.local";
+/// The broker tried when none is configured.
+pub const DEFAULT_MQTT_BROKER: &str = "mqtt://127.0.0.1:1883";
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            reannounce: Duration::from_secs(30),
+            advertise: Vec::new(),
+            auto_connect_limit: 64,
+            peer_exchange: PeerExchangeOptions {
+                enabled: true,
+                interval: Duration::from_secs(30),
+            },
+            dht: DhtOptions {
+                enabled: true,
+                record_ttl: Duration::from_secs(3600),
+                republish_interval: Duration::from_secs(1200),
+            },
+            mdns: MdnsOptions {
+                enabled: false,
+                service: DEFAULT_MDNS_SERVICE.to_string(),
+            },
+            mqtt: MqttOptions {
+                enabled: false,
+                broker: DEFAULT_MQTT_BROKER.to_string(),
+            },
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// Only the coordinator and the given seeds: no peer exchange, DHT, mDNS or MQTT.
+    pub fn manual() -> Self {
+        let mut config = Self::default();
+        config.peer_exchange.enabled = false;
+        config.dht.enabled = false;
+        config
+    }
+}
+
 /// Everything `netrun start` needs, after all layers are merged and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -156,6 +291,8 @@ pub struct Config {
     pub pingwave: PingwaveSettings,
     /// Logging and tracing export.
     pub telemetry: TelemetryConfig,
+    /// Peer discovery.
+    pub discovery: DiscoveryConfig,
 }
 
 /// Overrides from the command line (each `None` keeps the lower layer's value).
@@ -169,6 +306,8 @@ pub struct Overrides {
     pub bind: Option<String>,
     /// `--peer ADDR=PUBKEY`, repeatable; added to the configured peers.
     pub peers: Vec<String>,
+    /// `--seed ADDR=PUBKEY`, repeatable; added to the configured seeds.
+    pub seeds: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +324,55 @@ struct FileConfig {
     pingwave: FilePingwave,
     #[serde(default)]
     telemetry: FileTelemetry,
+    #[serde(default)]
+    discovery: FileDiscovery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDiscovery {
+    #[serde(default)]
+    seeds: Vec<FilePeer>,
+    reannounce_ms: Option<u64>,
+    advertise: Option<Vec<String>>,
+    auto_connect_limit: Option<usize>,
+    #[serde(default)]
+    peer_exchange: FileToggle,
+    #[serde(default)]
+    dht: FileDht,
+    #[serde(default)]
+    mdns: FileMdns,
+    #[serde(default)]
+    mqtt: FileMqtt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToggle {
+    enabled: Option<bool>,
+    interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDht {
+    enabled: Option<bool>,
+    record_ttl_secs: Option<u64>,
+    republish_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMdns {
+    enabled: Option<bool>,
+    service: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMqtt {
+    enabled: Option<bool>,
+    broker: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -397,6 +585,8 @@ impl Config {
             },
         };
 
+        let discovery = load_discovery(file.discovery, overrides, env)?;
+
         Ok(Self {
             data_dir,
             bind,
@@ -406,7 +596,149 @@ impl Config {
             session,
             pingwave,
             telemetry,
+            discovery,
         })
+    }
+}
+
+/// Merges `[discovery]` with `NETRUN_SEEDS`, `NETRUN_ADVERTISE`, `NETRUN_PEER_EXCHANGE`,
+/// `NETRUN_DHT`, `NETRUN_MDNS`, `NETRUN_MQTT`, `NETRUN_MQTT_BROKER` and `--seed`.
+fn load_discovery(
+    file: FileDiscovery,
+    overrides: &Overrides,
+    env: &impl Env,
+) -> Result<DiscoveryConfig, ConfigError> {
+    let mut d = DiscoveryConfig::default();
+    for (i, p) in file.seeds.iter().enumerate() {
+        d.seeds.push(PeerConfig {
+            addr: parse_addr(&format!("discovery.seeds[{i}].addr"), &p.addr)?,
+            public_key: parse_key(&format!("discovery.seeds[{i}].public_key"), &p.public_key)?,
+        });
+    }
+    if let Some(list) = env.var("NETRUN_SEEDS") {
+        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+            d.seeds.push(parse_peer("NETRUN_SEEDS", item)?);
+        }
+    }
+    for item in &overrides.seeds {
+        d.seeds.push(parse_peer("--seed", item)?);
+    }
+    if let Some(ms) = file.reannounce_ms {
+        d.reannounce = bounded_ms("discovery.reannounce_ms", ms)?;
+    }
+    match env.var("NETRUN_ADVERTISE") {
+        Some(list) => {
+            for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+                d.advertise.push(parse_addr("NETRUN_ADVERTISE", item)?);
+            }
+        }
+        None => {
+            for (i, a) in file.advertise.unwrap_or_default().iter().enumerate() {
+                d.advertise
+                    .push(parse_addr(&format!("discovery.advertise[{i}]"), a)?);
+            }
+        }
+    }
+    if d.advertise.len() > netrun_messages::discovery::MAX_ADDRS_PER_PEER {
+        return Err(ConfigError::new(
+            "discovery.advertise",
+            format!(
+                "at most {} addresses fit in a contact record",
+                netrun_messages::discovery::MAX_ADDRS_PER_PEER
+            ),
+        ));
+    }
+    if let Some(limit) = file.auto_connect_limit {
+        if limit > 4096 {
+            return Err(ConfigError::new(
+                "discovery.auto_connect_limit",
+                "must be at most 4096 (the session limit)",
+            ));
+        }
+        d.auto_connect_limit = limit;
+    }
+
+    let px = file.peer_exchange;
+    d.peer_exchange.enabled =
+        toggle(env, "NETRUN_PEER_EXCHANGE", px.enabled)?.unwrap_or(d.peer_exchange.enabled);
+    if let Some(ms) = px.interval_ms {
+        d.peer_exchange.interval = bounded_ms("discovery.peer_exchange.interval_ms", ms)?;
+    }
+
+    let dht = file.dht;
+    d.dht.enabled = toggle(env, "NETRUN_DHT", dht.enabled)?.unwrap_or(d.dht.enabled);
+    if let Some(s) = dht.record_ttl_secs {
+        d.dht.record_ttl = bounded_ms("discovery.dht.record_ttl_secs", s.saturating_mul(1000))?;
+    }
+    if let Some(s) = dht.republish_interval_secs {
+        d.dht.republish_interval = bounded_ms(
+            "discovery.dht.republish_interval_secs",
+            s.saturating_mul(1000),
+        )?;
+    }
+    if d.dht.republish_interval >= d.dht.record_ttl {
+        return Err(ConfigError::new(
+            "discovery.dht.republish_interval_secs",
+            "must be shorter than discovery.dht.record_ttl_secs, or the record lapses",
+        ));
+    }
+
+    d.mdns.enabled = toggle(env, "NETRUN_MDNS", file.mdns.enabled)?.unwrap_or(d.mdns.enabled);
+    if let Some(service) = file.mdns.service {
+        let bare = service.trim_end_matches('.');
+        if !(bare.ends_with("._udp.local") || bare.ends_with("._tcp.local"))
+            || !bare.starts_with('_')
+        {
+            return Err(ConfigError::new(
+                "discovery.mdns.service",
+                format!("{service:?} is not a DNS-SD service type like \"_netrun._udp.local\""),
+            ));
+        }
+        d.mdns.service = service;
+    }
+
+    d.mqtt.enabled = toggle(env, "NETRUN_MQTT", file.mqtt.enabled)?.unwrap_or(d.mqtt.enabled);
+    if let Some(broker) = env.var("NETRUN_MQTT_BROKER").or(file.mqtt.broker) {
+        let field = "discovery.mqtt.broker";
+        if broker.starts_with("mqtts://") {
+            return Err(ConfigError::new(
+                field,
+                format!("{broker:?}: TLS brokers (mqtts://) are not supported yet; use mqtt://"),
+            ));
+        }
+        let rest = broker.strip_prefix("mqtt://").ok_or_else(|| {
+            ConfigError::new(field, format!("{broker:?} is not mqtt://HOST:PORT"))
+        })?;
+        if rest.is_empty() || rest.contains('/') {
+            return Err(ConfigError::new(
+                field,
+                format!("{broker:?} needs a host (and optional port), nothing else"),
+            ));
+        }
+        d.mqtt.broker = broker;
+    }
+    Ok(d)
+}
+
+/// A duration in milliseconds: more than zero, at most a day.
+fn bounded_ms(field: &str, ms: u64) -> Result<Duration, ConfigError> {
+    match ms {
+        0 => Err(ConfigError::new(field, "must be greater than zero")),
+        v if v > 24 * 3600 * 1000 => Err(ConfigError::new(field, "must be at most one day")),
+        v => Ok(Duration::from_millis(v)),
+    }
+}
+
+/// An on/off switch: the environment variable `name` (on, off, true, false, 1, 0) over
+/// the file's value.
+fn toggle(env: &impl Env, name: &str, file: Option<bool>) -> Result<Option<bool>, ConfigError> {
+    match env.var(name) {
+        None => Ok(file),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "on" | "true" | "yes" => Ok(Some(true)),
+            "0" | "off" | "false" | "no" => Ok(Some(false)),
+            _ => Err(ConfigError::new(name, format!("{v:?} is not on or off"))),
+        },
     }
 }
 
@@ -560,5 +892,101 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(&over, &[]).expect_err("peer").field, "--peer");
+    }
+
+    #[test]
+    fn discovery_defaults_and_layers() {
+        let c = Config::load(&Overrides::default(), &[]).expect("ok");
+        assert_eq!(c.discovery, DiscoveryConfig::default());
+        assert!(c.discovery.peer_exchange.enabled && c.discovery.dht.enabled);
+        assert!(!c.discovery.mdns.enabled && !c.discovery.mqtt.enabled);
+        let manual = DiscoveryConfig::manual();
+        assert!(!manual.peer_exchange.enabled && !manual.dht.enabled);
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = "22".repeat(32);
+        let path = write(
+            dir.path(),
+            &format!(
+                "[discovery]\nadvertise = [\"192.0.2.1:9470\"]\nauto_connect_limit = 8\nreannounce_ms = 500\n\
+                 [[discovery.seeds]]\naddr = \"127.0.0.1:2000\"\npublic_key = \"{key}\"\n\
+                 [discovery.peer_exchange]\nenabled = true\ninterval_ms = 250\n\
+                 [discovery.dht]\nenabled = true\nrecord_ttl_secs = 600\nrepublish_interval_secs = 60\n\
+                 [discovery.mdns]\nenabled = true\nservice = \"_other._udp.local\"\n\
+                 [discovery.mqtt]\nenabled = true\nbroker = \"mqtt://broker:1884\"\n"
+            ),
+        );
+        let over = Overrides {
+            config_file: Some(path),
+            seeds: vec![format!("127.0.0.1:3000={key}")],
+            ..Overrides::default()
+        };
+        let seed_env = format!("127.0.0.1:4000={key}");
+        let env = [
+            ("NETRUN_SEEDS", seed_env.as_str()),
+            ("NETRUN_DHT", "off"),
+            ("NETRUN_MQTT_BROKER", "mqtt://env-broker:8883"),
+        ];
+        let d = Config::load(&over, &env).expect("ok").discovery;
+        let ports: Vec<u16> = d.seeds.iter().map(|s| s.addr.port()).collect();
+        assert_eq!(ports, vec![2000, 4000, 3000], "file, env, flags");
+        assert_eq!(d.advertise, vec!["192.0.2.1:9470".parse().expect("addr")]);
+        assert_eq!(d.auto_connect_limit, 8);
+        assert_eq!(d.reannounce, Duration::from_millis(500));
+        assert_eq!(d.peer_exchange.interval, Duration::from_millis(250));
+        assert!(!d.dht.enabled, "the environment overrides the file");
+        assert_eq!(d.dht.record_ttl, Duration::from_secs(600));
+        assert!(d.mdns.enabled);
+        assert_eq!(d.mdns.service, "_other._udp.local");
+        assert!(d.mqtt.enabled);
+        assert_eq!(d.mqtt.broker, "mqtt://env-broker:8883");
+    }
+
+    #[test]
+    fn discovery_errors_name_the_field() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cases = [
+            (
+                "[[discovery.seeds]]\naddr = \"x\"\npublic_key = \"00\"\n",
+                "discovery.seeds[0].addr",
+            ),
+            (
+                "[discovery.peer_exchange]\ninterval_ms = 0\n",
+                "discovery.peer_exchange.interval_ms",
+            ),
+            (
+                "[discovery.dht]\nrecord_ttl_secs = 60\nrepublish_interval_secs = 120\n",
+                "discovery.dht.republish_interval_secs",
+            ),
+            (
+                "[discovery.mdns]\nservice = \"netrun.local\"\n",
+                "discovery.mdns.service",
+            ),
+            (
+                "[discovery.mqtt]\nbroker = \"http://x\"\n",
+                "discovery.mqtt.broker",
+            ),
+            (
+                "[discovery.mqtt]\nbroker = \"mqtts://x:8883\"\n",
+                "discovery.mqtt.broker",
+            ),
+            ("[discovery]\nbogus = 1\n", "bogus"),
+        ];
+        for (text, field) in cases {
+            let over = Overrides {
+                config_file: Some(write(dir.path(), text)),
+                ..Overrides::default()
+            };
+            let err = Config::load(&over, &[]).expect_err(text);
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+        let err = Config::load(&Overrides::default(), &[("NETRUN_PEER_EXCHANGE", "maybe")])
+            .expect_err("bad toggle");
+        assert_eq!(err.field, "NETRUN_PEER_EXCHANGE");
+        let over = Overrides {
+            seeds: vec!["127.0.0.1:1".into()],
+            ..Overrides::default()
+        };
+        assert_eq!(Config::load(&over, &[]).expect_err("seed").field, "--seed");
     }
 }

@@ -1,9 +1,11 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
-//! Request: `{"op": "status"}`, `{"op": "peers"}` or `{"op": "streams"}`. Response: `{"ok": true, "result": …}`
+//! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}` or
+//! `{"op": "discovery"}`. Response: `{"ok": true, "result": …}`
 //! or `{"ok": false, "error": "…"}`. The `result` objects are the `--json` output of the
 //! matching CLI commands, a stable contract for scripts.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
@@ -16,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::node::{Inner, Node};
+use crate::{DiscoverySource, FoundPeer, NodeId};
 
 /// Name of the control socket inside a node's data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -39,6 +42,7 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                     "status" => json!({"ok": true, "result": status(&node).await}),
                     "peers" => json!({"ok": true, "result": peers(&node).await}),
                     "streams" => json!({"ok": true, "result": streams(&node).await}),
+                    "discovery" => json!({"ok": true, "result": discovery(&node).await}),
                     other => json!({"ok": false, "error": format!("unknown op {other:?}")}),
                 },
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
@@ -67,13 +71,24 @@ pub async fn status(node: &Node) -> Value {
     })
 }
 
-/// The `peers` result.
+/// The `peers` result: every session, with how the peer was found (`source`: the first
+/// way, `sources`: every way; `inbound` when no backend reported it).
 pub async fn peers(node: &Node) -> Value {
+    let found: HashMap<NodeId, FoundPeer> = node
+        .discovered()
+        .await
+        .into_iter()
+        .map(|p| (p.node, p))
+        .collect();
     let peers: Vec<Value> = node
         .peers()
         .await
         .into_iter()
         .map(|p| {
+            let (source, sources) = match found.get(&p.node) {
+                Some(f) => (f.source, f.sources.clone()),
+                None => (DiscoverySource::Inbound, vec![DiscoverySource::Inbound]),
+            };
             json!({
                 "node_id": p.node.to_string(),
                 "public_key": p.entity.to_hex(),
@@ -81,10 +96,71 @@ pub async fn peers(node: &Node) -> Value {
                 "state": format!("{:?}", p.state).to_lowercase(),
                 "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 "initiator": p.initiator,
+                "source": source.as_str(),
+                "sources": sources.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();
     Value::Array(peers)
+}
+
+/// The `discovery` result: each backend's status, the coordinator's counters, and every
+/// peer discovery knows of.
+pub async fn discovery(node: &Node) -> Value {
+    let status = node.discovery_status().await;
+    let backends: Vec<Value> = status
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "running": b.running,
+                "found": b.found,
+                "errors": b.errors,
+                "detail": b.detail,
+            })
+        })
+        .collect();
+    let coordinator = status.coordinator.map(|c| {
+        let t = c.table;
+        json!({
+            "peers": c.peers,
+            "connected": c.connected,
+            "connecting": c.connecting,
+            "reports": t.reports,
+            "new_peers": t.new_peers,
+            "duplicates": t.duplicates,
+            "mismatched": t.mismatched,
+            "table_full": t.table_full,
+            "evicted": t.evicted,
+            "connects_started": t.connects_started,
+            "connects_ok": t.connects_ok,
+            "connects_failed": t.connects_failed,
+            "dropped_reports": c.dropped_reports,
+        })
+    });
+    let peers: Vec<Value> = node
+        .discovered()
+        .await
+        .into_iter()
+        .map(|p| {
+            json!({
+                "node_id": p.node.to_string(),
+                "public_key": p.entity.to_hex(),
+                "addrs": p.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "source": p.source.as_str(),
+                "sources": p.sources.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "connected": p.connected,
+                "attempts": p.attempts,
+                "last_error": p.last_error,
+            })
+        })
+        .collect();
+    json!({
+        "backends": backends,
+        "coordinator": coordinator,
+        "peers": peers,
+    })
 }
 
 /// The `streams` result: one object per open stream of every session.

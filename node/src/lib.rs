@@ -10,9 +10,16 @@ pub mod config;
 pub mod control;
 pub mod daemons;
 pub mod identity_file;
+mod lan;
 mod node;
 pub mod telemetry;
 
+pub use netrun_actors::discovery::coordinator::CoordinatorStats;
+pub use netrun_actors::discovery::table::TableStats;
+pub use netrun_actors::discovery::{
+    BackendStatus, DiscoveredPeer, DiscoveryBackend, DiscoveryError, DiscoveryEvent,
+    DiscoverySource, DiscoveryStatus, FoundPeer, PeerContact,
+};
 pub use netrun_actors::events::PeerEvent;
 pub use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
 pub use netrun_actors::router::RouteInfo;

@@ -18,6 +18,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use netrun_actors::discovery::coordinator::CoordinatorConfig;
+use netrun_actors::discovery::kademlia::KademliaSettings;
+use netrun_actors::discovery::peer_exchange::PeerExchangeSettings;
+use netrun_actors::discovery::{
+    DiscoveryBackend, DiscoveryHandle, DiscoveryStatus, FoundPeer, PeerContact,
+};
 use netrun_actors::events::PeerEvent;
 use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
 use netrun_actors::router::{RouteInfo, RouterMsg};
@@ -33,7 +39,8 @@ use netrun_runtime::liveness::LivenessConfig;
 use netrun_runtime::pingwave::PingwaveConfig;
 use netrun_runtime::routing::RoutingConfig;
 use netrun_runtime::stream::{StreamConfig, StreamStats};
-use netrun_supervisor::node_tree::{self, NodeTree, NodeTreeArgs};
+use netrun_supervisor::ChildSpec;
+use netrun_supervisor::node_tree::{self, DiscoveryTreeArgs, NodeTree, NodeTreeArgs};
 use ractor::rpc::CallResult;
 use thiserror::Error;
 use tokio::sync::{Mutex, broadcast, mpsc};
@@ -41,7 +48,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info};
 use zeroize::Zeroizing;
 
-use crate::config::{PingwaveSettings, SessionTiming};
+use crate::config::{DiscoveryConfig, PingwaveSettings, SessionTiming};
 use crate::daemons::Daemons;
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
@@ -52,6 +59,10 @@ const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest `connect` waits for the session layer (the handshake itself gives up sooner).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest `resolve` waits for a DHT lookup (each request times out after 2 s, and a
+/// lookup asks a few rounds of α nodes).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The PSK a node uses when none is configured. Public knowledge: it keeps development
 /// meshes apart from nothing, which is why `netrun start` warns loudly when it is used.
@@ -90,6 +101,30 @@ pub struct NodeBuilder {
     stream_accept: StreamConfig,
     pingwave: PingwaveSettings,
     capabilities: CapabilitySet,
+    discovery: DiscoveryConfig,
+    backends: Vec<BackendFactory>,
+}
+
+/// Builds a discovery backend's child spec once the node's discovery handle exists.
+struct BackendFactory(Box<dyn FnOnce(DiscoveryHandle) -> ChildSpec + Send>);
+
+impl BackendFactory {
+    /// A child `id` driving the backend `make` builds for each incarnation.
+    fn of<B, F>(id: &'static str, make: F) -> Self
+    where
+        B: DiscoveryBackend,
+        F: Fn() -> B + Send + Sync + 'static,
+    {
+        Self(Box::new(move |handle| {
+            node_tree::backend_spec(id, handle, make)
+        }))
+    }
+}
+
+impl std::fmt::Debug for BackendFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendFactory")
+    }
 }
 
 impl Default for NodeBuilder {
@@ -106,6 +141,8 @@ impl Default for NodeBuilder {
             stream_accept: StreamConfig::default(),
             pingwave: PingwaveSettings::default(),
             capabilities: CapabilitySet::default(),
+            discovery: DiscoveryConfig::manual(),
+            backends: Vec::new(),
         }
     }
 }
@@ -143,6 +180,44 @@ impl NodeBuilder {
     #[must_use]
     pub fn peer(mut self, addr: SocketAddr, public_key: EntityId) -> Self {
         self.peers.push((addr, public_key));
+        self
+    }
+
+    /// A seed peer: reported to the discovery coordinator, which connects it (with backoff)
+    /// and keeps the record of how it was found. Unlike [`peer`](Self::peer), a seed whose
+    /// session ends is retried only a bounded number of times.
+    #[must_use]
+    pub fn seed(mut self, addr: SocketAddr, public_key: EntityId) -> Self {
+        self.discovery
+            .seeds
+            .push(crate::config::PeerConfig { addr, public_key });
+        self
+    }
+
+    /// Discovery settings (default [`DiscoveryConfig::manual`]: the coordinator and the
+    /// seeds given, no peer exchange or DHT; `netrun start` uses
+    /// [`DiscoveryConfig::default`]). Seeds already added with [`seed`](Self::seed) are kept.
+    #[must_use]
+    pub fn discovery(mut self, config: DiscoveryConfig) -> Self {
+        let mut seeds = std::mem::take(&mut self.discovery.seeds);
+        seeds.extend(config.seeds.iter().cloned());
+        self.discovery = config;
+        self.discovery.seeds = seeds;
+        self
+    }
+
+    /// Runs `make()`'s backend (mDNS, MQTT, …) as a child `id` of the discovery subtree,
+    /// rebuilt on every restart and reporting to the coordinator.
+    #[must_use]
+    pub fn discovery_backend<B, F>(mut self, id: impl Into<String>, make: F) -> Self
+    where
+        B: DiscoveryBackend,
+        F: Fn() -> B + Send + Sync + 'static,
+    {
+        let id = id.into();
+        self.backends.push(BackendFactory(Box::new(move |handle| {
+            node_tree::backend_spec(id, handle, make)
+        })));
         self
     }
 
@@ -213,6 +288,21 @@ impl NodeBuilder {
         let (_, unused) = mpsc::channel(1);
         let accept = wire.take_stream_acceptor().unwrap_or(unused);
         let psk = Arc::new(Zeroizing::new(self.psk.unwrap_or(DEVELOPMENT_PSK)));
+        let discovery_handle = DiscoveryHandle::new();
+        let mut backends = self.backends;
+        if let Some(mdns) = crate::lan::mdns(&self.discovery, &identity, &psk, &wire) {
+            backends.push(BackendFactory::of("mdns", mdns));
+        }
+        if let Some(mqtt) = crate::lan::mqtt(&self.discovery, &identity, &psk, &wire) {
+            backends.push(BackendFactory::of("mqtt", mqtt));
+        }
+        let discovery = discovery_args(
+            &self.discovery,
+            &self.peers,
+            &psk,
+            discovery_handle.clone(),
+            backends,
+        );
         let (inbound_tx, inbound_rx) = mpsc::channel(self.inbound_capacity);
         let node_slot: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());
         let control = self
@@ -236,6 +326,7 @@ impl NodeBuilder {
                 route_ttl: self.pingwave.interval * 3,
                 ..PingwaveConfig::default()
             }),
+            discovery,
         })
         .await
         .map_err(|source| StartError::Spawn {
@@ -263,6 +354,7 @@ impl NodeBuilder {
             accept: Mutex::new(accept),
             started: Instant::now(),
             daemons,
+            discovery: discovery_handle,
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
         Ok(Node { inner })
@@ -285,6 +377,7 @@ pub(crate) struct Inner {
     accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
     daemons: Arc<Daemons>,
+    discovery: DiscoveryHandle,
 }
 
 impl Node {
@@ -436,6 +529,32 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Every peer discovery knows of (sessions included): how it was found, whether it is
+    /// connected, and the connect attempts and last error if not.
+    pub async fn discovered(&self) -> Vec<FoundPeer> {
+        self.inner.discovery.peers().await
+    }
+
+    /// What `netrun discovery` shows: each backend's status and the coordinator's counters.
+    pub async fn discovery_status(&self) -> DiscoveryStatus {
+        self.inner.discovery.status().await
+    }
+
+    /// Resolves `node` to a contact (key and addresses): from its session if there is one,
+    /// else from the contact record it published in the DHT. `None` if neither has it
+    /// (or the DHT is off). A found contact is also handed to the coordinator, which
+    /// connects it; the handshake proves the key.
+    pub async fn resolve(&self, node: NodeId) -> Option<PeerContact> {
+        if let Some(keys) = self.inner.wire.peer(node) {
+            return Some(PeerContact {
+                node,
+                public_key: keys.entity,
+                addrs: vec![keys.addr],
+            });
+        }
+        self.inner.discovery.resolve(node, RESOLVE_TIMEOUT).await
+    }
+
     /// Sends one datagram to `peer`, sealed end to end. Best effort: UDP may lose it.
     ///
     /// Inside a `tracing` span, the send runs in a `netrun.datagram.send` child span and,
@@ -582,6 +701,46 @@ impl Node {
             tracing::debug!(error = %e, "shutdown");
         }
     }
+}
+
+/// The discovery subtree for `config`: static peers are seeds too, and the DHT namespace
+/// is the mesh fingerprint of `psk`.
+fn discovery_args(
+    config: &DiscoveryConfig,
+    static_peers: &[(SocketAddr, EntityId)],
+    psk: &[u8; 32],
+    handle: DiscoveryHandle,
+    backends: Vec<BackendFactory>,
+) -> DiscoveryTreeArgs {
+    let mut args = DiscoveryTreeArgs::manual(handle.clone());
+    args.coordinator = CoordinatorConfig {
+        auto_connect_limit: config.auto_connect_limit,
+        ..CoordinatorConfig::default()
+    };
+    args.seeds = static_peers
+        .iter()
+        .copied()
+        .chain(config.seeds.iter().map(|s| (s.addr, s.public_key)))
+        .collect();
+    args.reannounce = config.reannounce;
+    if config.peer_exchange.enabled {
+        args.peer_exchange = Some(PeerExchangeSettings {
+            interval: config.peer_exchange.interval,
+            ..PeerExchangeSettings::default()
+        });
+    }
+    if config.dht.enabled {
+        let mut dht = KademliaSettings::new(netrun_actors::discovery::mesh_fingerprint(psk));
+        dht.record_ttl = config.dht.record_ttl;
+        dht.republish_interval = config.dht.republish_interval;
+        dht.advertise = config.advertise.clone();
+        args.dht = Some(dht);
+    }
+    args.backends = backends
+        .into_iter()
+        .map(|factory| (factory.0)(handle.clone()))
+        .collect();
+    args
 }
 
 /// The readable cause of a spawn error: ractor's `StartupFailed` display hides the actor's

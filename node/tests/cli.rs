@@ -248,3 +248,91 @@ fn identity_new_then_show_and_never_replace() {
     let node = start(dir.path(), &[]);
     assert_eq!(node.hello["node_id"], shown["node_id"]);
 }
+
+#[test]
+fn peers_show_how_they_were_found_and_discovery_shows_the_backends() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let a = start(&a_dir, &[]);
+    let seed = format!(
+        "{}={}",
+        a.hello["addr"].as_str().expect("addr"),
+        a.hello["public_key"].as_str().expect("key")
+    );
+    let b = start(&b_dir, &["--seed", &seed]);
+    let (a_id, b_id) = (&a.hello["node_id"], &b.hello["node_id"]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (on_a, on_b) = loop {
+        let (on_a, on_b) = (peers_of(&a_dir), peers_of(&b_dir));
+        let up = |list: &[Value], id: &Value| {
+            list.iter()
+                .any(|p| &p["node_id"] == id && p["state"] == "up")
+        };
+        if up(&on_b, a_id) && up(&on_a, b_id) {
+            break (on_a, on_b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the seed never connected: a={on_a:?} b={on_b:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let entry = |list: &[Value], id: &Value| {
+        list.iter()
+            .find(|p| &p["node_id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(entry(&on_b, a_id)["source"], "seed", "{on_b:?}");
+    assert_eq!(entry(&on_a, b_id)["source"], "inbound", "{on_a:?}");
+
+    let out = netrun(&["peers"], &b_dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SOURCE") && text.contains("seed"), "{text}");
+
+    let out = netrun(&["discovery", "--json"], &b_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).expect("discovery json");
+    let backends = status["backends"].as_array().expect("backends");
+    for name in ["bootstrap", "peer_exchange", "dht"] {
+        let row = backends
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {backends:?}"));
+        assert_eq!(row["running"], true, "{row}");
+    }
+    assert!(
+        status["coordinator"]["peers"].as_u64() >= Some(1),
+        "{status}"
+    );
+    let seeded = status["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .find(|p| &p["node_id"] == a_id)
+        .cloned()
+        .expect("a is a discovered peer");
+    assert_eq!(seeded["source"], "seed");
+    assert_eq!(seeded["connected"], true);
+
+    let out = netrun(&["discovery"], &b_dir);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "BACKEND",
+        "bootstrap",
+        "peer_exchange",
+        "dht",
+        "running",
+        "coordinator",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    let out = netrun(&["discovery"], &dir.path().join("nothing-here"));
+    assert_eq!(out.status.code(), Some(3));
+}

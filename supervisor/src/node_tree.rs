@@ -4,7 +4,7 @@
 //! root            one_for_one
 //! ├── transport   one_for_all: udp_transport, router
 //! ├── sessions    one_for_one: sessions (its Session{peer} actors are its linked children)
-//! ├── discovery   one_for_one: pingwave (when enabled), then further discovery backends
+//! ├── discovery   one_for_one: coordinator, bootstrap, peer_exchange, dht, pingwave, further backends
 //! ├── state       one_for_one   (capability fold, folds, logs, replication)
 //! ├── channels    one_for_one   (one actor per channel)
 //! ├── blobs       one_for_one   (blob adapters)
@@ -16,6 +16,10 @@
 //! Subtrees that later subsystems fill start empty and take dynamic children. Callers hold
 //! [`ChildRef`]s, which follow the current incarnation across restarts.
 //!
+//! Each discovery backend is its own child of `discovery`, so a crashed backend is
+//! restarted alone; backends reach the coordinator (and the node reaches the DHT) through
+//! the [`DiscoveryHandle`], which follows their current incarnations.
+//!
 //! Session actors are linked to the Sessions actor rather than added to the generic
 //! supervisor: a session is never restarted from its arguments (its keys come from a
 //! handshake that cannot be replayed), so its "restart" is a new handshake that the
@@ -25,6 +29,14 @@
 use std::sync::Arc;
 
 use netrun_actors::control::{ControlActor, ControlArgs, ControlMsg, ControlService};
+use netrun_actors::discovery::backend::{BackendActor, BackendArgs};
+use netrun_actors::discovery::bootstrap::Bootstrap;
+use netrun_actors::discovery::coordinator::{CoordinatorActor, CoordinatorArgs, CoordinatorConfig};
+use netrun_actors::discovery::kademlia::{KademliaActor, KademliaArgs, KademliaSettings};
+use netrun_actors::discovery::peer_exchange::{
+    PeerExchangeActor, PeerExchangeArgs, PeerExchangeSettings,
+};
+use netrun_actors::discovery::{DiscoveryBackend, DiscoveryHandle};
 use netrun_actors::pingwave::{PingwaveActor, PingwaveArgs, PingwaveHandle, PingwaveMsg};
 use netrun_actors::router::{RouterActor, RouterArgs, RouterMsg};
 use netrun_actors::sessions::{SessionsActor, SessionsArgs, SessionsMsg};
@@ -64,6 +76,61 @@ pub struct NodeTreeArgs {
     pub routing: RoutingConfig,
     /// Pingwave timing and radius; `None` runs no pingwave actor.
     pub pingwave: Option<PingwaveConfig>,
+    /// The discovery subtree.
+    pub discovery: DiscoveryTreeArgs,
+}
+
+/// What the discovery subtree runs.
+#[derive(Debug)]
+pub struct DiscoveryTreeArgs {
+    /// The handle backends report through and the node asks through.
+    pub handle: DiscoveryHandle,
+    /// Coordinator limits.
+    pub coordinator: CoordinatorConfig,
+    /// Seed peers for the bootstrap backend (no bootstrap child when empty).
+    pub seeds: Vec<(std::net::SocketAddr, EntityId)>,
+    /// How often the bootstrap backend re-reports its seeds.
+    pub reannounce: std::time::Duration,
+    /// Peer exchange, if enabled.
+    pub peer_exchange: Option<PeerExchangeSettings>,
+    /// The Kademlia DHT, if enabled.
+    pub dht: Option<KademliaSettings>,
+    /// Further backend children (mDNS, MQTT, …), e.g. built with [`backend_spec`]; started
+    /// after the ones above.
+    pub backends: Vec<ChildSpec>,
+}
+
+impl DiscoveryTreeArgs {
+    /// A coordinator and nothing else: peers are found only when sessions come up.
+    pub fn manual(handle: DiscoveryHandle) -> Self {
+        Self {
+            handle,
+            coordinator: CoordinatorConfig::default(),
+            seeds: Vec::new(),
+            reannounce: netrun_actors::discovery::bootstrap::DEFAULT_REANNOUNCE,
+            peer_exchange: None,
+            dht: None,
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// A child that drives backend `B` (built by `make` for every incarnation) in a generic
+/// backend actor reporting to `discovery`.
+pub fn backend_spec<B, F>(id: impl Into<String>, discovery: DiscoveryHandle, make: F) -> ChildSpec
+where
+    B: DiscoveryBackend,
+    F: Fn() -> B + Send + Sync + 'static,
+{
+    ChildSpec::actor(id, move || {
+        (
+            BackendActor::<B>::new(),
+            BackendArgs {
+                backend: make(),
+                discovery: discovery.clone(),
+            },
+        )
+    })
 }
 
 impl std::fmt::Debug for NodeTreeArgs {
@@ -159,10 +226,7 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
     let pingwave = pingwave_spec
         .as_ref()
         .map(|(spec, handle)| (spec.child_ref::<PingwaveMsg>(), handle.clone()));
-    let mut discovery = SupervisorArgs::new(
-        "discovery",
-        SupervisorConfig::with_strategy(Strategy::OneForOne),
-    );
+    let mut discovery = discovery_subtree(&args);
     if let Some((spec, _)) = pingwave_spec {
         discovery = discovery.child(spec);
     }
@@ -242,4 +306,55 @@ pub fn daemons_config() -> SupervisorConfig {
         },
         ..SupervisorConfig::with_strategy(Strategy::OneForOne)
     }
+}
+
+/// The discovery subtree: the coordinator first (backends report to it), then one child
+/// per backend, one_for_one.
+fn discovery_subtree(args: &NodeTreeArgs) -> SupervisorArgs {
+    let d = &args.discovery;
+    let mut tree = SupervisorArgs::new(
+        "discovery",
+        SupervisorConfig::with_strategy(Strategy::OneForOne),
+    );
+    let coordinator = CoordinatorArgs {
+        discovery: d.handle.clone(),
+        wire: Arc::clone(&args.wire),
+        config: d.coordinator,
+    };
+    tree = tree.child(ChildSpec::actor("coordinator", move || {
+        (CoordinatorActor, coordinator.clone())
+    }));
+    if !d.seeds.is_empty() {
+        let (seeds, every) = (d.seeds.clone(), d.reannounce);
+        tree = tree.child(backend_spec("bootstrap", d.handle.clone(), move || {
+            Bootstrap::new(&seeds, every)
+        }));
+    }
+    if let Some(settings) = d.peer_exchange {
+        let px = PeerExchangeArgs {
+            wire: Arc::clone(&args.wire),
+            identity: Arc::clone(&args.identity),
+            discovery: d.handle.clone(),
+            settings,
+        };
+        tree = tree.child(ChildSpec::actor("peer_exchange", move || {
+            (PeerExchangeActor, px.clone())
+        }));
+    }
+    if let Some(settings) = &d.dht {
+        let dht = KademliaArgs {
+            wire: Arc::clone(&args.wire),
+            identity: Arc::clone(&args.identity),
+            discovery: d.handle.clone(),
+            settings: settings.clone(),
+        };
+        tree = tree.child(ChildSpec::actor("dht", move || {
+            (KademliaActor, dht.clone())
+        }));
+    }
+    // A spec's clone shares its slot, so ChildRefs the caller took from it stay valid.
+    for spec in &d.backends {
+        tree = tree.child(spec.clone());
+    }
+    tree
 }

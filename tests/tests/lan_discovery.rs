@@ -310,6 +310,57 @@ fn wait_until(cond: impl Fn() -> bool, what: &str) {
 }
 
 /// A Mosquitto broker on a free loopback port, stopped by PID on drop.
+/// The whole user path: two `netrun` nodes with `[discovery.mqtt]` enabled and nothing
+/// else find each other through the broker, and the coordinator opens a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_enabled_nodes_connect_through_the_broker() {
+    let Some(broker) = Broker::start_or_skip() else {
+        return;
+    };
+    let start = |seed: u8| {
+        let mut discovery = netrun::config::DiscoveryConfig::manual();
+        discovery.mqtt.enabled = true;
+        discovery.mqtt.broker = broker.url();
+        netrun::Node::builder()
+            .identity(Identity::from_seed([seed; 32]))
+            .psk(netrun_tests::TEST_PSK)
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .discovery(discovery)
+            .start()
+    };
+    let a = start(11).await.expect("node a");
+    let b = start(12).await.expect("node b");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let up = a.peers().await.iter().any(|p| p.node == b.node_id())
+            && b.peers().await.iter().any(|p| p.node == a.node_id());
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session through MQTT discovery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = a.discovered().await;
+    let entry = found
+        .iter()
+        .find(|p| p.node == b.node_id())
+        .expect("b found");
+    assert!(entry.sources.contains(&DiscoverySource::Mqtt), "{entry:?}");
+    a.send(b.node_id(), b"over mqtt discovery")
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(WAIT, b.recv())
+        .await
+        .expect("recv")
+        .expect("datagram");
+    assert_eq!(&got.payload[..], b"over mqtt discovery");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 struct Broker {
     binary: PathBuf,
     dir: tempfile::TempDir,

@@ -15,6 +15,24 @@
 //! crashes is restarted without disturbing the others. A backend reports what it finds as
 //! [`DiscoveryEvent`]s; a discovered peer is a *hint* (an address and a key to try), never
 //! an identity: the Noise handshake proves who answers.
+//!
+//! - [`DiscoveryHandle`]: what backends report to and what the node asks; it follows the
+//!   coordinator and the DHT actor across restarts and holds the backends' status board.
+//! - [`coordinator`]: the [`PeerTable`](table::PeerTable) (de-dup, sources, connect
+//!   schedule with backoff) driven by an actor that hands new peers to `Sessions`.
+//! - [`backend`]: the generic actor that drives any [`DiscoveryBackend`];
+//!   [`bootstrap`] is the config-seed backend.
+//! - [`peer_exchange`] and [`kademlia`]: backends that speak over mesh sessions
+//!   (`PEER_EXCHANGE` and `DHT` envelopes), actors of their own.
+
+pub mod backend;
+pub mod bootstrap;
+pub mod coordinator;
+mod forward;
+mod handle;
+pub mod kademlia;
+pub mod peer_exchange;
+pub mod table;
 
 pub mod mdns;
 pub mod mqtt;
@@ -25,6 +43,10 @@ use std::net::SocketAddr;
 
 use netrun_messages::{EntityId, NodeId};
 use serde::{Deserialize, Serialize};
+
+pub use forward::Credit;
+pub use handle::{DiscoveryHandle, DiscoveryStatus, REPORT_QUEUE};
+pub use table::FoundPeer;
 
 /// How a peer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,6 +101,24 @@ pub struct DiscoveredPeer {
     pub addrs: Vec<SocketAddr>,
     /// Which backend found it.
     pub source: DiscoverySource,
+}
+
+/// Where a node can be reached, as the DHT (or a session) says: a hint to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerContact {
+    /// The node id (derived from `public_key`).
+    pub node: NodeId,
+    /// Its public key; a handshake proves it.
+    pub public_key: EntityId,
+    /// Addresses to try.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// The mesh fingerprint as text ([`MeshFingerprint`](netrun_messages::MeshFingerprint) in
+/// hex: derived from the PSK, never the PSK itself), so meshes sharing a LAN, a broker or a
+/// DHT keyspace can tell each other apart. It is also the DHT's mesh prefix.
+pub fn mesh_fingerprint(psk: &[u8; 32]) -> String {
+    netrun_messages::MeshFingerprint::from_psk(psk).to_hex()
 }
 
 /// What a backend reports.
@@ -148,6 +188,9 @@ pub trait DiscoveryBackend: Send + 'static {
     fn start(&mut self) -> impl Future<Output = Result<(), DiscoveryError>> + Send;
 
     /// The next event; `None` when the backend has nothing more to report, ever.
+    ///
+    /// Must be cancel-safe: the driving actor wraps every call in a bounded timeout and
+    /// calls again later, so a dropped future must not lose an event.
     fn next_event(&mut self) -> impl Future<Output = Option<DiscoveryEvent>> + Send;
 
     /// Stops advertising (sending goodbyes where the mechanism has them).
@@ -155,4 +198,18 @@ pub trait DiscoveryBackend: Send + 'static {
 
     /// Counters and detail for `netrun discovery`.
     fn status(&self) -> BackendStatus;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_fingerprints_are_stable_and_differ_per_psk() {
+        let a = mesh_fingerprint(&[1; 32]);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, mesh_fingerprint(&[1; 32]), "deterministic");
+        assert_ne!(a, mesh_fingerprint(&[2; 32]));
+    }
 }

@@ -1,4 +1,5 @@
-//! Client subcommands that talk to a running node: `status`, `peers` (`--streams`).
+//! Client subcommands that talk to a running node: `status`, `peers` (`--streams`),
+//! `discovery`.
 
 use netrun::config::{ProcessEnv, default_data_dir};
 use netrun::control::{ClientError, request};
@@ -46,8 +47,8 @@ pub(crate) fn peers(args: PeersArgs) -> u8 {
             return;
         }
         println!(
-            "{:<16}  {:<21}  {:<10}  {:>9}",
-            "NODE", "ADDRESS", "STATE", "RTT"
+            "{:<16}  {:<21}  {:<10}  {:>9}  {:<13}",
+            "NODE", "ADDRESS", "STATE", "RTT", "SOURCE"
         );
         for p in peers {
             let rtt = p
@@ -55,11 +56,92 @@ pub(crate) fn peers(args: PeersArgs) -> u8 {
                 .and_then(Value::as_f64)
                 .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms"));
             println!(
-                "{:<16}  {:<21}  {:<10}  {:>9}",
+                "{:<16}  {:<21}  {:<10}  {:>9}  {:<13}",
                 text(&p, "node_id"),
                 text(&p, "addr"),
                 text(&p, "state"),
-                rtt
+                rtt,
+                text(&p, "source")
+            );
+        }
+    })
+}
+
+pub(crate) fn discovery(args: ClientArgs) -> u8 {
+    call(&args, "discovery", |v| {
+        let backends = v
+            .get("backends")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "{:<14}  {:<8}  {:>7}  {:>7}  DETAIL",
+            "BACKEND", "STATE", "FOUND", "ERRORS"
+        );
+        for b in &backends {
+            let running = b.get("running").and_then(Value::as_bool).unwrap_or(false);
+            let n = |key: &str| b.get(key).and_then(Value::as_u64).unwrap_or(0);
+            println!(
+                "{:<14}  {:<8}  {:>7}  {:>7}  {}",
+                text(b, "name"),
+                if running { "running" } else { "stopped" },
+                n("found"),
+                n("errors"),
+                text(b, "detail")
+            );
+        }
+        match v.get("coordinator").filter(|c| !c.is_null()) {
+            Some(c) => {
+                let n = |key: &str| c.get(key).and_then(Value::as_u64).unwrap_or(0);
+                println!(
+                    "\ncoordinator   {} peers ({} connected, {} connecting); {} reports, {} duplicates, {} mismatched dropped; connects {} ok / {} failed; {} reports dropped",
+                    n("peers"),
+                    n("connected"),
+                    n("connecting"),
+                    n("reports"),
+                    n("duplicates"),
+                    n("mismatched"),
+                    n("connects_ok"),
+                    n("connects_failed"),
+                    n("dropped_reports"),
+                );
+            }
+            None => println!("\ncoordinator   not running"),
+        }
+        let peers = v
+            .get("peers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if peers.is_empty() {
+            return;
+        }
+        println!(
+            "\n{:<16}  {:<13}  {:<9}  {:>8}  {:<21}  SOURCES",
+            "NODE", "SOURCE", "SESSION", "ATTEMPTS", "ADDRESS"
+        );
+        for p in &peers {
+            let connected = p.get("connected").and_then(Value::as_bool).unwrap_or(false);
+            let list = |key: &str| {
+                p.get(key)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            };
+            let addrs = list("addrs");
+            println!(
+                "{:<16}  {:<13}  {:<9}  {:>8}  {:<21}  {}",
+                text(p, "node_id"),
+                text(p, "source"),
+                if connected { "up" } else { "-" },
+                p.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+                addrs.split(',').next().unwrap_or("-"),
+                list("sources")
             );
         }
     })

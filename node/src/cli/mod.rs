@@ -38,6 +38,10 @@ Environment:
   NETRUN_BIND       UDP bind address
   NETRUN_PSK        mesh pre-shared key, 64 hex characters
   NETRUN_PEERS      comma-separated ADDR=PUBKEY static peers
+  NETRUN_SEEDS      comma-separated ADDR=PUBKEY discovery seeds
+  NETRUN_ADVERTISE  comma-separated addresses for this node's DHT contact record
+  NETRUN_PEER_EXCHANGE, NETRUN_DHT, NETRUN_MDNS, NETRUN_MQTT   discovery backends on|off
+  NETRUN_MQTT_BROKER  MQTT broker URL (mqtt://HOST:PORT)
   NETRUN_LOG        log filter (e.g. info, netrun=debug)
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL   trace export";
 
@@ -77,9 +81,12 @@ enum Command {
     Start(start::StartArgs),
     /// Show a running node: id, uptime, supervision tree, counters.
     Status(ClientArgs),
-    /// List a running node's peers: id, address, state, RTT (with `--streams`, every
-    /// open stream and its counters).
+    /// List a running node's peers: id, address, state, RTT, how each was found (with
+    /// `--streams`, every open stream and its counters).
     Peers(PeersArgs),
+    /// Show a running node's discovery: each backend's status, the coordinator's
+    /// counters and every discovered peer.
+    Discovery(ClientArgs),
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
@@ -101,6 +108,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Start(args) => start::run(args),
         Command::Status(args) => client::status(args),
         Command::Peers(args) => client::peers(args),
+        Command::Discovery(args) => client::discovery(args),
         Command::Identity { action } => identity::run(action),
     };
     ExitCode::from(code)

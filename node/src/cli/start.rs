@@ -29,6 +29,9 @@ pub(crate) struct StartArgs {
     /// A static peer as ADDR=PUBKEY; repeatable.
     #[arg(long = "peer", value_name = "ADDR=PUBKEY")]
     peers: Vec<String>,
+    /// A discovery seed as ADDR=PUBKEY; repeatable.
+    #[arg(long = "seed", value_name = "ADDR=PUBKEY")]
+    seeds: Vec<String>,
 }
 
 pub(crate) fn run(args: StartArgs) -> u8 {
@@ -37,6 +40,7 @@ pub(crate) fn run(args: StartArgs) -> u8 {
         data_dir: args.data_dir,
         bind: args.bind,
         peers: args.peers,
+        seeds: args.seeds,
     };
     let config = match Config::load(&overrides, &ProcessEnv) {
         Ok(c) => c,
@@ -102,6 +106,7 @@ async fn run_node(config: Config, identity: Identity) -> u8 {
         .psk(psk)
         .session_timing(config.session)
         .pingwave(config.pingwave)
+        .discovery(config.discovery.clone())
         .control_socket(config.data_dir.join(CONTROL_SOCKET));
     for peer in &config.peers {
         builder = builder.peer(peer.addr, peer.public_key);
