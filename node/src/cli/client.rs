@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
 
 /// No node is running at the data directory.
-const EXIT_NOT_RUNNING: u8 = 3;
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 /// The control socket refused us.
-const EXIT_PERMISSION: u8 = 4;
+pub(crate) const EXIT_PERMISSION: u8 = 4;
 
 pub(crate) fn status(args: ClientArgs) -> u8 {
     call(&args, "status", |v| {

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod daemons;
 mod identity;
 mod start;
 
@@ -87,6 +88,14 @@ enum Command {
     /// Show a running node's discovery: each backend's status, the coordinator's
     /// counters and every discovered peer.
     Discovery(ClientArgs),
+    /// List a running node's daemons: origin, kind, state (crash-loop gating included),
+    /// health, restarts, events processed, load.
+    Daemons(ClientArgs),
+    /// Operate one daemon of a running node: stop it, or snapshot it.
+    Daemon {
+        #[command(subcommand)]
+        action: daemons::DaemonAction,
+    },
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
@@ -109,6 +118,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Status(args) => client::status(args),
         Command::Peers(args) => client::peers(args),
         Command::Discovery(args) => client::discovery(args),
+        Command::Daemons(args) => daemons::list(args),
+        Command::Daemon { action } => daemons::run(action),
         Command::Identity { action } => identity::run(action),
     };
     ExitCode::from(code)
