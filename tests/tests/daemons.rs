@@ -2,6 +2,9 @@
 //! chains that verify across restarts, forged outputs, placement by capability, stop with
 //! grace, snapshots that move, and traces of spawn, processing and restarts.
 
+#[path = "../otlp/support.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -667,4 +670,55 @@ async fn registry_and_spawn_errors_are_typed() {
             .await,
         Err(DaemonSpawnError::ShuttingDown)
     ));
+}
+
+/// Spans of spawn, processed events (sampled: the first 16 input seqs of a daemon, then one
+/// in 1,024) and the restart reach a real OTLP collector from a separate node process.
+#[test]
+fn traces_show_spawn_sampled_processing_and_the_restart() {
+    use support::*;
+    if let Err(reason) = receiver_available() {
+        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spans_file = dir.path().join("spans.jsonl");
+    let mut collector = Process::spawn(
+        clean_command("python3")
+            .arg(receiver_script())
+            .arg(&spans_file),
+    );
+    let endpoints = collector.line();
+    let grpc = endpoints["grpc"].as_str().expect("grpc endpoint");
+    let mut node = Process::spawn(clean_command(env!("CARGO_BIN_EXE_daemon-node")).arg(grpc));
+    let done = node.line();
+    assert!(node.wait(), "the daemon node exits cleanly");
+    let origin = done["origin"].as_str().expect("origin").to_owned();
+    assert_eq!(done["restarts"], 1);
+
+    let named = |spans: &[serde_json::Value], name: &str| {
+        spans
+            .iter()
+            .filter(|s| s["name"] == name && s["attributes"]["origin"] == origin.as_str())
+            .count()
+    };
+    let spans = poll_spans(&spans_file, |spans| {
+        named(spans, "netrun.daemon.restart") == 1 && named(spans, "netrun.daemon.process") >= 16
+    });
+    collector.kill();
+    assert_eq!(named(&spans, "netrun.daemon.spawn"), 1, "one spawn span");
+    // Input seqs 1..=16 of 22 (20 events, boom, one after the restart).
+    assert_eq!(named(&spans, "netrun.daemon.process"), 16, "sampled processing");
+    assert_eq!(named(&spans, "netrun.daemon.restart"), 1, "one restart span");
+    let restart = spans
+        .iter()
+        .find(|s| s["name"] == "netrun.daemon.restart")
+        .expect("restart span");
+    assert_eq!(restart["attributes"]["restarts"], 1);
+    assert_eq!(restart["attributes"]["kind"], "picky");
+    let process = spans
+        .iter()
+        .find(|s| s["name"] == "netrun.daemon.process")
+        .expect("process span");
+    assert_eq!(process["attributes"]["outputs"], 1);
 }

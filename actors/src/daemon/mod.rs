@@ -56,9 +56,10 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default grace period of a stop: the MeshOS stop grace period.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
-/// Processed events traced at the start of every incarnation (`netrun.daemon.process`).
+/// A daemon's first inputs (by host input seq) that get a `netrun.daemon.process` span.
 pub const TRACE_FIRST_EVENTS: u64 = 16;
-/// After the first ones, one processed event in this many is traced (by input seq).
+/// After those, one input in this many is traced (input seq divisible by it); seqs continue
+/// across restarts, so no input is traced twice.
 pub const TRACE_EVERY: u64 = 1024;
 
 /// How a node hosts one daemon.
