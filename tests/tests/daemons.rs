@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use netrun::daemons::{
     CausalEvent, ChainError, ChainHead, ChainVerifier, DaemonCallError, DaemonConfig,
     DaemonControl, DaemonError, DaemonHandle, DaemonOptions, DaemonSpawnError, DaemonState,
-    DeliverError, HostConfig, MeshDaemon, Output, SignedBatch, VerifyError, factory,
+    DeliverError, HostConfig, MeshDaemon, Output, RemoteError, SignedBatch, SpawnRefusal,
+    VerifyError, factory,
 };
 use netrun::{
     Bytes, CapabilityFilter, CapabilitySet, GpuInfo, GpuVendor, Hardware, Identity, Node,
@@ -412,7 +413,13 @@ async fn a_daemon_that_needs_a_gpu_lands_on_the_gpu_node() {
         .spawn_daemon_placed("gpu-job", identity, DaemonConfig::empty())
         .await;
     assert!(
-        matches!(again, Err(DaemonSpawnError::Remote(_))),
+        matches!(
+            again,
+            Err(DaemonSpawnError::Remote(RemoteError::Refused {
+                refusal: SpawnRefusal::AlreadyRunning,
+                ..
+            }))
+        ),
         "{again:?}"
     );
 
@@ -708,8 +715,16 @@ fn traces_show_spawn_sampled_processing_and_the_restart() {
     collector.kill();
     assert_eq!(named(&spans, "netrun.daemon.spawn"), 1, "one spawn span");
     // Input seqs 1..=16 of 22 (20 events, boom, one after the restart).
-    assert_eq!(named(&spans, "netrun.daemon.process"), 16, "sampled processing");
-    assert_eq!(named(&spans, "netrun.daemon.restart"), 1, "one restart span");
+    assert_eq!(
+        named(&spans, "netrun.daemon.process"),
+        16,
+        "sampled processing"
+    );
+    assert_eq!(
+        named(&spans, "netrun.daemon.restart"),
+        1,
+        "one restart span"
+    );
     let restart = spans
         .iter()
         .find(|s| s["name"] == "netrun.daemon.restart")

@@ -209,10 +209,18 @@ impl DaemonClient {
             request_id,
         };
         let per_attempt = timeout / ATTEMPTS;
-        for _ in 0..ATTEMPTS {
-            self.wire
+        for attempt in 0..ATTEMPTS {
+            let sent = self
+                .wire
                 .send_envelope(peer, Subprotocol::DAEMON, None, &body)
-                .await?;
+                .await;
+            match sent {
+                Ok(()) => {}
+                // Nothing went out: the peer never saw the request.
+                Err(error) if attempt == 0 => return Err(error.into()),
+                // An earlier attempt went out and may have been acted on.
+                Err(_) => return Err(RemoteError::Timeout(peer)),
+            }
             match tokio::time::timeout(per_attempt, &mut rx).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(_)) => break,

@@ -50,7 +50,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use netrun_actors::daemon::{DaemonMsg, DaemonRecord, HostStatus, RecordState};
-use netrun_messages::daemon::SpawnRefusal;
+pub use netrun_messages::daemon::SpawnRefusal;
 use netrun_supervisor::{ChildRef, ChildState, SendError, SupervisorError};
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -572,11 +572,20 @@ impl Node {
     /// health, saturation, restarts and counters, by origin.
     pub async fn daemons(&self) -> Vec<DaemonInfo> {
         let daemons = self.daemon_registry();
-        let states = child_states(daemons).await;
-        let mut list = Vec::new();
+        let states = Arc::new(child_states(daemons).await);
+        // Asked concurrently: a busy daemon costs its status timeout once, not per daemon.
+        let mut asks = tokio::task::JoinSet::new();
         for entry in daemons.entries() {
-            list.push(info_of(&entry.record, &entry.child, daemons.node(), &states).await);
+            let (states, node) = (Arc::clone(&states), daemons.node());
+            asks.spawn(async move { info_of(&entry.record, &entry.child, node, &states).await });
         }
+        let mut list = Vec::with_capacity(asks.len());
+        while let Some(info) = asks.join_next().await {
+            if let Ok(info) = info {
+                list.push(info);
+            }
+        }
+        list.sort_by_key(|info| info.origin);
         list
     }
 

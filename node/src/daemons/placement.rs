@@ -9,9 +9,13 @@
 //!    through [`Node::set_placement_candidates`].
 //! 3. [`rank`] orders the matching candidates: lowest RTT, then least saturation, then
 //!    lowest node id.
-//! 4. The daemon is spawned on the first; if that node refuses (kind not registered, full,
-//!    unreachable), on the next. If every candidate refuses, the last refusal is returned
-//!    (`FactoryNotFound` when the kind is registered nowhere that matches).
+//! 4. The daemon is spawned on the first; if that node refuses for certain (kind not
+//!    registered, full, shutting down, invalid, the factory failed) or the request could not
+//!    be sent, on the next. If every candidate refuses, the last refusal is returned
+//!    (`FactoryNotFound` when the kind is registered nowhere that matches). A node that
+//!    already runs the identity, or that does not answer (it may have spawned the daemon
+//!    and lost the reply), ends the placement with that error: trying another node could
+//!    run one identity twice.
 //!
 //! A remote spawn travels in a `DAEMON` control envelope inside the session to the chosen
 //! node, identity seed included, and is limited to what one datagram carries (a
@@ -197,6 +201,9 @@ impl Node {
             })
             .collect();
         let ranked = rank(&requirements, &views);
+        if daemons.entry(identity.origin_hash()).is_some() {
+            return Err(DaemonSpawnError::AlreadyRunning(identity.origin_hash()));
+        }
         let mut last = DaemonSpawnError::NoCandidate;
         for target in ranked {
             span.record("target", tracing::field::display(target));
@@ -214,6 +221,8 @@ impl Node {
                             local: Some(handle),
                         });
                     }
+                    // The identity runs here already: placing it elsewhere would fork it.
+                    Err(error @ DaemonSpawnError::AlreadyRunning(_)) => return Err(error),
                     Err(error) => {
                         debug!(%error, "this node refused the daemon; trying the next");
                         last = error;
@@ -246,17 +255,29 @@ impl Node {
                     debug!(%target, "node reported another identity; trying the next");
                     last = DaemonSpawnError::WrongIdentity;
                 }
-                Err(RemoteError::Refused {
-                    refusal: SpawnRefusal::FactoryNotFound,
-                    ..
-                }) => {
-                    debug!(%target, "kind not registered there; trying the next");
-                    last = DaemonSpawnError::FactoryNotFound(kind.to_owned());
+                // Definite refusals: the daemon does not run there, the next node may do.
+                Err(RemoteError::Refused { refusal, .. })
+                    if refusal != SpawnRefusal::AlreadyRunning =>
+                {
+                    debug!(%target, %refusal, "node refused; trying the next");
+                    last = match refusal {
+                        SpawnRefusal::FactoryNotFound => {
+                            DaemonSpawnError::FactoryNotFound(kind.to_owned())
+                        }
+                        refusal => DaemonSpawnError::Remote(RemoteError::Refused {
+                            node: target,
+                            refusal,
+                        }),
+                    };
                 }
-                Err(error) => {
-                    debug!(%target, %error, "remote spawn failed; trying the next");
-                    last = DaemonSpawnError::Remote(error);
+                // Nothing was sent: the node never heard of the daemon.
+                Err(RemoteError::Send(error)) => {
+                    debug!(%target, %error, "request not sent; trying the next");
+                    last = DaemonSpawnError::Remote(RemoteError::Send(error));
                 }
+                // Already running there, or no answer (it may have spawned it): trying
+                // another node could run the identity twice.
+                Err(error) => return Err(DaemonSpawnError::Remote(error)),
             }
         }
         Err(last)
