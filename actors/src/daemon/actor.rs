@@ -15,10 +15,10 @@ use netrun_runtime::daemon::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
-use tracing::{Span, debug, info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use super::record::{DaemonInput, DaemonRecord, Slot};
-use super::{now, sampled};
+use super::{now, sampled, span_int};
 
 /// Stop reason of a daemon that shut down on request (the supervisor's clean
 /// `shutdown` reason, so a transient child is not restarted).
@@ -101,7 +101,6 @@ pub struct DaemonHostState {
     record: Arc<DaemonRecord>,
     seal_armed: bool,
     interval: Option<JoinHandle<()>>,
-    span: Span,
 }
 
 impl HostStatus {
@@ -130,11 +129,6 @@ impl Actor for DaemonHostActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let record = args.record;
         let incarnation = record.begin_incarnation();
-        let span = info_span!(
-            "daemon",
-            origin = %record.origin(),
-            kind = record.kind(),
-        );
         if incarnation > 1 {
             restore(&record, incarnation)?;
         }
@@ -145,14 +139,12 @@ impl Actor for DaemonHostActor {
                 record,
                 seal_armed: false,
                 interval: Some(interval),
-                span,
             });
         }
         Ok(DaemonHostState {
             record,
             seal_armed: false,
             interval: None,
-            span,
         })
     }
 
@@ -219,7 +211,7 @@ impl Actor for DaemonHostActor {
                     })
                     .flatten();
                 let _ = reply.send(snapshot);
-                info!(parent: &state.span, "daemon shut down");
+                info!(origin = %state.record.origin(), "daemon shut down");
                 myself.stop(Some(STOP_REASON.to_owned()));
                 return Ok(());
             }
@@ -303,17 +295,18 @@ impl DaemonHostState {
                 };
                 let next = host.input_seq() + 1;
                 let result = if sampled(next) {
+                    // Its parent is the span the request arrived with (ractor carries it),
+                    // so a traced delivery shows the processing inside its own trace.
                     let span = info_span!(
-                        parent: &self.span,
                         "netrun.daemon.process",
                         origin = %self.record.origin(),
-                        input_seq = next,
+                        input_seq = span_int(next),
                         outputs = tracing::field::Empty,
                     );
                     let _entered = span.enter();
                     let result = host.deliver(now, event);
                     if let Ok(delivered) = &result {
-                        span.record("outputs", delivered.outputs);
+                        span.record("outputs", span_int(delivered.outputs));
                     }
                     result
                 } else {
@@ -335,7 +328,7 @@ impl DaemonHostState {
                                 .last_failure()
                                 .map_or_else(String::new, ToString::to_string);
                             warn!(
-                                parent: &self.span, input_seq, restart, %failure,
+                                origin = %self.record.origin(), input_seq, restart, %failure,
                                 "daemon failed processing an event"
                             );
                         }
@@ -396,7 +389,10 @@ impl DaemonHostState {
         let failure = host
             .last_failure()
             .map_or_else(|| "failed".to_owned(), ToString::to_string);
-        warn!(parent: &self.span, %failure, "daemon failed; its supervisor restarts it");
+        warn!(
+            origin = %self.record.origin(), %failure,
+            "daemon failed; its supervisor restarts it"
+        );
         Err(format!("daemon failed: {failure}").into())
     }
 }
@@ -410,7 +406,7 @@ fn restore(record: &DaemonRecord, incarnation: u32) -> Result<(), ActorProcessin
         "netrun.daemon.restart",
         origin = %record.origin(),
         kind = record.kind(),
-        restarts,
+        restarts = span_int(restarts),
         replayed = tracing::field::Empty,
         suppressed = tracing::field::Empty,
         divergent = tracing::field::Empty,
@@ -438,8 +434,8 @@ fn restore(record: &DaemonRecord, incarnation: u32) -> Result<(), ActorProcessin
             Ok(daemon) => match DaemonHost::restore(now(), daemon, *recovery) {
                 Ok((mut host, report)) => {
                     host.set_restarts(restarts);
-                    span.record("replayed", report.replayed);
-                    span.record("suppressed", report.suppressed);
+                    span.record("replayed", span_int(report.replayed));
+                    span.record("suppressed", span_int(report.suppressed));
                     span.record("divergent", report.divergent);
                     while let Some(output) = host.poll_output() {
                         outputs.push(output);

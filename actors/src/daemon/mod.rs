@@ -99,3 +99,9 @@ fn now() -> std::time::Instant {
 fn sampled(input_seq: u64) -> bool {
     input_seq <= TRACE_FIRST_EVENTS || input_seq % TRACE_EVERY == 0
 }
+
+/// A count as a span field: `tracing-opentelemetry` exports `i64` fields as integers but
+/// unsigned ones as text.
+fn span_int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}

@@ -291,11 +291,14 @@ impl Daemons {
             child: child.clone(),
         };
         self.lock_state().hosted.insert(origin, entry);
+        // Started from a task of its own: the actor (and every span it opens) must not
+        // become a child of the caller's span, which would then stay open for as long as
+        // the daemon runs.
         let added = match self.subtree().await {
-            Ok(subtree) => subtree
-                .add_child(spec)
+            Ok(subtree) => tokio::spawn(async move { subtree.add_child(spec).await })
                 .await
-                .map_err(DaemonSpawnError::Supervisor),
+                .map_err(|_| DaemonSpawnError::NotReady)
+                .and_then(|added| added.map_err(DaemonSpawnError::Supervisor)),
             Err(error) => Err(error),
         };
         if let Err(error) = added {
