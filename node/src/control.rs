@@ -77,6 +77,10 @@ pub async fn status(node: &Node) -> Value {
         "peers": node.peers().await.len(),
         "tree": node.tree().await,
         "daemons": daemons(node).await,
+        "daemon_control": {
+            "malformed": node.daemon_control_counters().0,
+            "unsolicited": node.daemon_control_counters().1,
+        },
         "stats": stats,
     })
 }

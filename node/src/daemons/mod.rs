@@ -353,7 +353,9 @@ impl DaemonHandle {
         }
     }
 
-    /// Delivers a control signal to the daemon, at most once (also across restarts).
+    /// Delivers a control signal to the daemon, at most once (also across restarts). A
+    /// `Shutdown` sent this way tells the daemon and stops its input, but keeps it hosted;
+    /// [`stop`](Self::stop) is the way to end a daemon.
     pub async fn control(&self, control: DaemonControl) -> Result<ControlOutcome, DaemonCallError> {
         self.check()?;
         let result = self
@@ -603,6 +605,13 @@ impl Node {
             .ok_or(DaemonCallError::NotFound(origin))?;
         tracing::debug!(%origin, channel = %channel, "daemon channel subscription not available yet");
         Err(DaemonCallError::NotReady("channel subscriptions"))
+    }
+
+    /// Counters of the daemon control subprotocol: bodies that did not decode, and replies
+    /// that matched no request (unknown id, or from another node than the one asked).
+    pub fn daemon_control_counters(&self) -> (u64, u64) {
+        let client = self.daemon_registry().client();
+        (client.malformed(), client.unsolicited())
     }
 
     /// Also hands every output of daemons spawned from now on to `sink` (the seam for
