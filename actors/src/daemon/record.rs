@@ -340,3 +340,93 @@ impl From<CausalEvent> for DaemonInput {
         Self::Event(event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netrun_messages::Identity;
+    use netrun_runtime::daemon::{DaemonError, HostConfig, factory};
+
+    struct Echo;
+
+    impl MeshDaemon for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+
+        fn process(&mut self, event: &CausalEvent) -> Result<Vec<Bytes>, DaemonError> {
+            Ok(vec![event.payload.clone()])
+        }
+    }
+
+    fn record(queue_capacity: usize) -> Arc<DaemonRecord> {
+        let host = DaemonHost::new(
+            Box::new(Echo),
+            Identity::from_seed([3; 32]),
+            HostConfig::default(),
+        )
+        .expect("host");
+        let options = DaemonOptions {
+            queue_capacity,
+            ..DaemonOptions::default()
+        };
+        DaemonRecord::new(
+            "echo".into(),
+            factory(|_| Ok(Box::new(Echo))),
+            DaemonConfig::empty(),
+            options,
+            host,
+            Identity::from_seed([4; 32]).origin_hash(),
+            None,
+        )
+    }
+
+    #[test]
+    fn the_queue_bound_holds_and_releases_saturate() {
+        let r = record(10);
+        assert!(r.try_reserve(6));
+        assert!(!r.try_reserve(5), "6 + 5 exceeds 10");
+        assert!(r.try_reserve(4));
+        assert!(!r.try_reserve(1));
+        r.release(3);
+        assert!(r.try_reserve(3));
+        // A new incarnation forgets what died with the old mailbox; late releases of it
+        // must not wrap the count.
+        assert_eq!(r.begin_incarnation(), 1);
+        r.release(100);
+        assert!(r.try_reserve(10));
+        assert!(!r.try_reserve(1));
+    }
+
+    #[test]
+    fn byte_inputs_are_linked_into_one_chain_and_events_pass_through() {
+        let r = record(10);
+        let mut cell = r.lock();
+        let first = cell.input.event(DaemonInput::from("a")).expect("linked");
+        let second = cell.input.event(DaemonInput::from("b")).expect("linked");
+        assert_eq!((first.link.seq, second.link.seq), (1, 2));
+        assert_eq!(second.link.parent_hash, first.link.hash());
+        assert_eq!(
+            first.link.origin,
+            Identity::from_seed([4; 32]).origin_hash()
+        );
+        let foreign = CausalChain::new(OriginHash(9)).append(Bytes::from_static(b"x"));
+        let foreign = foreign.expect("append");
+        assert_eq!(
+            cell.input.event(DaemonInput::Event(foreign.clone())),
+            Some(foreign)
+        );
+    }
+
+    #[test]
+    fn controls_ids_continue_from_the_host() {
+        let r = record(1);
+        assert_eq!(r.next_control_id(), 1);
+        assert_eq!(r.next_control_id(), 2);
+        assert_eq!(r.origin(), Identity::from_seed([3; 32]).origin_hash());
+        assert!(r.last_snapshot().is_some_and(|s| s.head.seq == 0));
+        assert!(!r.begin_stop());
+        assert!(r.begin_stop());
+        assert_eq!(r.state(), RecordState::Stopping);
+    }
+}
