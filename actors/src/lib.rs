@@ -23,6 +23,7 @@
 //! [`wire::Wire`]. Actors own lifecycles and decisions that are not per packet.
 
 pub mod control;
+pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod pingwave;

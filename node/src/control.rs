@@ -1,11 +1,12 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
-//! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}` or
-//! `{"op": "discovery"}`. Response: `{"ok": true, "result": …}`
-//! or `{"ok": false, "error": "…"}`. `{"op": "rpc_call", "node": "<16 hex>", "service": "…",
-//! "body": <json>, "timeout_ms": n}` makes an nRPC call with the body encoded as rmp-serde
-//! and answers `{"node", "service", "latency_us", "body": <json>}` (or `"body_hex"` when
-//! the response is not rmp-serde). The `result` objects are the `--json` output of the
+//! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}`,
+//! `{"op": "discovery"}`, `{"op": "daemons"}`, or `{"op": "daemon_stop", "origin": "…"}` /
+//! `{"op": "daemon_snapshot", "origin": "…"}` (origin: 16 hex digits). Response:
+//! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`. `{"op": "rpc_call", "node":
+//! "<16 hex>", "service": "…", "body": <json>, "timeout_ms": n}` makes an nRPC call with the
+//! body encoded as rmp-serde and answers `{"node", "service", "latency_us", "body": <json>}`
+//! (or `"body_hex"` when the response is not rmp-serde). The `result` objects are the `--json` output of the
 //! matching CLI commands, a stable contract for scripts.
 
 use std::collections::HashMap;
@@ -20,8 +21,9 @@ use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::daemons::{DaemonHealth, DaemonSnapshot, DaemonState};
 use crate::node::{Inner, Node};
-use crate::{DiscoverySource, FoundPeer, NodeId};
+use crate::{DiscoverySource, FoundPeer, NodeId, OriginHash};
 
 /// Name of the control socket inside a node's data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -29,6 +31,9 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 #[derive(Debug, Deserialize)]
 struct Request {
     op: String,
+    /// The daemon an op is about (`daemon_stop`, `daemon_snapshot`): 16 hex digits.
+    #[serde(default)]
+    origin: Option<String>,
 }
 
 /// The control service of a node (holds only a weak reference to it).
@@ -46,6 +51,10 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                     "peers" => json!({"ok": true, "result": peers(&node).await}),
                     "streams" => json!({"ok": true, "result": streams(&node).await}),
                     "discovery" => json!({"ok": true, "result": discovery(&node).await}),
+                    "daemons" => json!({"ok": true, "result": daemons(&node).await}),
+                    "daemon_stop" | "daemon_snapshot" => {
+                        daemon_op(&node, &req.op, req.origin.as_deref()).await
+                    }
                     "rpc_call" => match serde_json::from_str::<RpcCall>(&line) {
                         Ok(call) => match rpc_call(&node, call).await {
                             Ok(result) => json!({"ok": true, "result": result}),
@@ -77,6 +86,11 @@ pub async fn status(node: &Node) -> Value {
         "uptime_ms": u64::try_from(node.uptime().as_millis()).unwrap_or(u64::MAX),
         "peers": node.peers().await.len(),
         "tree": node.tree().await,
+        "daemons": daemons(node).await,
+        "daemon_control": {
+            "malformed": node.daemon_control_counters().0,
+            "unsolicited": node.daemon_control_counters().1,
+        },
         "stats": stats,
         "rpc": node.rpc_status().await,
     })
@@ -272,12 +286,12 @@ pub enum ClientError {
 
 /// Sends one request to the node whose data directory is `data_dir`.
 pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
-    request_value(data_dir, &json!({ "op": op })).await
+    request_json(data_dir, &json!({ "op": op })).await
 }
 
-/// Sends one request object (with its `op` and arguments) to the node whose data
-/// directory is `data_dir`.
-pub async fn request_value(data_dir: &Path, request: &Value) -> Result<Value, ClientError> {
+/// Sends one request object (`{"op": …, …}`) to the node whose data directory is
+/// `data_dir`.
+pub async fn request_json(data_dir: &Path, request: &Value) -> Result<Value, ClientError> {
     let path = data_dir.join(CONTROL_SOCKET);
     let stream = UnixStream::connect(&path)
         .await
@@ -310,4 +324,100 @@ pub async fn request_value(data_dir: &Path, request: &Value) -> Result<Value, Cl
             .unwrap_or("unknown error");
         Err(ClientError::Refused(error.to_string()))
     }
+}
+
+/// The `daemons` result: one object per hosted daemon.
+pub async fn daemons(node: &Node) -> Value {
+    let list: Vec<Value> = node
+        .daemons()
+        .await
+        .into_iter()
+        .map(|d| {
+            let (health, reason) = match &d.health {
+                DaemonHealth::Healthy => ("healthy", None),
+                DaemonHealth::Degraded { reason } => ("degraded", Some(reason.clone())),
+                DaemonHealth::Unhealthy { reason } => ("unhealthy", Some(reason.clone())),
+            };
+            let remaining_ms = match d.state {
+                DaemonState::BackingOff { remaining } | DaemonState::CrashLoop { remaining } => {
+                    Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX))
+                }
+                _ => None,
+            };
+            json!({
+                "origin": d.origin.to_string(),
+                "entity": d.entity.to_hex(),
+                "kind": d.kind,
+                "name": d.name,
+                "node_id": d.node.to_string(),
+                "state": d.state.as_str(),
+                "remaining_ms": remaining_ms,
+                "health": health,
+                "health_reason": reason,
+                "saturation": d.saturation,
+                "restarts": d.restarts,
+                "events_processed": d.events_processed,
+                "events_accepted": d.events_accepted,
+                "outputs": d.outputs,
+                "failures": d.failures,
+                "snapshots": d.snapshots,
+                "head_seq": d.head_seq,
+                "last_failure": d.last_failure,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// Largest snapshot whose bytes a `daemon_snapshot` answer carries (as hex); larger ones
+/// are described without their bytes so one answer line stays small.
+pub const MAX_SNAPSHOT_HEX_BYTES: usize = 1024 * 1024;
+
+/// `daemon_stop` and `daemon_snapshot`: the answer for daemon `origin`.
+async fn daemon_op(node: &Node, op: &str, origin: Option<&str>) -> Value {
+    let Some(origin) = origin.and_then(parse_origin) else {
+        return json!({"ok": false, "error": "`origin` must be 16 hex digits"});
+    };
+    let result = if op == "daemon_stop" {
+        node.stop_daemon(origin).await.map(|snapshot| {
+            json!({
+                "origin": origin.to_string(),
+                "stopped": true,
+                "snapshot": snapshot.as_ref().map(snapshot_json),
+            })
+        })
+    } else {
+        node.snapshot_daemon(origin)
+            .await
+            .map(|snapshot| snapshot_json(&snapshot))
+    };
+    match result {
+        Ok(value) => json!({"ok": true, "result": value}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    }
+}
+
+fn snapshot_json(snapshot: &DaemonSnapshot) -> Value {
+    let bytes = snapshot.to_bytes().ok();
+    let hex = bytes
+        .as_ref()
+        .filter(|b| b.len() <= MAX_SNAPSHOT_HEX_BYTES)
+        .map(hex::encode);
+    json!({
+        "origin": snapshot.origin().to_string(),
+        "entity": snapshot.entity.to_hex(),
+        "head_seq": snapshot.head.seq,
+        "last_input_seq": snapshot.last_input_seq,
+        "state_len": snapshot.state.as_ref().map_or(0, |s| s.len()),
+        "encoded_len": bytes.as_ref().map(Vec::len),
+        "bytes_hex": hex,
+    })
+}
+
+/// An origin hash as shown by `netrun daemons`: 1..=16 hex digits.
+pub fn parse_origin(text: &str) -> Option<OriginHash> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().map(OriginHash)
 }

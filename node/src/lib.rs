@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemons;
 pub mod identity_file;
 mod lan;
 mod node;
@@ -35,6 +36,13 @@ pub use netrun_runtime::stream::{
 };
 pub use netrun_supervisor::node_tree::NodeTree;
 pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
+
+pub use daemons::{
+    CapabilityFilter, CapabilitySet, CausalEvent, ChainVerifier, DaemonCallError, DaemonConfig,
+    DaemonControl, DaemonError, DaemonHandle, DaemonHealth, DaemonInfo, DaemonInput, DaemonOptions,
+    DaemonSnapshot, DaemonSpawnError, DaemonState, GpuInfo, GpuVendor, Hardware, MeshDaemon,
+    Output, PlacedDaemon, factory,
+};
 
 pub use bytes::Bytes;
 pub use identity_file::{IdentityFile, IdentityFileError};

@@ -35,7 +35,7 @@ use netrun_actors::stats::TransportSnapshot;
 use netrun_actors::stream::{StreamHandle, StreamOpenError};
 use netrun_actors::transport::Received;
 use netrun_actors::wire::{SendError, Wire};
-use netrun_messages::{EntityId, Identity, NodeId, PacketFlags, PacketKind};
+use netrun_messages::{CapabilitySet, EntityId, Identity, NodeId, PacketFlags, PacketKind};
 use netrun_runtime::liveness::LivenessConfig;
 use netrun_runtime::pingwave::PingwaveConfig;
 use netrun_runtime::routing::RoutingConfig;
@@ -50,6 +50,7 @@ use tracing::{Instrument, info};
 use zeroize::Zeroizing;
 
 use crate::config::{DiscoveryConfig, PingwaveSettings, SessionTiming};
+use crate::daemons::Daemons;
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
 pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
@@ -101,6 +102,7 @@ pub struct NodeBuilder {
     stream_accept: StreamConfig,
     rpc: RpcConfig,
     pingwave: PingwaveSettings,
+    capabilities: CapabilitySet,
     discovery: DiscoveryConfig,
     backends: Vec<BackendFactory>,
 }
@@ -141,6 +143,7 @@ impl Default for NodeBuilder {
             stream_accept: StreamConfig::default(),
             rpc: RpcConfig::default(),
             pingwave: PingwaveSettings::default(),
+            capabilities: CapabilitySet::default(),
             discovery: DiscoveryConfig::manual(),
             backends: Vec::new(),
         }
@@ -268,6 +271,14 @@ impl NodeBuilder {
         self
     }
 
+    /// What this node offers (tags such as `gpu`, hardware, metadata): placement puts a
+    /// daemon only on nodes whose set matches its requirements (default: empty).
+    #[must_use]
+    pub fn capabilities(mut self, capabilities: CapabilitySet) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
     /// Starts the node: assembles the supervision tree (binding UDP, starting the session
     /// layer, connecting static peers, serving the control socket if asked).
     pub async fn start(self) -> Result<Node, StartError> {
@@ -339,6 +350,16 @@ impl NodeBuilder {
             what: "node",
             source,
         })?;
+        let daemons = match Daemons::start(&identity, self.capabilities, &wire, &tree.root).await {
+            Ok(daemons) => daemons,
+            Err(source) => {
+                let _ = tree.root.shutdown().await;
+                return Err(StartError::Spawn {
+                    what: "daemon control",
+                    source,
+                });
+            }
+        };
         let local_addr = wire.local_addr().unwrap_or(self.bind);
         info!(node = %identity.node_id(), addr = %local_addr, "node started");
         let rpc_child = tree.rpc.clone();
@@ -352,6 +373,7 @@ impl NodeBuilder {
             accept: Mutex::new(accept),
             started: Instant::now(),
             rpc,
+            daemons,
             discovery: discovery_handle,
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
@@ -375,6 +397,7 @@ pub(crate) struct Inner {
     accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
     rpc: RpcHandle,
+    daemons: Arc<Daemons>,
     discovery: DiscoveryHandle,
 }
 
@@ -386,6 +409,11 @@ impl Node {
     /// The nRPC actor's handle (the API is in [`crate::rpc`]).
     pub(crate) fn rpc_handle(&self) -> &RpcHandle {
         &self.inner.rpc
+    }
+
+    /// The node's daemon registry (the API is in [`crate::daemons`]).
+    pub(crate) fn daemon_registry(&self) -> &Arc<Daemons> {
+        &self.inner.daemons
     }
 
     /// Handles on the node's supervision tree (advanced use: add children to a subtree,
@@ -694,6 +722,7 @@ impl Node {
     /// Stops the node: the supervision tree shuts down in reverse start order (control,
     /// daemons, …, sessions — whose keys are withdrawn — then the transport).
     pub async fn shutdown(&self) {
+        self.inner.daemons.begin_shutdown();
         if let Err(e) = self.inner.tree.root.shutdown().await {
             tracing::debug!(error = %e, "shutdown");
         }

@@ -8,7 +8,8 @@
 //! ├── state       one_for_one   (capability fold, folds, logs, replication)
 //! ├── channels    one_for_one   (one actor per channel)
 //! ├── blobs       one_for_one   (blob adapters)
-//! ├── daemons     one_for_one   (daemon hosts, migrations)
+//! ├── daemons     one_for_one   (daemon_control, then one daemon/<origin> per daemon; see
+//! │                              [`daemons_config`])
 //! ├── services    one_for_one: rpc (the nRPC actor; its handler registry outlives it)
 //! └── control     the local control socket, when the node serves one
 //! ```
@@ -257,9 +258,14 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
             ))
             .child(ChildSpec::supervisor("discovery", discovery));
     for name in EMPTY_SUBTREES {
+        let config = if name == "daemons" {
+            daemons_config()
+        } else {
+            SupervisorConfig::with_strategy(Strategy::OneForOne)
+        };
         root = root.child(ChildSpec::supervisor(
             name,
-            SupervisorArgs::new(name, SupervisorConfig::with_strategy(Strategy::OneForOne)),
+            SupervisorArgs::new(name, config),
         ));
     }
     let rpc_spec = {
@@ -309,6 +315,24 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         control,
         rpc,
     })
+}
+
+/// Policy of the daemons subtree: one_for_one with the default backoff (doubling to 60 s)
+/// and crash-loop gate (5 crashes in 60 s) per daemon, and a restart intensity high enough
+/// that only those per-daemon policies ever apply. The subtree's children are added at run
+/// time and would be lost if it escalated and restarted, so its intensity allows every
+/// daemon of a full node to crash as often as its gate lets it within one period (the gate
+/// admits at most five crashes per window, a few more around a cooldown's end: eight).
+pub fn daemons_config() -> SupervisorConfig {
+    let per_daemon = 8;
+    SupervisorConfig {
+        intensity: crate::RestartIntensity {
+            max_restarts: u32::try_from(netrun_actors::daemon::MAX_DAEMONS * per_daemon)
+                .unwrap_or(u32::MAX),
+            ..crate::RestartIntensity::default()
+        },
+        ..SupervisorConfig::with_strategy(Strategy::OneForOne)
+    }
 }
 
 /// The discovery subtree: the coordinator first (backends report to it), then one child

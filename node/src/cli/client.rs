@@ -2,15 +2,15 @@
 //! `discovery`; the request helper the `rpc` subcommand shares.
 
 use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, request_value};
+use netrun::control::{ClientError, request_json};
 use serde_json::Value;
 
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
 
 /// No node is running at the data directory.
-const EXIT_NOT_RUNNING: u8 = 3;
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 /// The control socket refused us.
-const EXIT_PERMISSION: u8 = 4;
+pub(crate) const EXIT_PERMISSION: u8 = 4;
 
 pub(crate) fn status(args: ClientArgs) -> u8 {
     call(&args, "status", |v| {
@@ -198,7 +198,7 @@ pub(crate) fn call_value(args: &ClientArgs, request: Value, human: impl FnOnce(&
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(request_value(&data_dir, &request)) {
+    match runtime.block_on(request_json(&data_dir, &request)) {
         Ok(value) => {
             if args.json {
                 println!("{value}");

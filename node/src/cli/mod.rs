@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod daemons;
 mod identity;
 mod rpc;
 mod start;
@@ -88,6 +89,14 @@ enum Command {
     /// Show a running node's discovery: each backend's status, the coordinator's
     /// counters and every discovered peer.
     Discovery(ClientArgs),
+    /// List a running node's daemons: origin, kind, state (crash-loop gating included),
+    /// health, restarts, events processed, load.
+    Daemons(ClientArgs),
+    /// Operate one daemon of a running node: stop it, or snapshot it.
+    Daemon {
+        #[command(subcommand)]
+        action: daemons::DaemonAction,
+    },
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
@@ -115,6 +124,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Status(args) => client::status(args),
         Command::Peers(args) => client::peers(args),
         Command::Discovery(args) => client::discovery(args),
+        Command::Daemons(args) => daemons::list(args),
+        Command::Daemon { action } => daemons::run(action),
         Command::Identity { action } => identity::run(action),
         Command::Rpc { action } => rpc::run(action),
     };
