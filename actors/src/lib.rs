@@ -25,10 +25,12 @@
 pub mod capability;
 pub mod channel;
 pub mod control;
+pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod pingwave;
 pub mod router;
+pub mod rpc;
 pub mod session;
 pub mod sessions;
 pub mod stats;

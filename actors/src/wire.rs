@@ -143,8 +143,8 @@ pub enum SendError {
 
 /// A control envelope a session peer sent, for the subsystem serving its subprotocol.
 ///
-/// The receive loop opens the packet, the peer's session actor decodes the envelope and
-/// hands it here without copying the body.
+/// The receive loop opens the packet, decodes the envelope and hands it here without
+/// copying the body.
 #[derive(Debug, Clone)]
 pub struct Inbound {
     /// The authenticated sender.

@@ -12,6 +12,7 @@
 pub mod capability;
 pub mod causal;
 pub mod channel;
+pub mod daemon;
 pub mod discovery;
 pub mod envelope;
 pub mod error;
@@ -38,6 +39,7 @@ pub use channel::membership::{
     SubscribeOptions, TokenChain, Unsubscribe,
 };
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
+pub use daemon::{DaemonControlError, DaemonControlMessage};
 pub use envelope::{Envelope, Subprotocol, TraceContext};
 pub use error::DecodeError;
 pub use header::{Header, PacketFlags, PacketKind};

@@ -1,12 +1,17 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
 //! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}`,
-//! `{"op": "discovery"}`, or a channel / capability operation with its arguments
-//! (`{"op": "caps", "filter": "gpu,tag=x"}`, `{"op": "channels"}`,
-//! `{"op": "channel_publish", "name": …, "data": …}`, `{"op": "channel_subscribe",
-//! "publisher": …, "name": …}`, `{"op": "channel_poll", "subscription": N, "wait_ms": …}`,
-//! `{"op": "channel_unsubscribe", "subscription": N}`; see `docs/operations.md`). Response: `{"ok": true, "result": …}`
-//! or `{"ok": false, "error": "…"}`. The `result` objects are the `--json` output of the
+//! `{"op": "discovery"}`, `{"op": "daemons"}`, or `{"op": "daemon_stop", "origin": "…"}` /
+//! `{"op": "daemon_snapshot", "origin": "…"}` (origin: 16 hex digits). Response:
+//! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`. `{"op": "rpc_call", "node":
+//! "<16 hex>", "service": "…", "body": <json>, "timeout_ms": n}` makes an nRPC call with the
+//! body encoded as rmp-serde and answers `{"node", "service", "latency_us", "body": <json>}`
+//! (or `"body_hex"` when the response is not rmp-serde). Channel and capability operations
+//! take their arguments beside the op: `{"op": "caps", "filter": "gpu,tag=x"}`,
+//! `{"op": "channels"}`, `{"op": "channel_publish", "name": …, "data": …}`,
+//! `{"op": "channel_subscribe", "publisher": …, "name": …}`, `{"op": "channel_poll",
+//! "subscription": N, "wait_ms": …}`, `{"op": "channel_unsubscribe", "subscription": N}`
+//! (see `docs/operations.md`). The `result` objects are the `--json` output of the
 //! matching CLI commands, a stable contract for scripts.
 
 use std::collections::HashMap;
@@ -21,8 +26,9 @@ use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::daemons::{DaemonHealth, DaemonSnapshot, DaemonState};
 use crate::node::{Inner, Node};
-use crate::{DiscoverySource, FoundPeer, NodeId};
+use crate::{DiscoverySource, FoundPeer, NodeId, OriginHash};
 
 /// Name of the control socket inside a node's data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -30,6 +36,9 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 #[derive(Debug, Deserialize)]
 struct Request {
     op: String,
+    /// The daemon an op is about (`daemon_stop`, `daemon_snapshot`): 16 hex digits.
+    #[serde(default)]
+    origin: Option<String>,
 }
 
 /// The control service of a node (holds only a weak reference to it).
@@ -47,6 +56,17 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                     "peers" => json!({"ok": true, "result": peers(&node).await}),
                     "streams" => json!({"ok": true, "result": streams(&node).await}),
                     "discovery" => json!({"ok": true, "result": discovery(&node).await}),
+                    "daemons" => json!({"ok": true, "result": daemons(&node).await}),
+                    "daemon_stop" | "daemon_snapshot" => {
+                        daemon_op(&node, &req.op, req.origin.as_deref()).await
+                    }
+                    "rpc_call" => match serde_json::from_str::<RpcCall>(&line) {
+                        Ok(call) => match rpc_call(&node, call).await {
+                            Ok(result) => json!({"ok": true, "result": result}),
+                            Err(e) => json!({"ok": false, "error": e}),
+                        },
+                        Err(e) => json!({"ok": false, "error": format!("bad rpc_call: {e}")}),
+                    },
                     other => {
                         let request: Value = serde_json::from_str(&line).unwrap_or_default();
                         match crate::channels::control(&node, other, &request).await {
@@ -77,10 +97,56 @@ pub async fn status(node: &Node) -> Value {
         "uptime_ms": u64::try_from(node.uptime().as_millis()).unwrap_or(u64::MAX),
         "peers": node.peers().await.len(),
         "tree": node.tree().await,
+        "daemons": daemons(node).await,
+        "daemon_control": {
+            "malformed": node.daemon_control_counters().0,
+            "unsolicited": node.daemon_control_counters().1,
+        },
         "stats": stats,
+        "rpc": node.rpc_status().await,
         "capabilities": crate::channels::capability_status_value(node),
         "channels": crate::channels::channel_status_value(node),
     })
+}
+
+/// An `rpc_call` request.
+#[derive(Debug, Deserialize)]
+struct RpcCall {
+    node: String,
+    service: String,
+    #[serde(default)]
+    body: Value,
+    timeout_ms: Option<u64>,
+}
+
+/// Makes the call of an `rpc_call` request; the error is the text the client shows.
+async fn rpc_call(node: &Node, call: RpcCall) -> Result<Value, String> {
+    let target = u64::from_str_radix(&call.node, 16)
+        .ok()
+        .filter(|_| call.node.len() == 16)
+        .map(crate::NodeId)
+        .ok_or_else(|| format!("bad node id {:?} (16 hex digits)", call.node))?;
+    let body = rmp_serde::to_vec_named(&call.body).map_err(|e| format!("body: {e}"))?;
+    let mut options = crate::rpc::CallOptions::default();
+    if let Some(ms) = call.timeout_ms {
+        options = options.with_deadline(std::time::Duration::from_millis(ms.max(1)));
+    }
+    let started = tokio::time::Instant::now();
+    let answer = node
+        .call(target, &call.service, body, &options)
+        .await
+        .map_err(|e| format!("rpc call failed: {e}"))?;
+    let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut result = json!({
+        "node": target.to_string(),
+        "service": call.service,
+        "latency_us": latency,
+    });
+    match rmp_serde::from_slice::<Value>(&answer) {
+        Ok(body) => result["body"] = body,
+        Err(_) => result["body_hex"] = Value::String(hex::encode(&answer)),
+    }
+    Ok(result)
 }
 
 /// The `peers` result: every session, with how the peer was found (`source`: the first
@@ -233,12 +299,12 @@ pub enum ClientError {
 
 /// Sends one request to the node whose data directory is `data_dir`.
 pub async fn request(data_dir: &Path, op: &str) -> Result<Value, ClientError> {
-    request_with(data_dir, &json!({ "op": op })).await
+    request_json(data_dir, &json!({ "op": op })).await
 }
 
-/// Sends one request object (`{"op": …, arguments…}`) to the node whose data directory is
+/// Sends one request object (`{"op": …, …}`) to the node whose data directory is
 /// `data_dir`.
-pub async fn request_with(data_dir: &Path, request: &Value) -> Result<Value, ClientError> {
+pub async fn request_json(data_dir: &Path, request: &Value) -> Result<Value, ClientError> {
     let path = data_dir.join(CONTROL_SOCKET);
     let stream = UnixStream::connect(&path)
         .await
@@ -271,4 +337,100 @@ pub async fn request_with(data_dir: &Path, request: &Value) -> Result<Value, Cli
             .unwrap_or("unknown error");
         Err(ClientError::Refused(error.to_string()))
     }
+}
+
+/// The `daemons` result: one object per hosted daemon.
+pub async fn daemons(node: &Node) -> Value {
+    let list: Vec<Value> = node
+        .daemons()
+        .await
+        .into_iter()
+        .map(|d| {
+            let (health, reason) = match &d.health {
+                DaemonHealth::Healthy => ("healthy", None),
+                DaemonHealth::Degraded { reason } => ("degraded", Some(reason.clone())),
+                DaemonHealth::Unhealthy { reason } => ("unhealthy", Some(reason.clone())),
+            };
+            let remaining_ms = match d.state {
+                DaemonState::BackingOff { remaining } | DaemonState::CrashLoop { remaining } => {
+                    Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX))
+                }
+                _ => None,
+            };
+            json!({
+                "origin": d.origin.to_string(),
+                "entity": d.entity.to_hex(),
+                "kind": d.kind,
+                "name": d.name,
+                "node_id": d.node.to_string(),
+                "state": d.state.as_str(),
+                "remaining_ms": remaining_ms,
+                "health": health,
+                "health_reason": reason,
+                "saturation": d.saturation,
+                "restarts": d.restarts,
+                "events_processed": d.events_processed,
+                "events_accepted": d.events_accepted,
+                "outputs": d.outputs,
+                "failures": d.failures,
+                "snapshots": d.snapshots,
+                "head_seq": d.head_seq,
+                "last_failure": d.last_failure,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// Largest snapshot whose bytes a `daemon_snapshot` answer carries (as hex); larger ones
+/// are described without their bytes so one answer line stays small.
+pub const MAX_SNAPSHOT_HEX_BYTES: usize = 1024 * 1024;
+
+/// `daemon_stop` and `daemon_snapshot`: the answer for daemon `origin`.
+async fn daemon_op(node: &Node, op: &str, origin: Option<&str>) -> Value {
+    let Some(origin) = origin.and_then(parse_origin) else {
+        return json!({"ok": false, "error": "`origin` must be 16 hex digits"});
+    };
+    let result = if op == "daemon_stop" {
+        node.stop_daemon(origin).await.map(|snapshot| {
+            json!({
+                "origin": origin.to_string(),
+                "stopped": true,
+                "snapshot": snapshot.as_ref().map(snapshot_json),
+            })
+        })
+    } else {
+        node.snapshot_daemon(origin)
+            .await
+            .map(|snapshot| snapshot_json(&snapshot))
+    };
+    match result {
+        Ok(value) => json!({"ok": true, "result": value}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    }
+}
+
+fn snapshot_json(snapshot: &DaemonSnapshot) -> Value {
+    let bytes = snapshot.to_bytes().ok();
+    let hex = bytes
+        .as_ref()
+        .filter(|b| b.len() <= MAX_SNAPSHOT_HEX_BYTES)
+        .map(hex::encode);
+    json!({
+        "origin": snapshot.origin().to_string(),
+        "entity": snapshot.entity.to_hex(),
+        "head_seq": snapshot.head.seq,
+        "last_input_seq": snapshot.last_input_seq,
+        "state_len": snapshot.state.as_ref().map_or(0, |s| s.len()),
+        "encoded_len": bytes.as_ref().map(Vec::len),
+        "bytes_hex": hex,
+    })
+}
+
+/// An origin hash as shown by `netrun daemons`: 1..=16 hex digits.
+pub fn parse_origin(text: &str) -> Option<OriginHash> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().map(OriginHash)
 }

@@ -10,9 +10,11 @@ mod capabilities;
 mod channels;
 pub mod config;
 pub mod control;
+pub mod daemons;
 pub mod identity_file;
 mod lan;
 mod node;
+pub mod rpc;
 pub mod telemetry;
 
 pub use capabilities::{FilterParseError, parse_filter, parse_vendor, vendor_name};
@@ -43,11 +45,19 @@ pub use netrun_runtime::stream::{
 pub use netrun_supervisor::node_tree::NodeTree;
 pub use node::{DEFAULT_INBOUND_CAPACITY, DEVELOPMENT_PSK, Node, NodeBuilder, StartError};
 
+pub use daemons::{
+    CapabilityFilter, CapabilitySet, CausalEvent, ChainVerifier, DaemonCallError, DaemonConfig,
+    DaemonControl, DaemonError, DaemonHandle, DaemonHealth, DaemonInfo, DaemonInput, DaemonOptions,
+    DaemonSnapshot, DaemonSpawnError, DaemonState, GpuInfo, GpuVendor, Hardware, MeshDaemon,
+    Output, PlacedDaemon, factory,
+};
+
 pub use bytes::Bytes;
 pub use identity_file::{IdentityFile, IdentityFileError};
+// Capability sets, filters and hardware come with the daemons' exports above.
 pub use netrun_messages::{
-    CapabilityAnnouncement, CapabilityFilter, CapabilitySet, ChannelHash, GpuInfo, GpuVendor,
-    Granted, Hardware, PermissionToken, Subprotocol, SubscribeOptions, TokenChain, TokenScope,
+    CapabilityAnnouncement, ChannelHash, Granted, PermissionToken, Subprotocol, SubscribeOptions,
+    TokenChain, TokenScope,
 };
 pub use netrun_messages::{ChannelName, EntityId, Identity, NodeId, OriginHash};
 pub use netrun_runtime::capability::{

@@ -29,6 +29,7 @@ use netrun_actors::discovery::{
 use netrun_actors::events::PeerEvent;
 use netrun_actors::pingwave::{PingwaveStatus, SeenNode};
 use netrun_actors::router::{RouteInfo, RouterMsg};
+use netrun_actors::rpc::{RpcConfig, RpcHandle, RpcMsg, RpcShared, SessionDirectory};
 use netrun_actors::session::SessionMsg;
 use netrun_actors::session::{ConnectError, PeerInfo};
 use netrun_actors::sessions::SessionsMsg;
@@ -51,6 +52,7 @@ use tracing::{Instrument, info};
 use zeroize::Zeroizing;
 
 use crate::config::{DiscoveryConfig, PingwaveSettings, SessionTiming};
+use crate::daemons::Daemons;
 
 /// Inbound datagrams buffered before the node drops new ones (counted in `stats`).
 pub const DEFAULT_INBOUND_CAPACITY: usize = 16 * 1024;
@@ -106,10 +108,11 @@ pub struct NodeBuilder {
     inbound_capacity: usize,
     control_socket: Option<PathBuf>,
     stream_accept: StreamConfig,
+    rpc: RpcConfig,
     pingwave: PingwaveSettings,
+    capabilities: CapabilitySet,
     discovery: DiscoveryConfig,
     backends: Vec<BackendFactory>,
-    capabilities: CapabilitySet,
     capability_config: CapabilityConfig,
     channels: ChannelsConfig,
 }
@@ -148,10 +151,11 @@ impl Default for NodeBuilder {
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             control_socket: None,
             stream_accept: StreamConfig::default(),
+            rpc: RpcConfig::default(),
             pingwave: PingwaveSettings::default(),
+            capabilities: CapabilitySet::default(),
             discovery: DiscoveryConfig::manual(),
             backends: Vec::new(),
-            capabilities: CapabilitySet::new(),
             capability_config: CapabilityConfig::default(),
             channels: ChannelsConfig::default(),
         }
@@ -262,6 +266,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Limits of nRPC: pending calls, handlers in flight (total and per caller), served
+    /// services, stream windows, circuit breakers (default [`RpcConfig::default`]).
+    #[must_use]
+    pub fn rpc_config(mut self, config: RpcConfig) -> Self {
+        self.rpc = config;
+        self
+    }
+
     /// Pingwave probing: interval and hop radius, or off (default: every 2 s, 4 hops).
     /// Multi-hop routes come from pingwaves; without them a node only routes to its direct
     /// session peers.
@@ -271,8 +283,9 @@ impl NodeBuilder {
         self
     }
 
-    /// The capabilities the node announces from the start (default: none). Change them
-    /// later with [`Node::set_capabilities`].
+    /// What this node offers (tags such as `gpu`, hardware, metadata), announced to the
+    /// mesh from the start (change it later with [`Node::set_capabilities`]); placement
+    /// puts a daemon only on nodes whose set matches its requirements (default: empty).
     #[must_use]
     pub fn capabilities(mut self, capabilities: CapabilitySet) -> Self {
         self.capabilities = capabilities;
@@ -347,6 +360,11 @@ impl NodeBuilder {
         let control = self
             .control_socket
             .map(|path| (path, crate::control::service(Arc::clone(&node_slot))));
+        let rpc_shared = RpcShared::new(
+            identity.node_id(),
+            self.rpc,
+            Arc::new(SessionDirectory(Arc::clone(&wire))),
+        );
         let tree = node_tree::spawn(NodeTreeArgs {
             identity: Arc::clone(&identity),
             psk,
@@ -357,6 +375,7 @@ impl NodeBuilder {
             liveness,
             static_peers: self.peers,
             control,
+            rpc: Arc::clone(&rpc_shared),
             routing: RoutingConfig::default(),
             pingwave: self.pingwave.enabled.then(|| PingwaveConfig {
                 interval: self.pingwave.interval,
@@ -374,8 +393,21 @@ impl NodeBuilder {
             what: "node",
             source,
         })?;
+        let offered = capabilities.capabilities();
+        let daemons = match Daemons::start(&identity, offered, &wire, &tree.root).await {
+            Ok(daemons) => daemons,
+            Err(source) => {
+                let _ = tree.root.shutdown().await;
+                return Err(StartError::Spawn {
+                    what: "daemon control",
+                    source,
+                });
+            }
+        };
         let local_addr = wire.local_addr().unwrap_or(self.bind);
         info!(node = %identity.node_id(), addr = %local_addr, "node started");
+        let rpc_child = tree.rpc.clone();
+        let rpc = RpcHandle::new(rpc_shared, move |msg: RpcMsg| rpc_child.send(msg).is_ok());
         let inner = Arc::new(Inner {
             identity,
             wire,
@@ -384,6 +416,8 @@ impl NodeBuilder {
             inbound: Mutex::new(inbound_rx),
             accept: Mutex::new(accept),
             started: Instant::now(),
+            rpc,
+            daemons,
             discovery: discovery_handle,
             capabilities,
             channels: crate::channels::NodeChannels::new(channels),
@@ -408,6 +442,8 @@ pub(crate) struct Inner {
     inbound: Mutex<mpsc::Receiver<Received>>,
     accept: Mutex<mpsc::Receiver<StreamHandle>>,
     started: Instant,
+    rpc: RpcHandle,
+    daemons: Arc<Daemons>,
     discovery: DiscoveryHandle,
     capabilities: CapabilityHandle,
     channels: crate::channels::NodeChannels,
@@ -431,6 +467,16 @@ impl Node {
     /// The shared data path.
     pub(crate) fn wire(&self) -> &Arc<Wire> {
         &self.inner.wire
+    }
+
+    /// The nRPC actor's handle (the API is in [`crate::rpc`]).
+    pub(crate) fn rpc_handle(&self) -> &RpcHandle {
+        &self.inner.rpc
+    }
+
+    /// The node's daemon registry (the API is in [`crate::daemons`]).
+    pub(crate) fn daemon_registry(&self) -> &Arc<Daemons> {
+        &self.inner.daemons
     }
 
     /// Handles on the node's supervision tree (advanced use: add children to a subtree,
@@ -739,6 +785,7 @@ impl Node {
     /// Stops the node: the supervision tree shuts down in reverse start order (control,
     /// daemons, …, sessions — whose keys are withdrawn — then the transport).
     pub async fn shutdown(&self) {
+        self.inner.daemons.begin_shutdown();
         if let Err(e) = self.inner.tree.root.shutdown().await {
             tracing::debug!(error = %e, "shutdown");
         }

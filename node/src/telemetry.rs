@@ -178,6 +178,31 @@ pub(crate) fn receive_span(node: NodeId, received: &Received) -> Span {
         peer = %received.peer,
         size = size_field(received.payload.len()),
     );
+    set_remote_parent(&span, trace);
+    span
+}
+
+/// The `netrun.rpc.serve` span a request's handler runs in: a child of the caller's
+/// `netrun.rpc.call` span when the request carried a trace context.
+pub(crate) fn serve_span(node: NodeId, request: &netrun_actors::rpc::RequestContext) -> Span {
+    let span = info_span!(
+        "netrun.rpc.serve",
+        otel.kind = "server",
+        node = %node,
+        rpc.service = %request.service(),
+        rpc.caller = %request.caller(),
+        rpc.status = tracing::field::Empty,
+    );
+    if let Some(trace) = request.trace() {
+        set_remote_parent(&span, trace);
+    }
+    span
+}
+
+/// Makes `trace` (a context received from another node) the OpenTelemetry parent of
+/// `span`. Fails silently when no OpenTelemetry layer is installed or the span is
+/// filtered out: the span is then a plain local span, which is all the caller can get.
+fn set_remote_parent(span: &Span, trace: &TraceContext) {
     let remote = SpanContext::new(
         TraceId::from_bytes(trace.trace_id),
         SpanId::from_bytes(trace.span_id),
@@ -186,11 +211,8 @@ pub(crate) fn receive_span(node: NodeId, received: &Received) -> Span {
         TraceState::default(),
     );
     if remote.is_valid() {
-        // Fails only when no OpenTelemetry layer is installed or the span is filtered out;
-        // the span is then a plain local span, which is all the caller can get anyway.
         let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
-    span
 }
 
 /// A byte count as a span field. `tracing-opentelemetry` exports `i64` fields as integers

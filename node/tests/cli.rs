@@ -249,6 +249,129 @@ fn identity_new_then_show_and_never_replace() {
     assert_eq!(node.hello["node_id"], shown["node_id"]);
 }
 
+/// [`netrun_async`] with owned arguments.
+async fn netrun_owned(args: Vec<String>, data_dir: &Path) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    netrun_async(&args, data_dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_call_through_a_running_node() {
+    use netrun::Node;
+    use netrun::rpc::{HandlerError, RequestContext};
+
+    #[derive(serde::Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let psk = [0x42; 32];
+    let a = Node::builder()
+        .psk(psk)
+        .control_socket(dir.path().join(netrun::control::CONTROL_SOCKET))
+        .start()
+        .await
+        .expect("a starts");
+    let b = Node::builder().psk(psk).start().await.expect("b starts");
+    let b_id = a
+        .connect(b.local_addr(), b.public_key())
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.peers().await.iter().any(|p| p.node == a.node_id()) {
+        assert!(Instant::now() < deadline, "b never saw the session");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _echo = b
+        .serve("echo", |request: RequestContext| async move {
+            Ok::<_, HandlerError>(request.body().clone())
+        })
+        .expect("serve echo");
+    let _add = b
+        .serve_typed(
+            "math.add",
+            |_request: RequestContext, add: Add| async move {
+                Ok::<_, HandlerError>(serde_json::json!({ "sum": add.a + add.b }))
+            },
+        )
+        .expect("serve add");
+    let id = b_id.to_string();
+    let call = |service: &str, body: &str, json: bool| {
+        let mut args: Vec<String> = ["rpc", "call", &id, service, body]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if json {
+            args.push("--json".into());
+        }
+        args
+    };
+
+    let out = netrun_owned(
+        call("echo", r#"{"hello":[1,2,3],"n":null}"#, false),
+        dir.path(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).expect("json body");
+    assert_eq!(body, serde_json::json!({"hello": [1, 2, 3], "n": null}));
+
+    let out = netrun_owned(call("math.add", r#"{"a":40,"b":2}"#, true), dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("json result");
+    assert_eq!(result["body"], serde_json::json!({"sum": 42}));
+    assert_eq!(result["node"], id.as_str());
+    assert!(result["latency_us"].is_u64());
+
+    let out = netrun_owned(call("math.add", r#""not an Add""#, false), dir.path()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid_argument"), "{err}");
+
+    let out = netrun_owned(call("nothing", "{}", false), dir.path()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not_found"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = netrun_owned(call("echo", "{not json", false), dir.path()).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = netrun_owned(
+        ["rpc", "call", "xyz", "echo", "{}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = netrun_owned(call("echo", "{}", false), &dir.path().join("elsewhere")).await;
+    assert_eq!(out.status.code(), Some(3), "no node running there");
+
+    let out = netrun_owned(vec!["status".into(), "--json".into()], dir.path()).await;
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["rpc"]["outbound"]["echo"]["calls"], 1);
+    assert_eq!(
+        status["rpc"]["outbound"]["math.add"]["errors"]["server_error"],
+        1
+    );
+    let out = netrun_owned(vec!["status".into()], dir.path()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("called echo"), "{text}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[test]
 fn peers_show_how_they_were_found_and_discovery_shows_the_backends() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -335,4 +458,129 @@ fn peers_show_how_they_were_found_and_discovery_shows_the_backends() {
     }
     let out = netrun(&["discovery"], &dir.path().join("nothing-here"));
     assert_eq!(out.status.code(), Some(3));
+}
+
+/// A counter daemon for the daemon commands (the `netrun start` binary hosts no kinds, so
+/// the node runs in this process and the CLI talks to its control socket).
+struct Counter(u64);
+
+impl netrun::MeshDaemon for Counter {
+    fn name(&self) -> &str {
+        "counter"
+    }
+
+    fn process(
+        &mut self,
+        _: &netrun::CausalEvent,
+    ) -> Result<Vec<netrun::Bytes>, netrun::DaemonError> {
+        self.0 += 1;
+        Ok(vec![netrun::Bytes::copy_from_slice(&self.0.to_le_bytes())])
+    }
+
+    fn snapshot(&self) -> Option<netrun::Bytes> {
+        Some(netrun::Bytes::copy_from_slice(&self.0.to_le_bytes()))
+    }
+}
+
+/// Runs the CLI off the async runtime, so the in-process node keeps answering.
+async fn netrun_async(args: &[&str], data_dir: &Path) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        netrun(&args, &data_dir)
+    })
+    .await
+    .expect("cli ran")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_are_listed_snapshotted_and_stopped_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let node = netrun::Node::builder()
+        .control_socket(dir.path().join(netrun::control::CONTROL_SOCKET))
+        .start()
+        .await
+        .expect("node");
+    node.register_daemon_kind("counter", netrun::factory(|_| Ok(Box::new(Counter(0)))))
+        .expect("register");
+    let daemon = node
+        .spawn_daemon(
+            "counter",
+            netrun::Identity::generate(),
+            netrun::DaemonConfig::empty(),
+        )
+        .await
+        .expect("spawn");
+    for _ in 0..3 {
+        daemon.deliver("tick").await.expect("processed");
+    }
+    let origin = daemon.origin_hash().to_string();
+
+    let out = netrun_async(&["daemons", "--json"], dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let d = &list[0];
+    assert_eq!(d["origin"], origin.as_str());
+    assert_eq!(d["kind"], "counter");
+    assert_eq!(d["state"], "running");
+    assert_eq!(d["health"], "healthy");
+    assert_eq!(d["events_processed"], 3);
+    assert_eq!(d["restarts"], 0);
+    assert_eq!(d["node_id"], node.node_id().to_string().as_str());
+    let human = netrun_async(&["daemons"], dir.path()).await;
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains(&origin) && text.contains("running"), "{text}");
+
+    let file = dir.path().join("counter.snap");
+    let out = netrun_async(
+        &[
+            "daemon",
+            "snapshot",
+            &origin,
+            "--json",
+            "--out",
+            file.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(snap["last_input_seq"], 3);
+    let bytes = std::fs::read(&file).expect("snapshot file");
+    let decoded = netrun::DaemonSnapshot::from_bytes(&bytes).expect("a signed snapshot");
+    decoded
+        .verify(&daemon.entity())
+        .expect("signed by the daemon");
+    assert_eq!(decoded.state.as_deref(), Some(&3u64.to_le_bytes()[..]));
+
+    let out = netrun_async(&["daemon", "stop", &origin, "--json"], dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(stopped["stopped"], true);
+    assert_eq!(stopped["snapshot"]["last_input_seq"], 3);
+    let out = netrun_async(&["daemons"], dir.path()).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no daemons");
+
+    // Errors: a malformed origin is a usage error, an unknown one a runtime failure.
+    let out = netrun_async(&["daemon", "stop", "not-hex"], dir.path()).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = netrun_async(&["daemon", "snapshot", &origin], dir.path()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no daemon"), "{err}");
+    node.shutdown().await;
 }

@@ -9,7 +9,9 @@
 //! ├── channels    one_for_one: membership, then channel/<name> per published channel
 //!                               (dynamic: `Node::register_channel` adds them)
 //! ├── blobs       one_for_one   (blob adapters)
-//! ├── daemons     one_for_one   (daemon hosts, migrations)
+//! ├── daemons     one_for_one   (daemon_control, then one daemon/<origin> per daemon; see
+//! │                              [`daemons_config`])
+//! ├── services    one_for_one: rpc (the nRPC actor; its handler registry outlives it)
 //! └── control     the local control socket, when the node serves one
 //! ```
 //!
@@ -41,6 +43,7 @@ use netrun_actors::discovery::peer_exchange::{
 use netrun_actors::discovery::{DiscoveryBackend, DiscoveryHandle};
 use netrun_actors::pingwave::{PingwaveActor, PingwaveArgs, PingwaveHandle, PingwaveMsg};
 use netrun_actors::router::{RouterActor, RouterArgs, RouterMsg};
+use netrun_actors::rpc::{RpcActor, RpcArgs, RpcMsg, RpcShared};
 use netrun_actors::sessions::{SessionsActor, SessionsArgs, SessionsMsg};
 use netrun_actors::transport::{Received, TransportArgs, TransportMsg, UdpTransport};
 use netrun_actors::wire::Wire;
@@ -74,6 +77,8 @@ pub struct NodeTreeArgs {
     pub static_peers: Vec<(std::net::SocketAddr, EntityId)>,
     /// The control socket and its service, if the node serves one.
     pub control: Option<(std::path::PathBuf, ControlService)>,
+    /// The nRPC handler registry and configuration (shared by every incarnation).
+    pub rpc: Arc<RpcShared>,
     /// Routing table limits.
     pub routing: RoutingConfig,
     /// Pingwave timing and radius; `None` runs no pingwave actor.
@@ -166,10 +171,13 @@ pub struct NodeTree {
     pub capability_fold: ChildRef<CapabilityMsg>,
     /// The channel membership actor.
     pub membership: ChildRef<MembershipMsg>,
+    /// The nRPC actor, whatever its incarnation.
+    pub rpc: ChildRef<RpcMsg>,
 }
 
-/// The subtrees after discovery, in start order. `state` and `channels` get their static
-/// children from [`subtree`]; the others start empty and are filled by later subsystems.
+/// The subtrees after discovery, in start order. `state` starts with the capability fold
+/// and `channels` with the membership actor; `channels` and `daemons` take dynamic
+/// children at run time.
 const SUBTREES: [&str; 4] = ["state", "channels", "blobs", "daemons"];
 
 /// Builds and starts the node tree. Children start in order; if one fails to start, the
@@ -275,8 +283,12 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
             .child(ChildSpec::supervisor("discovery", discovery));
     let (capability_fold, membership) = (state.child_ref(), channels.child_ref());
     for name in SUBTREES {
-        let mut sub =
-            SupervisorArgs::new(name, SupervisorConfig::with_strategy(Strategy::OneForOne));
+        let config = if name == "daemons" {
+            daemons_config()
+        } else {
+            SupervisorConfig::with_strategy(Strategy::OneForOne)
+        };
+        let mut sub = SupervisorArgs::new(name, config);
         match name {
             "state" => sub = sub.child(state.clone()),
             "channels" => sub = sub.child(channels.clone()),
@@ -284,6 +296,26 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         }
         root = root.child(ChildSpec::supervisor(name, sub));
     }
+    let rpc_spec = {
+        let wire = Arc::clone(&args.wire);
+        let shared = Arc::clone(&args.rpc);
+        ChildSpec::actor("rpc", move || {
+            let args = RpcArgs {
+                wire: Arc::clone(&wire),
+                shared: Arc::clone(&shared),
+            };
+            (RpcActor, args)
+        })
+    };
+    let rpc = rpc_spec.child_ref::<RpcMsg>();
+    root = root.child(ChildSpec::supervisor(
+        "services",
+        SupervisorArgs::new(
+            "services",
+            SupervisorConfig::with_strategy(Strategy::OneForOne),
+        )
+        .child(rpc_spec),
+    ));
     let control = match args.control {
         Some((path, service)) => {
             let spec = ChildSpec::actor("control", move || {
@@ -311,7 +343,26 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
         control,
         capability_fold,
         membership,
+        rpc,
     })
+}
+
+/// Policy of the daemons subtree: one_for_one with the default backoff (doubling to 60 s)
+/// and crash-loop gate (5 crashes in 60 s) per daemon, and a restart intensity high enough
+/// that only those per-daemon policies ever apply. The subtree's children are added at run
+/// time and would be lost if it escalated and restarted, so its intensity allows every
+/// daemon of a full node to crash as often as its gate lets it within one period (the gate
+/// admits at most five crashes per window, a few more around a cooldown's end: eight).
+pub fn daemons_config() -> SupervisorConfig {
+    let per_daemon = 8;
+    SupervisorConfig {
+        intensity: crate::RestartIntensity {
+            max_restarts: u32::try_from(netrun_actors::daemon::MAX_DAEMONS * per_daemon)
+                .unwrap_or(u32::MAX),
+            ..crate::RestartIntensity::default()
+        },
+        ..SupervisorConfig::with_strategy(Strategy::OneForOne)
+    }
 }
 
 /// The discovery subtree: the coordinator first (backends report to it), then one child

@@ -343,12 +343,19 @@ async fn mqtt_enabled_nodes_connect_through_the_broker() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let found = a.discovered().await;
-    let entry = found
-        .iter()
-        .find(|p| p.node == b.node_id())
-        .expect("b found");
-    assert!(entry.sources.contains(&DiscoverySource::Mqtt), "{entry:?}");
+    // Whichever side connected first, each one's MQTT backend reports the other too.
+    for (node, other) in [(&a, b.node_id()), (&b, a.node_id())] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = node.discovered().await;
+            let entry = found.iter().find(|p| p.node == other);
+            if entry.is_some_and(|e| e.sources.contains(&DiscoverySource::Mqtt)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not reported by mqtt: {entry:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     a.send(b.node_id(), b"over mqtt discovery")
         .await
         .expect("send");

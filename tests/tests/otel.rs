@@ -111,6 +111,74 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
     );
 }
 
+#[test]
+fn an_rpc_handler_span_is_a_child_of_the_callers_span() {
+    if let Err(reason) = receiver_available() {
+        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spans_file = dir.path().join("spans.jsonl");
+    let mut collector = Process::spawn(
+        clean_command("python3")
+            .arg(receiver_script())
+            .arg(&spans_file),
+    );
+    let endpoints = collector.line();
+    let grpc = endpoints["grpc"].as_str().expect("grpc endpoint");
+    let http = endpoints["http"].as_str().expect("http endpoint");
+
+    let mut server = Process::spawn(clean_command(otel_node()).args(["serve", grpc, "grpc"]));
+    let hello = server.line();
+    let server_id = hello["node_id"].as_str().expect("node_id").to_owned();
+    let mut caller = Process::spawn(clean_command(otel_node()).args([
+        "call",
+        http,
+        "http",
+        hello["addr"].as_str().expect("addr"),
+        hello["public_key"].as_str().expect("public_key"),
+    ]));
+    assert_eq!(caller.line()["answer"], 11, "the echo answered");
+    assert!(caller.wait(), "the calling node exits cleanly");
+    assert_eq!(server.line()["handled"], 11);
+    server.terminate();
+    assert!(server.wait(), "the serving node exits cleanly on SIGTERM");
+
+    let spans = poll_spans(&spans_file, |spans| {
+        find(spans, "netrun.rpc.serve").is_some() && find(spans, "app.rpc").is_some()
+    });
+    collector.kill();
+    let app = find(&spans, "app.rpc").expect("app.rpc span");
+    // Retried attempts share one call span; the serve span is the one that answered.
+    let call = find(&spans, "netrun.rpc.call").expect("netrun.rpc.call span");
+    let serve = find(&spans, "netrun.rpc.serve").expect("netrun.rpc.serve span");
+    assert_eq!(call["trace_id"], app["trace_id"]);
+    assert_eq!(
+        call["parent_span_id"], app["span_id"],
+        "the call is a child of the app span"
+    );
+    assert_eq!(
+        serve["trace_id"],
+        app["trace_id"],
+        "the handler's span joins the caller's trace across processes: {}",
+        summary(&spans)
+    );
+    assert_eq!(
+        serve["parent_span_id"], call["span_id"],
+        "the handler's span is a child of the call span"
+    );
+    assert_eq!(call["attributes"]["rpc.service"], "traced.echo");
+    assert_eq!(call["attributes"]["rpc.status"], "ok");
+    assert_eq!(call["attributes"]["rpc.target"], server_id.as_str());
+    assert!(
+        call["attributes"]["rpc.latency_us"].is_i64()
+            || call["attributes"]["rpc.latency_us"].is_u64()
+    );
+    assert_eq!(serve["attributes"]["rpc.service"], "traced.echo");
+    assert_eq!(serve["attributes"]["rpc.status"], "ok");
+    assert_eq!(serve["resource"]["service.instance.id"], server_id.as_str());
+}
+
 fn otel_node() -> &'static str {
     env!("CARGO_BIN_EXE_otel-node")
 }

@@ -1,4 +1,9 @@
 //! The receive loop: batches, header parse, relay or key lookup, open in place, dispatch.
+//!
+//! Application data goes to the node's inbound queue, subsystem control envelopes to the
+//! queue their subprotocol's handler registered with the wire, and session traffic
+//! (heartbeats, stream segments and stream envelopes) to the session actor, one message
+//! per session per batch.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use netrun_messages::envelope::TRACE_CONTEXT_LEN;
+use netrun_messages::envelope::{Envelope, Subprotocol, TRACE_CONTEXT_LEN};
 use netrun_messages::header::MAX_PACKET_LEN;
 use netrun_messages::{NodeId, PacketFlags, PacketKind, RoutingHeader, TraceContext};
 use netrun_runtime::crypto::{OpenError, open_datagram};
@@ -21,7 +26,7 @@ use super::{MAX_BATCH, Received, TransportMsg};
 use crate::session::{ControlFrame, SessionMsg};
 use crate::sessions::SessionsMsg;
 use crate::stats::TransportStats;
-use crate::wire::Wire;
+use crate::wire::{PeerKeys, Wire};
 
 /// Consecutive socket errors after which the loop gives up and fails the transport.
 const MAX_CONSECUTIVE_ERRORS: u32 = 16;
@@ -102,6 +107,14 @@ struct Batch {
 }
 
 impl Batch {
+    fn push_control(&mut self, keys: &PeerKeys, peer: NodeId, frame: ControlFrame) {
+        self.control
+            .entry(peer)
+            .or_insert_with(|| (keys.session.clone(), keys.epoch, Vec::new()))
+            .2
+            .push(frame);
+    }
+
     fn flush(&mut self, wire: &Wire) {
         for (_, (actor, epoch, frames)) in self.control.drain() {
             let count = frames.len() as u64;
@@ -230,6 +243,27 @@ fn handle_datagram(
                 Err(_) => TransportStats::bump(&stats.dropped_queue_full),
             }
         }
+        PacketKind::Control => {
+            let payload = Bytes::copy_from_slice(&datagram[range]);
+            // Subsystem envelopes go straight to their handler queue: the session actor
+            // would only forward them (stream envelopes are the session's own).
+            match Envelope::decode(&payload) {
+                Ok(envelope) if envelope.subprotocol != Subprotocol::STREAM => {
+                    wire.dispatch(header.src, &envelope, &payload);
+                }
+                Ok(_) => batch.push_control(
+                    &keys,
+                    header.src,
+                    ControlFrame {
+                        kind: PacketKind::Control,
+                        stream: header.stream,
+                        flags: header.flags,
+                        payload,
+                    },
+                ),
+                Err(_) => TransportStats::bump(&stats.envelope_malformed),
+            }
+        }
         kind => {
             let payload = Bytes::copy_from_slice(&datagram[range]);
             let frame = ControlFrame {
@@ -238,12 +272,7 @@ fn handle_datagram(
                 flags: header.flags,
                 payload,
             };
-            batch
-                .control
-                .entry(header.src)
-                .or_insert_with(|| (keys.session.clone(), keys.epoch, Vec::new()))
-                .2
-                .push(frame);
+            batch.push_control(&keys, header.src, frame);
         }
     }
 }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, request_with};
+use netrun::control::{ClientError, request_json};
 use serde_json::{Value, json};
 
-use super::client::{call_with, exit_code};
+use super::client::{call_value, exit_code};
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 
 /// Longest a `channel subscribe` poll waits for events before asking again.
@@ -73,7 +73,7 @@ fn publish(client: &ClientArgs, name: &str, data: &str) -> u8 {
         },
         None => request["data"] = json!(data),
     }
-    call_with(client, &request, |v| {
+    call_value(client, request, |v| {
         let n = |key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
         println!(
             "published to {} subscriber(s): {} delivered, {} dropped",
@@ -85,7 +85,7 @@ fn publish(client: &ClientArgs, name: &str, data: &str) -> u8 {
 }
 
 fn list(client: &ClientArgs) -> u8 {
-    call_with(client, &json!({"op": "channels"}), |v| {
+    call_value(client, json!({"op": "channels"}), |v| {
         let published = array(v, "published");
         if published.is_empty() {
             println!("no published channels");
@@ -135,7 +135,7 @@ fn list(client: &ClientArgs) -> u8 {
 
 pub(crate) fn caps(args: CapsArgs) -> u8 {
     let request = json!({"op": "caps", "filter": args.filter.unwrap_or_default()});
-    call_with(&args.client, &request, |v| {
+    call_value(&args.client, request, |v| {
         let nodes = v.as_array().cloned().unwrap_or_default();
         if nodes.is_empty() {
             println!("no matching nodes");
@@ -192,7 +192,7 @@ fn subscribe(client: &ClientArgs, publisher: &str, name: &str) -> u8 {
     let json_out = client.json;
     runtime.block_on(async move {
         let request = json!({"op": "channel_subscribe", "publisher": publisher, "name": name});
-        let id = match request_with(&data_dir, &request).await {
+        let id = match request_json(&data_dir, &request).await {
             Ok(v) => v.get("subscription").and_then(Value::as_u64).unwrap_or(0),
             Err(e) => return fail(exit_code(&e), e),
         };
@@ -206,10 +206,10 @@ fn subscribe(client: &ClientArgs, publisher: &str, name: &str) -> u8 {
             tokio::select! {
                 _ = &mut ctrl_c => {
                     let leave = json!({"op": "channel_unsubscribe", "subscription": id});
-                    let _ = request_with(&data_dir, &leave).await;
+                    let _ = request_json(&data_dir, &leave).await;
                     return EXIT_OK;
                 }
-                answer = request_with(&data_dir, &poll) => {
+                answer = request_json(&data_dir, &poll) => {
                     match answer {
                         Ok(v) => {
                             for event in array(&v, "events") {

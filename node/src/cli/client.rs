@@ -1,16 +1,16 @@
 //! Client subcommands that talk to a running node: `status`, `peers` (`--streams`),
-//! `discovery`.
+//! `discovery`; the request helper the `rpc` subcommand shares.
 
 use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, request, request_with};
+use netrun::control::{ClientError, request_json};
 use serde_json::Value;
 
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
 
 /// No node is running at the data directory.
-const EXIT_NOT_RUNNING: u8 = 3;
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 /// The control socket refused us.
-const EXIT_PERMISSION: u8 = 4;
+pub(crate) const EXIT_PERMISSION: u8 = 4;
 
 pub(crate) fn status(args: ClientArgs) -> u8 {
     call(&args, "status", |v| {
@@ -48,6 +48,7 @@ pub(crate) fn status(args: ClientArgs) -> u8 {
                 n("events_received")
             );
         }
+        print_rpc(v.get("rpc"));
         println!("tree");
         if let Some(tree) = v.get("tree") {
             println!("  root ({})", text(tree, "strategy"));
@@ -214,33 +215,12 @@ pub(crate) fn exit_code(error: &ClientError) -> u8 {
     }
 }
 
-/// Like [`call`], with a whole request object (`{"op": …, arguments…}`).
-pub(crate) fn call_with(args: &ClientArgs, request: &Value, human: impl FnOnce(&Value)) -> u8 {
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
-    };
-    match runtime.block_on(request_with(&data_dir, request)) {
-        Ok(value) => {
-            if args.json {
-                println!("{value}");
-            } else {
-                human(&value);
-            }
-            EXIT_OK
-        }
-        Err(e) => fail(exit_code(&e), e),
-    }
+fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
+    call_value(args, serde_json::json!({ "op": op }), human)
 }
 
-fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
+/// Sends one request object to the node and prints its result (JSON with `--json`).
+pub(crate) fn call_value(args: &ClientArgs, request: Value, human: impl FnOnce(&Value)) -> u8 {
     let data_dir = args
         .data_dir
         .clone()
@@ -252,7 +232,7 @@ fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(request(&data_dir, op)) {
+    match runtime.block_on(request_json(&data_dir, &request)) {
         Ok(value) => {
             if args.json {
                 println!("{value}");
@@ -264,6 +244,52 @@ fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
         Err(e @ ClientError::NotRunning(..)) => fail(EXIT_NOT_RUNNING, e),
         Err(e @ ClientError::PermissionDenied(_)) => fail(EXIT_PERMISSION, e),
         Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+/// The `rpc` part of `status`: served services and per-service call metrics.
+fn print_rpc(rpc: Option<&Value>) {
+    let Some(rpc) = rpc.filter(|r| !r.is_null()) else {
+        return;
+    };
+    let services: Vec<&str> = rpc
+        .get("services")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    println!(
+        "rpc         serving [{}]; {} calls pending, {} requests in flight",
+        services.join(", "),
+        rpc.get("pending_calls")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        rpc.get("in_flight").and_then(Value::as_u64).unwrap_or(0),
+    );
+    for (direction, label) in [("outbound", "called"), ("inbound", "served")] {
+        let Some(map) = rpc.get(direction).and_then(Value::as_object) else {
+            continue;
+        };
+        for (service, m) in map {
+            let n = |k: &str| m.get(k).and_then(Value::as_u64);
+            let errors = m
+                .get("errors")
+                .and_then(Value::as_object)
+                .map(|e| {
+                    e.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let us = |k: &str| n(k).map_or_else(|| "-".to_string(), |v| format!("{v}µs"));
+            println!(
+                "  {label:<6} {service:<24} calls={} ok={} p50={} p99={} {errors}",
+                n("calls").unwrap_or(0),
+                n("ok").unwrap_or(0),
+                us("p50_us"),
+                us("p99_us"),
+            );
+        }
     }
 }
 

@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 
 mod channel;
 mod client;
+mod daemons;
 mod identity;
+mod rpc;
 mod start;
 
 /// Success.
@@ -97,10 +99,23 @@ enum Command {
     /// List the capabilities a running node knows of (its own and the mesh's), optionally
     /// only the nodes meeting a filter.
     Caps(channel::CapsArgs),
+    /// List a running node's daemons: origin, kind, state (crash-loop gating included),
+    /// health, restarts, events processed, load.
+    Daemons(ClientArgs),
+    /// Operate one daemon of a running node: stop it, or snapshot it.
+    Daemon {
+        #[command(subcommand)]
+        action: daemons::DaemonAction,
+    },
     /// Show or create this machine's node identity.
     Identity {
         #[command(subcommand)]
         action: identity::IdentityAction,
+    },
+    /// Call nRPC services through a running node.
+    Rpc {
+        #[command(subcommand)]
+        action: rpc::RpcAction,
     },
 }
 
@@ -121,7 +136,10 @@ pub(crate) fn main() -> ExitCode {
         Command::Discovery(args) => client::discovery(args),
         Command::Channel { action } => channel::run(action),
         Command::Caps(args) => channel::caps(args),
+        Command::Daemons(args) => daemons::list(args),
+        Command::Daemon { action } => daemons::run(action),
         Command::Identity { action } => identity::run(action),
+        Command::Rpc { action } => rpc::run(action),
     };
     ExitCode::from(code)
 }

@@ -45,6 +45,7 @@ mod output;
 mod placement;
 mod recovery;
 mod snapshot;
+mod wire;
 
 #[cfg(test)]
 mod tests;

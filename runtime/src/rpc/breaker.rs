@@ -151,7 +151,9 @@ impl CircuitBreaker {
                 RpcError::Cancelled
                 | RpcError::Overloaded
                 | RpcError::CircuitOpen
-                | RpcError::NoRoute,
+                | RpcError::NoRoute
+                | RpcError::TooLarge { .. }
+                | RpcError::Transport(super::TransportError::Stopped),
             ) => self.on_abandoned(permit),
             Err(_) => self.on_success(permit),
         }

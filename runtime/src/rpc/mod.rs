@@ -100,6 +100,15 @@ pub enum RpcError {
     /// The server broke the protocol (for instance sent stream items beyond its credit).
     #[error("protocol violation: {0}")]
     Protocol(Violation),
+    /// A body is larger than one call carries (frames travel in single datagrams; large
+    /// payloads go over streams). Nothing was sent.
+    #[error("body of {len} bytes exceeds the {max}-byte call limit")]
+    TooLarge {
+        /// The body's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// A transport failure under a call.
@@ -114,6 +123,9 @@ pub enum TransportError {
     /// The send path refused the frame (queue full).
     #[error("send queue full")]
     Backpressure,
+    /// The node's RPC service is not running (restarting or shut down).
+    #[error("rpc service not running")]
+    Stopped,
 }
 
 /// Which way a codec failure happened.
@@ -163,7 +175,7 @@ pub enum ErrorKind {
     Server,
     /// [`RpcError::Transport`].
     Transport,
-    /// [`RpcError::Codec`].
+    /// [`RpcError::Codec`] and [`RpcError::TooLarge`].
     Codec,
     /// [`RpcError::CapabilityDenied`].
     CapabilityDenied,
@@ -238,7 +250,7 @@ impl RpcError {
             Self::Cancelled => ErrorKind::Cancelled,
             Self::ServerError { .. } => ErrorKind::Server,
             Self::Transport(_) => ErrorKind::Transport,
-            Self::Codec(_) => ErrorKind::Codec,
+            Self::Codec(_) | Self::TooLarge { .. } => ErrorKind::Codec,
             Self::CapabilityDenied => ErrorKind::CapabilityDenied,
             Self::CircuitOpen => ErrorKind::CircuitOpen,
             Self::Overloaded => ErrorKind::Overloaded,
@@ -262,9 +274,11 @@ impl RpcError {
     /// Whether the error counts against the target's circuit breaker: the node (or the
     /// path to it) failed, as opposed to the caller or the application. Timeouts,
     /// transport failures, protocol violations and transient server statuses count;
-    /// application errors, `NotFound`, cancellation and local refusals do not.
+    /// application errors, `NotFound`, cancellation and local refusals (including a
+    /// stopped local RPC service) do not.
     pub fn is_node_failure(&self) -> bool {
         match self {
+            Self::Transport(TransportError::Stopped) => false,
             Self::Timeout | Self::Transport(_) | Self::Protocol(_) => true,
             Self::ServerError { status, .. } => is_transient(*status),
             _ => false,

@@ -1,0 +1,215 @@
+//! `DaemonControl`: serves the `DAEMON` subprotocol.
+//!
+//! Inbound envelopes arrive through a bounded queue (a full queue drops the newest,
+//! counted by the wire) and are pumped to the actor in batches. Requests go to the node's
+//! [`DaemonService`]; replies go to the [`DaemonClient`] waiting for them. A spawn runs in
+//! its own task (it goes through the daemons supervisor, which may be busy stopping this
+//! very actor), bounded by [`MAX_SPAWNS_IN_FLIGHT`]; its answer is remembered so that a
+//! re-sent request is answered again instead of spawning twice.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use netrun_messages::daemon::{
+    CapabilityReply, DaemonControlMessage, SpawnRefusal, SpawnReply, SpawnRequest, SpawnResult,
+};
+use netrun_messages::{CapabilitySet, NodeId, Subprotocol};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::client::{DaemonClient, SpawnDisposition};
+use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+
+/// Most envelopes handed to the actor in one message.
+const PUMP_BATCH: usize = 64;
+/// Most remote spawns served at once; more are refused as busy.
+pub const MAX_SPAWNS_IN_FLIGHT: usize = 16;
+
+/// The future of one remote spawn.
+pub type SpawnFuture = Pin<Box<dyn Future<Output = SpawnResult> + Send>>;
+
+/// What the node does for daemon control requests from peers.
+pub trait DaemonService: Send + Sync + 'static {
+    /// Hosts the daemon `from` asked for and says how it went.
+    fn spawn(&self, from: NodeId, request: SpawnRequest) -> SpawnFuture;
+    /// This node's capability set and its daemon load in per mille.
+    fn capabilities(&self) -> (CapabilitySet, u16);
+}
+
+/// Startup inputs of the daemon control actor.
+pub struct DaemonControlArgs {
+    /// The shared data path.
+    pub wire: Arc<Wire>,
+    /// The node's side of the protocol.
+    pub service: Arc<dyn DaemonService>,
+    /// Where replies go, and the memory of served spawns (shared by every incarnation).
+    pub client: DaemonClient,
+}
+
+/// The daemon control actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DaemonControlActor;
+
+/// Messages the daemon control actor handles.
+#[derive(Debug)]
+pub enum DaemonControlMsg {
+    /// Envelopes from one pump batch; the reply lets the pump take the next batch.
+    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+}
+
+/// The daemon control actor's state.
+pub struct DaemonControlState {
+    wire: Arc<Wire>,
+    service: Arc<dyn DaemonService>,
+    client: DaemonClient,
+    pump: JoinHandle<()>,
+}
+
+impl Actor for DaemonControlActor {
+    type Msg = DaemonControlMsg;
+    type State = DaemonControlState;
+    type Arguments = DaemonControlArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: DaemonControlArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
+        args.wire.serve(Subprotocol::DAEMON, queue);
+        // One batch in flight: the pump waits for the actor, so the queue's bound holds.
+        let pump = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(PUMP_BATCH);
+            while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
+                let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
+                let handled = myself
+                    .call(|reply| DaemonControlMsg::Inbound(envelopes, reply), None)
+                    .await;
+                if handled.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(DaemonControlState {
+            wire: args.wire,
+            service: args.service,
+            client: args.client,
+            pump,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: DaemonControlMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DaemonControlMsg::Inbound(batch, reply) => {
+                for inbound in batch {
+                    state.on_inbound(inbound).await;
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.wire.unserve(Subprotocol::DAEMON);
+        state.pump.abort();
+        Ok(())
+    }
+}
+
+impl DaemonControlState {
+    async fn on_inbound(&mut self, inbound: Inbound) {
+        let peer = inbound.peer;
+        let message = match DaemonControlMessage::decode(&inbound.body) {
+            Ok(message) => message,
+            Err(error) => {
+                self.client.count_malformed();
+                debug!(%peer, %error, "malformed daemon control message");
+                return;
+            }
+        };
+        match message {
+            DaemonControlMessage::Spawn(request) => self.on_spawn(peer, request).await,
+            DaemonControlMessage::Query(query) => {
+                let (capabilities, load_permille) = self.service.capabilities();
+                let reply = DaemonControlMessage::QueryReply(CapabilityReply {
+                    request_id: query.request_id,
+                    capabilities,
+                    load_permille: load_permille.min(1000),
+                });
+                send(&self.wire, peer, &reply).await;
+            }
+            reply @ (DaemonControlMessage::SpawnReply(_) | DaemonControlMessage::QueryReply(_)) => {
+                self.client.complete(peer, reply);
+            }
+        }
+    }
+
+    async fn on_spawn(&mut self, peer: NodeId, request: SpawnRequest) {
+        let key = (peer, request.request_id);
+        let request_id = request.request_id;
+        match self.client.begin_spawn(key, MAX_SPAWNS_IN_FLIGHT) {
+            Some(SpawnDisposition::InFlight) => {}
+            Some(SpawnDisposition::Answered(result)) => {
+                let reply = DaemonControlMessage::SpawnReply(SpawnReply { request_id, result });
+                send(&self.wire, peer, &reply).await;
+            }
+            None => {
+                let result =
+                    SpawnResult::Refused(SpawnRefusal::failed("too many remote spawns in flight"));
+                let reply = DaemonControlMessage::SpawnReply(SpawnReply { request_id, result });
+                send(&self.wire, peer, &reply).await;
+            }
+            Some(SpawnDisposition::Start) => {
+                let spawn = self.service.spawn(peer, request);
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let result = spawn.await;
+                    client.finish_spawn(key, result.clone());
+                    let reply = DaemonControlMessage::SpawnReply(SpawnReply { request_id, result });
+                    send(client.wire(), peer, &reply).await;
+                });
+            }
+        }
+    }
+}
+
+async fn send(wire: &Wire, peer: NodeId, message: &DaemonControlMessage) {
+    let body = match message.encode() {
+        Ok(body) => body,
+        Err(error) => {
+            warn!(%peer, %error, "daemon control reply does not encode");
+            return;
+        }
+    };
+    if let Err(error) = wire
+        .send_envelope(peer, Subprotocol::DAEMON, None, &body)
+        .await
+    {
+        debug!(%peer, %error, "daemon control reply not sent");
+    }
+}
+
+impl std::fmt::Debug for DaemonControlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonControlState").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for DaemonControlArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonControlArgs").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,180 @@
+//! Client subcommands for daemons: `daemons`, `daemon stop <origin>`,
+//! `daemon snapshot <origin> [--out FILE]`.
+
+use std::path::PathBuf;
+
+use netrun::config::{ProcessEnv, default_data_dir};
+use netrun::control::{ClientError, parse_origin, request_json};
+use serde_json::{Value, json};
+
+use super::client::{EXIT_NOT_RUNNING, EXIT_PERMISSION};
+use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
+
+/// `netrun daemon …` actions.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DaemonAction {
+    /// Stop a daemon: it gets Shutdown with its grace period and a final snapshot is
+    /// taken; a daemon that does not stop within the grace period is stopped by force.
+    Stop(OriginArgs),
+    /// Take a snapshot of a daemon now.
+    Snapshot(SnapshotArgs),
+}
+
+/// A daemon by origin, plus the client options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OriginArgs {
+    /// The daemon's origin hash (16 hex digits, as `netrun daemons` shows it).
+    origin: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `netrun daemon snapshot`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SnapshotArgs {
+    #[command(flatten)]
+    target: OriginArgs,
+    /// Write the signed snapshot (its binary encoding) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub(crate) fn list(args: ClientArgs) -> u8 {
+    call(&args, &json!({"op": "daemons"}), |v| {
+        let daemons = v.as_array().cloned().unwrap_or_default();
+        if daemons.is_empty() {
+            println!("no daemons");
+            return;
+        }
+        println!(
+            "{:<16}  {:<16}  {:<13}  {:<9}  {:>8}  {:>10}  {:>5}",
+            "ORIGIN", "KIND", "STATE", "HEALTH", "RESTARTS", "EVENTS", "LOAD"
+        );
+        for d in daemons {
+            let n = |key: &str| d.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let mut state = text(&d, "state").to_owned();
+            if let Some(ms) = d.get("remaining_ms").and_then(Value::as_u64) {
+                state.push_str(&format!(" {}s", ms.div_ceil(1000)));
+            }
+            let load = d.get("saturation").and_then(Value::as_f64).unwrap_or(0.0);
+            println!(
+                "{:<16}  {:<16}  {:<13}  {:<9}  {:>8}  {:>10}  {:>4.0}%",
+                text(&d, "origin"),
+                text(&d, "kind"),
+                state,
+                text(&d, "health"),
+                n("restarts"),
+                n("events_processed"),
+                load * 100.0,
+            );
+        }
+    })
+}
+
+pub(crate) fn run(action: DaemonAction) -> u8 {
+    let origin = match &action {
+        DaemonAction::Stop(args) => &args.origin,
+        DaemonAction::Snapshot(args) => &args.target.origin,
+    };
+    if parse_origin(origin).is_none() {
+        return fail(
+            EXIT_USAGE,
+            format!("{origin:?} is not an origin hash (16 hex digits, see `netrun daemons`)"),
+        );
+    }
+    match action {
+        DaemonAction::Stop(args) => {
+            let request = json!({"op": "daemon_stop", "origin": args.origin});
+            call(&args.client, &request, |v| {
+                println!("stopped {}", text(v, "origin"));
+                if let Some(s) = v.get("snapshot").filter(|s| !s.is_null()) {
+                    println!(
+                        "final snapshot at chain seq {}, input seq {}",
+                        s.get("head_seq").and_then(Value::as_u64).unwrap_or(0),
+                        s.get("last_input_seq").and_then(Value::as_u64).unwrap_or(0)
+                    );
+                }
+            })
+        }
+        DaemonAction::Snapshot(args) => snapshot(args),
+    }
+}
+
+fn snapshot(args: SnapshotArgs) -> u8 {
+    let request = json!({"op": "daemon_snapshot", "origin": args.target.origin});
+    let v = match send(&args.target.client, &request) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Some(path) = &args.out {
+        let Some(Ok(bytes)) = v.get("bytes_hex").and_then(Value::as_str).map(hex::decode) else {
+            return fail(EXIT_FAILURE, "the node did not send the snapshot's bytes");
+        };
+        if let Err(e) = std::fs::write(path, bytes) {
+            return fail(
+                EXIT_FAILURE,
+                format!("cannot write {}: {e}", path.display()),
+            );
+        }
+    }
+    if args.target.client.json {
+        println!("{v}");
+        return EXIT_OK;
+    }
+    println!("daemon       {}", text(&v, "origin"));
+    println!("entity       {}", text(&v, "entity"));
+    for key in ["head_seq", "last_input_seq", "state_len", "encoded_len"] {
+        let n = v.get(key).and_then(Value::as_u64).unwrap_or(0);
+        println!("{:<12} {n}", key.replace('_', " "));
+    }
+    if let Some(path) = &args.out {
+        println!("written to   {}", path.display());
+    }
+    EXIT_OK
+}
+
+/// Sends `request`; prints the result as JSON (`--json`) or with `human`.
+fn call(args: &ClientArgs, request: &Value, human: impl FnOnce(&Value)) -> u8 {
+    match send(args, request) {
+        Ok(value) => {
+            if args.json {
+                println!("{value}");
+            } else {
+                human(&value);
+            }
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// Sends `request` to the node; an error has been reported and its exit code returned.
+fn send(args: &ClientArgs, request: &Value) -> Result<Value, u8> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return Err(fail(
+                EXIT_FAILURE,
+                format!("cannot start the async runtime: {e}"),
+            ));
+        }
+    };
+    runtime
+        .block_on(request_json(&data_dir, request))
+        .map_err(|e| match e {
+            e @ ClientError::NotRunning(..) => fail(EXIT_NOT_RUNNING, e),
+            e @ ClientError::PermissionDenied(_) => fail(EXIT_PERMISSION, e),
+            e => fail(EXIT_FAILURE, e),
+        })
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}

@@ -1,0 +1,672 @@
+//! nRPC between real nodes on 127.0.0.1: unary and typed calls, deadlines and
+//! cancellation, panics, draining, service calls with round robin and hedging, server
+//! streaming with credit, and the actor's restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use netrun::rpc::{
+    CallOptions, HandlerError, HedgePolicy, MAX_CALL_BODY_LEN, RequestContext, RetryPolicy,
+    RpcError, SelectPolicy, SinkError, Status, StreamSink,
+};
+use netrun::{Node, NodeId, PeerState};
+use netrun_tests::{connected_pair, node};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn echo(node: &Node, service: &str) -> netrun::rpc::ServeHandle {
+    node.serve(service, |request: RequestContext| async move {
+        Ok::<_, HandlerError>(request.body().clone())
+    })
+    .expect("serve echo")
+}
+
+/// Connects `a` to `b` and waits until both sides hold the session.
+async fn connect(a: &Node, b: &Node) -> NodeId {
+    let id = tokio::time::timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let up = async {
+        while !b
+            .peers()
+            .await
+            .iter()
+            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, up)
+        .await
+        .expect("b has the session");
+    id
+}
+
+fn server_error(result: Result<Bytes, RpcError>) -> Status {
+    match result {
+        Err(RpcError::ServerError { status, .. }) => status,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unary_echo_round_trip_and_metrics() {
+    let (a, b, b_id) = connected_pair().await;
+    let _echo = echo(&b, "echo");
+    let options = CallOptions::default();
+    for size in [0usize, 32, 1024, MAX_CALL_BODY_LEN] {
+        let body = Bytes::from(vec![0xa5; size]);
+        let answer = a.call(b_id, "echo", body.clone(), &options).await;
+        assert_eq!(answer.expect("echo answers"), body, "{size} bytes");
+    }
+    let too_big = Bytes::from(vec![0; MAX_CALL_BODY_LEN + 1]);
+    assert_eq!(
+        a.call(b_id, "echo", too_big, &options).await,
+        Err(RpcError::TooLarge {
+            len: MAX_CALL_BODY_LEN + 1,
+            max: MAX_CALL_BODY_LEN
+        })
+    );
+    assert_eq!(
+        server_error(a.call(b_id, "nothing-here", &b"x"[..], &options).await),
+        Status::NOT_FOUND
+    );
+
+    // A response that does not fit a datagram is answered `internal`, not sent.
+    let _big = b
+        .serve("big", |_request: RequestContext| async move {
+            Ok::<_, HandlerError>(Bytes::from(vec![0; MAX_CALL_BODY_LEN + 1]))
+        })
+        .expect("serve");
+    match a.call(b_id, "big", &b""[..], &options).await {
+        Err(RpcError::ServerError { status, message }) => {
+            assert_eq!(status, Status::INTERNAL);
+            assert!(message.contains("exceeds"), "{message}");
+        }
+        other => panic!("expected internal, got {other:?}"),
+    }
+
+    // A node calls its own services without the network.
+    let _own = echo(&a, "own");
+    let answer = a.call(a.node_id(), "own", &b"self"[..], &options).await;
+    assert_eq!(answer.expect("loopback call"), Bytes::from_static(b"self"));
+
+    let served = b.rpc_status().await.expect("status");
+    assert_eq!(served.services, vec!["big".to_string(), "echo".to_string()]);
+    let inbound = &served.inbound["echo"];
+    assert_eq!((inbound.calls, inbound.ok), (4, 4));
+    let made = a.rpc_status().await.expect("status");
+    let outbound = &made.outbound["echo"];
+    assert_eq!(
+        outbound.calls, 4,
+        "a body too large never reaches the actor"
+    );
+    assert!(outbound.p50_us.is_some());
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Sum {
+    sum: i64,
+    by: String,
+}
+
+#[tokio::test]
+async fn typed_call_round_trip_and_bad_body() {
+    let (a, b, b_id) = connected_pair().await;
+    let _adder = b
+        .serve_typed("math.add", |request: RequestContext, add: Add| async move {
+            Ok::<_, HandlerError>(Sum {
+                sum: add.a + add.b,
+                by: request.caller().to_string(),
+            })
+        })
+        .expect("serve");
+    let options = CallOptions::default();
+    let sum: Sum = a
+        .call_typed(b_id, "math.add", &Add { a: 40, b: 2 }, &options)
+        .await
+        .expect("typed call");
+    assert_eq!(
+        sum,
+        Sum {
+            sum: 42,
+            by: a.node_id().to_string()
+        }
+    );
+    // A body that is not an `Add` is refused by the typed wrapper, not by the handler.
+    let refused = a.call(b_id, "math.add", &b"\xc1"[..], &options).await;
+    assert_eq!(server_error(refused), Status::INVALID_ARGUMENT);
+    // A response that is not the expected type is a decode error on the caller.
+    let wrong: Result<Vec<u8>, _> = a
+        .call_typed(b_id, "math.add", &Add { a: 1, b: 1 }, &options)
+        .await;
+    assert!(matches!(wrong, Err(RpcError::Codec(_))), "{wrong:?}");
+}
+
+#[tokio::test]
+async fn deadline_times_out_the_caller_and_cancels_the_handler() {
+    let (a, b, b_id) = connected_pair().await;
+    let (seen_tx, mut seen) = mpsc::channel::<bool>(4);
+    let _slow = b
+        .serve("slow", move |request: RequestContext| {
+            let seen = seen_tx.clone();
+            async move {
+                let cancelled = tokio::select! {
+                    () = request.cancellation().cancelled() => true,
+                    () = tokio::time::sleep(WAIT) => false,
+                };
+                let _ = seen.send(cancelled).await;
+                Ok::<_, HandlerError>(Bytes::new())
+            }
+        })
+        .expect("serve");
+    let options = CallOptions::default().with_deadline(Duration::from_millis(200));
+    let started = tokio::time::Instant::now();
+    let result = a.call(b_id, "slow", &b"zzz"[..], &options).await;
+    assert_eq!(result, Err(RpcError::Timeout));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let cancelled = tokio::time::timeout(Duration::from_secs(2), seen.recv())
+        .await
+        .expect("the handler ends soon after the deadline")
+        .expect("report");
+    assert!(cancelled, "the handler observed the cancellation");
+    let status = b.rpc_status().await.expect("status");
+    let cancels = status.counters["requests_cancelled"] + status.counters["requests_expired"];
+    assert_eq!(cancels, 1, "{:?}", status.counters);
+    let caller = a.rpc_status().await.expect("status");
+    assert_eq!(caller.counters["calls_timed_out"], 1);
+    assert_eq!(caller.counters["cancels_sent"], 1);
+}
+
+#[tokio::test]
+async fn dropping_a_pending_call_cancels_it_at_the_server() {
+    let (a, b, b_id) = connected_pair().await;
+    let (seen_tx, mut seen) = mpsc::channel::<bool>(4);
+    let started = Arc::new(Notify::new());
+    let started_in = Arc::clone(&started);
+    let _slow = b
+        .serve("slow", move |request: RequestContext| {
+            let seen = seen_tx.clone();
+            let started = Arc::clone(&started_in);
+            async move {
+                started.notify_one();
+                let cancelled = tokio::select! {
+                    () = request.cancellation().cancelled() => true,
+                    () = tokio::time::sleep(WAIT) => false,
+                };
+                let _ = seen.send(cancelled).await;
+                Ok::<_, HandlerError>(Bytes::new())
+            }
+        })
+        .expect("serve");
+    let call = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.call(b_id, "slow", &b""[..], &CallOptions::default())
+                .await
+        })
+    };
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .expect("the handler runs");
+    call.abort();
+    let cancelled = tokio::time::timeout(Duration::from_secs(2), seen.recv())
+        .await
+        .expect("the handler is cancelled soon after the caller gave up")
+        .expect("report");
+    assert!(cancelled);
+    assert_eq!(
+        a.rpc_status().await.expect("status").counters["calls_cancelled"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_the_server_keeps_serving() {
+    let (a, b, b_id) = connected_pair().await;
+    let _fragile = b
+        .serve("fragile", |request: RequestContext| async move {
+            if request.body().as_ref() == b"panic" {
+                panic!("asked to panic");
+            }
+            Ok::<_, HandlerError>(Bytes::from_static(b"fine"))
+        })
+        .expect("serve");
+    let options = CallOptions::default();
+    let result = a.call(b_id, "fragile", &b"panic"[..], &options).await;
+    match result {
+        Err(RpcError::ServerError { status, message }) => {
+            assert_eq!(status, Status::INTERNAL);
+            assert!(message.contains("asked to panic"), "{message}");
+        }
+        other => panic!("expected internal, got {other:?}"),
+    }
+    for _ in 0..3 {
+        let ok = a.call(b_id, "fragile", &b"calm"[..], &options).await;
+        assert_eq!(ok.expect("served again"), Bytes::from_static(b"fine"));
+    }
+    assert_eq!(
+        b.rpc_status().await.expect("status").counters["handler_panics"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_serve_handle_drains_in_flight_calls() {
+    let (a, b, b_id) = connected_pair().await;
+    let gate = Arc::new(Notify::new());
+    let entered = Arc::new(Notify::new());
+    let handle = {
+        let gate = Arc::clone(&gate);
+        let entered = Arc::clone(&entered);
+        b.serve("drain", move |_request: RequestContext| {
+            let gate = Arc::clone(&gate);
+            let entered = Arc::clone(&entered);
+            async move {
+                entered.notify_one();
+                gate.notified().await;
+                Ok::<_, HandlerError>(Bytes::from_static(b"finished"))
+            }
+        })
+        .expect("serve")
+    };
+    let in_flight = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.call(b_id, "drain", &b""[..], &CallOptions::default())
+                .await
+        })
+    };
+    tokio::time::timeout(WAIT, entered.notified())
+        .await
+        .expect("the first call is in its handler");
+    drop(handle);
+    let options = CallOptions::default();
+    assert_eq!(
+        server_error(a.call(b_id, "drain", &b""[..], &options).await),
+        Status::UNAVAILABLE,
+        "a draining service refuses new calls"
+    );
+    gate.notify_one();
+    let first = tokio::time::timeout(WAIT, in_flight)
+        .await
+        .expect("in time")
+        .expect("task");
+    assert_eq!(
+        first.expect("in-flight call completes"),
+        Bytes::from_static(b"finished")
+    );
+    assert_eq!(
+        server_error(a.call(b_id, "drain", &b""[..], &options).await),
+        Status::NOT_FOUND,
+        "a drained service is gone"
+    );
+    // The name can be served again.
+    let _again = echo(&b, "drain");
+    let answer = a.call(b_id, "drain", &b"back"[..], &options).await;
+    assert_eq!(answer.expect("served again"), Bytes::from_static(b"back"));
+}
+
+/// A caller connected to `n` servers, each serving `service` and counting its calls.
+async fn caller_and_servers(
+    n: usize,
+    service: &str,
+) -> (Node, Vec<(Node, Arc<AtomicU32>, netrun::rpc::ServeHandle)>) {
+    let caller = node().await;
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        let server = node().await;
+        connect(&caller, &server).await;
+        let count = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&count);
+        let id = server.node_id();
+        let handle = server
+            .serve(service, move |_request: RequestContext| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async move { Ok::<_, HandlerError>(Bytes::from(id.to_string())) }
+            })
+            .expect("serve");
+        servers.push((server, count, handle));
+    }
+    (caller, servers)
+}
+
+#[tokio::test]
+async fn call_service_spreads_calls_round_robin_over_three_servers() {
+    let (caller, servers) = caller_and_servers(3, "work").await;
+    let options = CallOptions::default();
+    let mut answered: HashMap<String, u32> = HashMap::new();
+    for _ in 0..30 {
+        let answer = caller
+            .call_service("work", &b"job"[..], &options)
+            .await
+            .expect("a server answers");
+        *answered
+            .entry(String::from_utf8(answer.to_vec()).expect("utf-8"))
+            .or_default() += 1;
+    }
+    for (server, count, _) in &servers {
+        assert_eq!(count.load(Ordering::Relaxed), 10, "each server got a third");
+        assert_eq!(answered[&server.node_id().to_string()], 10);
+    }
+    // Sticky keeps one key on one server.
+    let sticky = CallOptions::default().with_policy(SelectPolicy::sticky(b"user-7"));
+    let first = caller
+        .call_service("work", &b""[..], &sticky)
+        .await
+        .expect("sticky");
+    for _ in 0..5 {
+        let again = caller
+            .call_service("work", &b""[..], &sticky)
+            .await
+            .expect("sticky");
+        assert_eq!(again, first);
+    }
+    // A peer that does not serve the service is skipped (it answers not_found).
+    let idle = node().await;
+    connect(&caller, &idle).await;
+    for _ in 0..8 {
+        caller
+            .call_service("work", &b""[..], &options)
+            .await
+            .expect("a serving node answers");
+    }
+    assert_eq!(
+        server_error(caller.call_service("nobody", &b""[..], &options).await),
+        Status::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn service_calls_skip_a_node_whose_breaker_opened() {
+    let caller = node().await;
+    let good = node().await;
+    let bad = node().await;
+    connect(&caller, &good).await;
+    connect(&caller, &bad).await;
+    let _good = good
+        .serve("svc", |_request: RequestContext| async move {
+            Ok::<_, HandlerError>(Bytes::from_static(b"good"))
+        })
+        .expect("serve");
+    let failures = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&failures);
+    let _bad = bad
+        .serve("svc", move |_request: RequestContext| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move { Err::<Bytes, _>(HandlerError::new(Status::UNAVAILABLE, "overloaded")) }
+        })
+        .expect("serve");
+    let options = CallOptions::default();
+    let mut ok = 0;
+    for _ in 0..30 {
+        if caller.call_service("svc", &b""[..], &options).await.is_ok() {
+            ok += 1;
+        }
+    }
+    // Five node failures within the window open the bad node's breaker (defaults); from
+    // then on round robin only finds the good node.
+    assert_eq!(failures.load(Ordering::Relaxed), 5);
+    assert_eq!(ok, 25);
+    let status = caller.rpc_status().await.expect("status");
+    assert_eq!(status.outbound["svc"].errors.get("server_error"), Some(&5));
+}
+
+#[tokio::test]
+async fn a_hedged_call_cancels_the_slow_loser() {
+    let caller = node().await;
+    let one = node().await;
+    let two = node().await;
+    connect(&caller, &one).await;
+    connect(&caller, &two).await;
+    // Round robin starts at the lowest node id: make that server the slow one.
+    let (slow, fast) = if one.node_id() < two.node_id() {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    let (seen_tx, mut seen) = mpsc::channel::<bool>(4);
+    let _slow = slow
+        .serve("hedged", move |request: RequestContext| {
+            let seen = seen_tx.clone();
+            async move {
+                let cancelled = tokio::select! {
+                    () = request.cancellation().cancelled() => true,
+                    () = tokio::time::sleep(WAIT) => false,
+                };
+                let _ = seen.send(cancelled).await;
+                Ok::<_, HandlerError>(Bytes::from_static(b"slow"))
+            }
+        })
+        .expect("serve");
+    let _fast = fast
+        .serve("hedged", |_request: RequestContext| async move {
+            Ok::<_, HandlerError>(Bytes::from_static(b"fast"))
+        })
+        .expect("serve");
+    let options = CallOptions::default().with_hedge(HedgePolicy {
+        delay: Duration::from_millis(50),
+        max_hedges: 1,
+    });
+    let started = tokio::time::Instant::now();
+    let answer = caller
+        .call_service("hedged", &b""[..], &options)
+        .await
+        .expect("the hedge answers");
+    assert_eq!(answer, Bytes::from_static(b"fast"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let cancelled = tokio::time::timeout(Duration::from_secs(2), seen.recv())
+        .await
+        .expect("the loser ends soon")
+        .expect("report");
+    assert!(cancelled, "the slow server's handler observed the cancel");
+    let status = slow.rpc_status().await.expect("status");
+    assert_eq!(status.counters["requests_cancelled"], 1);
+}
+
+#[tokio::test]
+async fn retries_cover_a_server_error_and_stop_at_non_retryable_ones() {
+    let (a, b, b_id) = connected_pair().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let _flaky = b
+        .serve("flaky", move |_request: RequestContext| {
+            let n = counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n < 2 {
+                    Err(HandlerError::new(Status::UNAVAILABLE, "not yet"))
+                } else {
+                    Ok(Bytes::from_static(b"third time"))
+                }
+            }
+        })
+        .expect("serve");
+    let retry = RetryPolicy::default()
+        .with_max_attempts(3)
+        .with_backoff(Duration::from_millis(5), Duration::from_millis(20));
+    let options = CallOptions::default().with_retry(retry);
+    let answer = a.call(b_id, "flaky", &b""[..], &options).await;
+    assert_eq!(
+        answer.expect("third attempt"),
+        Bytes::from_static(b"third time")
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 3);
+    // Application errors are not retried.
+    let _app = b
+        .serve("app", |_request: RequestContext| async move {
+            Err::<Bytes, _>(HandlerError::application(0x8001, "bad input").expect("app band"))
+        })
+        .expect("serve");
+    let failed = a.call(b_id, "app", &b""[..], &options).await;
+    assert_eq!(server_error(failed), Status::from_code(0x8001));
+}
+
+#[tokio::test]
+async fn streaming_delivers_in_order_within_the_credit_window() {
+    let (a, b, b_id) = connected_pair().await;
+    const ITEMS: u64 = 300;
+    const WINDOW: u32 = 8;
+    let max_credit = Arc::new(AtomicU64::new(0));
+    let seen_credit = Arc::clone(&max_credit);
+    let _counter = b
+        .serve_streaming(
+            "count",
+            move |_request: RequestContext, mut sink: StreamSink| {
+                let seen_credit = Arc::clone(&seen_credit);
+                async move {
+                    for i in 0..ITEMS {
+                        seen_credit.fetch_max(sink.credit() as u64, Ordering::Relaxed);
+                        sink.send(Bytes::copy_from_slice(&i.to_le_bytes()))
+                            .await
+                            .map_err(|e| HandlerError::internal(e.to_string()))?;
+                    }
+                    Err(HandlerError::application(0x8002, "done with an error").expect("app band"))
+                }
+            },
+        )
+        .expect("serve");
+    let options = CallOptions::default().with_window(WINDOW);
+    let mut stream = a
+        .call_streaming(b_id, "count", &b""[..], &options)
+        .expect("stream starts");
+    let mut expected = 0u64;
+    let end = loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(item)) => {
+                let value = u64::from_le_bytes(item.as_ref().try_into().expect("8 bytes"));
+                assert_eq!(value, expected, "in order");
+                expected += 1;
+                if expected % 50 == 0 {
+                    // A slow reader: the server must wait for credit, not run ahead.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without its error"),
+        }
+    };
+    assert_eq!(
+        expected, ITEMS,
+        "every item before the terminal error ({end:?})"
+    );
+    assert!(
+        matches!(&end, RpcError::ServerError { status, .. } if status.code() == 0x8002),
+        "{end:?}"
+    );
+    assert!(stream.next().await.is_none(), "nothing after the end");
+    assert!(
+        max_credit.load(Ordering::Relaxed) <= u64::from(WINDOW),
+        "the sink never had more credit than the window: {}",
+        max_credit.load(Ordering::Relaxed)
+    );
+    let status = a.rpc_status().await.expect("status");
+    assert!(status.counters["credits_sent"] > 0);
+    assert_eq!(status.counters["protocol_violations"], 0);
+}
+
+#[tokio::test]
+async fn dropping_a_stream_cancels_the_server() {
+    let (a, b, b_id) = connected_pair().await;
+    let (done_tx, done) = oneshot::channel::<Result<u64, SinkError>>();
+    let done_tx = Arc::new(std::sync::Mutex::new(Some(done_tx)));
+    let _endless = b
+        .serve_streaming(
+            "endless",
+            move |_request: RequestContext, mut sink: StreamSink| {
+                let done_tx = Arc::clone(&done_tx);
+                async move {
+                    let mut sent = 0u64;
+                    let end = loop {
+                        if let Err(e) = sink.send(Bytes::from_static(b"tick")).await {
+                            break e;
+                        }
+                        sent += 1;
+                    };
+                    if let Some(tx) = done_tx.lock().expect("lock").take() {
+                        let _ = tx.send(if end == SinkError::Cancelled {
+                            Ok(sent)
+                        } else {
+                            Err(end)
+                        });
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .expect("serve");
+    let options = CallOptions::default().with_window(4);
+    let mut stream = a
+        .call_streaming(b_id, "endless", &b""[..], &options)
+        .expect("stream starts");
+    for _ in 0..10 {
+        let item = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("in time");
+        assert_eq!(
+            item.expect("an item").expect("ok"),
+            Bytes::from_static(b"tick")
+        );
+    }
+    drop(stream);
+    let sent = tokio::time::timeout(Duration::from_secs(2), done)
+        .await
+        .expect("the handler stops soon after the drop")
+        .expect("report")
+        .expect("stopped by cancellation");
+    assert!(
+        (10..=10 + 4 + 4).contains(&sent),
+        "credit bounded the run-ahead: {sent}"
+    );
+}
+
+#[tokio::test]
+async fn the_rpc_actor_restarts_and_keeps_serving() {
+    let (a, b, b_id) = connected_pair().await;
+    let _echo = echo(&b, "echo");
+    let options = CallOptions::default();
+    a.call(b_id, "echo", &b"1"[..], &options)
+        .await
+        .expect("before");
+    let rpc = &b.supervision().rpc;
+    let generation = rpc.generation().expect("running");
+    rpc.cell().expect("rpc actor").kill();
+    let restarted = async {
+        while rpc.generation() == Some(generation) || rpc.actor().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, restarted)
+        .await
+        .expect("restarted");
+    let answer = a
+        .call(
+            b_id,
+            "echo",
+            &b"2"[..],
+            &options.clone().with_deadline(Duration::from_secs(2)),
+        )
+        .await;
+    assert_eq!(
+        answer.expect("served after restart"),
+        Bytes::from_static(b"2")
+    );
+}
