@@ -363,7 +363,11 @@ impl NodeBuilder {
         let rpc_shared = RpcShared::new(
             identity.node_id(),
             self.rpc,
-            Arc::new(SessionDirectory(Arc::clone(&wire))),
+            Arc::new(crate::rpc::IndexedDirectory {
+                local: identity.node_id(),
+                capabilities: capabilities.clone(),
+                sessions: SessionDirectory(Arc::clone(&wire)),
+            }),
         );
         let tree = node_tree::spawn(NodeTreeArgs {
             identity: Arc::clone(&identity),
@@ -408,6 +412,10 @@ impl NodeBuilder {
         info!(node = %identity.node_id(), addr = %local_addr, "node started");
         let rpc_child = tree.rpc.clone();
         let rpc = RpcHandle::new(rpc_shared, move |msg: RpcMsg| rpc_child.send(msg).is_ok());
+        tokio::spawn(crate::rpc::advertise_services(
+            rpc.shared().watch_services(),
+            capabilities.clone(),
+        ));
         let inner = Arc::new(Inner {
             identity,
             wire,

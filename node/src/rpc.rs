@@ -20,10 +20,12 @@
 //! traces are exported. Bodies are limited to [`MAX_CALL_BODY_LEN`] bytes: a frame travels
 //! in one datagram (`docs/adr/0007-nrpc-transport.md`); larger payloads go over streams.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use netrun_actors::capability::CapabilityHandle;
 use netrun_actors::rpc::RpcHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -237,7 +239,8 @@ impl Node {
     }
 
     /// Replaces where [`Node::call_service`] finds the nodes serving a service (default:
-    /// every node with a session, see [`SessionDirectory`]).
+    /// the capability index — nodes announcing `nrpc:<service>` — and every session peer
+    /// while the index knows no server).
     pub fn set_service_directory(&self, directory: Arc<dyn ServiceDirectory>) {
         self.rpc().set_directory(directory);
     }
@@ -313,4 +316,56 @@ fn record_served<T>(result: &Result<T, HandlerError>) {
         Err(e) => e.status,
     };
     span.record("rpc.status", field::display(status));
+}
+
+/// Where [`Node::call_service`] looks for servers by default: the capability index (nodes
+/// announcing `nrpc:<service>`), and — while the index knows no server, e.g. before the
+/// first announcements arrive — every session peer (a non-serving peer answers
+/// `not_found` and the call moves on).
+pub(crate) struct IndexedDirectory {
+    pub(crate) local: NodeId,
+    pub(crate) capabilities: CapabilityHandle,
+    pub(crate) sessions: SessionDirectory,
+}
+
+impl ServiceDirectory for IndexedDirectory {
+    fn nodes(&self, service: &ServiceName) -> Vec<NodeId> {
+        let mut nodes = self.capabilities.find_service(service.as_str());
+        nodes.retain(|n| *n != self.local);
+        if nodes.is_empty() {
+            self.sessions.nodes(service)
+        } else {
+            nodes
+        }
+    }
+}
+
+/// Keeps the node's capability announcement's `nrpc:<service>` tags equal to the services
+/// it serves. Ends when the RPC subsystem is gone (its watch sender dropped).
+pub(crate) async fn advertise_services(
+    mut served: tokio::sync::watch::Receiver<Vec<ServiceName>>,
+    capabilities: CapabilityHandle,
+) {
+    let mut advertised: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let now: BTreeSet<String> = served
+            .borrow_and_update()
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        for gone in advertised.difference(&now) {
+            if let Err(e) = capabilities.remove_service(gone) {
+                tracing::warn!(service = %gone, error = %e, "service tag not withdrawn");
+            }
+        }
+        for new in now.difference(&advertised) {
+            if let Err(e) = capabilities.add_service(new) {
+                tracing::warn!(service = %new, error = %e, "service tag not announced");
+            }
+        }
+        advertised = now;
+        if served.changed().await.is_err() {
+            return;
+        }
+    }
 }

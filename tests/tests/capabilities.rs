@@ -229,3 +229,36 @@ async fn gpu_and_service_queries_across_three_nodes() {
     })
     .await;
 }
+
+/// Serving a service announces `nrpc:<service>`; peers find the server in their index and
+/// `call_service` reaches it; dropping the serve handle withdraws the tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_services_are_announced_and_found_through_the_index() {
+    let caller = start(CapabilitySet::new(), quick()).await;
+    let server = start(CapabilitySet::new(), quick()).await;
+    let bystander = start(CapabilitySet::new(), quick()).await;
+    connect(&caller, &server).await;
+    connect(&caller, &bystander).await;
+    let handle = server
+        .serve("lookup", |_request| async {
+            Ok::<_, netrun::rpc::HandlerError>(netrun::Bytes::from_static(b"from the server"))
+        })
+        .expect("serve");
+    let id = server.node_id();
+    eventually("the caller's index lists the server", || {
+        caller.find_service_nodes("lookup") == vec![id]
+    })
+    .await;
+    for _ in 0..5 {
+        let answer = caller
+            .call_service("lookup", &b"q"[..], &netrun::rpc::CallOptions::default())
+            .await
+            .expect("the indexed server answers");
+        assert_eq!(&answer[..], b"from the server");
+    }
+    drop(handle);
+    eventually("the tag is withdrawn", || {
+        caller.find_service_nodes("lookup").is_empty()
+    })
+    .await;
+}

@@ -344,6 +344,10 @@ async fn caller_and_servers(
             .expect("serve");
         servers.push((server, count, handle));
     }
+    // Selection is what these tests check, not where servers are learned (the capability
+    // index fills in as announcements arrive): name exactly the three.
+    let ids: Vec<NodeId> = servers.iter().map(|(s, _, _)| s.node_id()).collect();
+    caller.set_service_directory(Arc::new(move |_: &netrun::rpc::ServiceName| ids.clone()));
     (caller, servers)
 }
 
