@@ -431,6 +431,8 @@ impl NodeBuilder {
             channels: crate::channels::NodeChannels::new(channels),
         });
         let _ = node_slot.set(Arc::downgrade(&inner));
+        let sink = crate::daemons::start_output_channels(Arc::downgrade(&inner));
+        inner.daemons.set_sink(Some(sink));
         Ok(Node { inner })
     }
 }

@@ -650,9 +650,11 @@ async fn registry_and_spawn_errors_are_typed() {
         Err(DaemonSpawnError::AlreadyRunning(o)) if o == identity.origin_hash()
     ));
     let channel = netrun::ChannelName::new("jobs").expect("name");
+    let stranger = Identity::generate().node_id();
     assert!(matches!(
-        node.subscribe_daemon(daemon.origin_hash(), &channel).await,
-        Err(DaemonCallError::NotReady(_))
+        node.subscribe_daemon(daemon.origin_hash(), stranger, &channel)
+            .await,
+        Err(DaemonCallError::Subscribe(_))
     ));
     let unknown = Identity::generate().origin_hash();
     assert!(matches!(
@@ -736,4 +738,75 @@ fn traces_show_spawn_sampled_processing_and_the_restart() {
         .find(|s| s["name"] == "netrun.daemon.process")
         .expect("process span");
     assert_eq!(process["attributes"]["outputs"], 1);
+}
+
+/// Upper-cases each input.
+struct Shout;
+
+impl MeshDaemon for Shout {
+    fn name(&self) -> &str {
+        "shout"
+    }
+    fn process(&mut self, event: &CausalEvent) -> Result<Vec<Bytes>, DaemonError> {
+        Ok(vec![Bytes::from(event.payload.to_ascii_uppercase())])
+    }
+}
+
+/// A daemon on A takes B's `sensor` channel as input; its outputs appear on its output
+/// channel `daemons/<origin>`, where B subscribes and decodes signed outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_reads_a_channel_and_publishes_on_its_output_channel() {
+    let (a, b, b_id) = netrun_tests::connected_pair().await;
+    let sensor = netrun::ChannelName::new("sensor").expect("name");
+    b.register_channel(netrun::ChannelConfig::new(sensor.clone()))
+        .await
+        .expect("register sensor");
+    a.register_daemon_kind("shout", factory(|_| Ok(Box::new(Shout))))
+        .expect("register");
+    let identity = Identity::generate();
+    let daemon = a
+        .spawn_daemon("shout", identity.clone(), DaemonConfig::empty())
+        .await
+        .expect("spawn");
+    let origin = daemon.origin_hash();
+    // The first output registers the output channel.
+    daemon.deliver("hello").await.expect("deliver");
+    let out = netrun::daemons::output_channel(origin);
+    let deadline = Instant::now() + WAIT;
+    while !a.channels().iter().any(|c| c.name == out) {
+        assert!(Instant::now() < deadline, "output channel registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut outputs = b
+        .subscribe_channel(a.node_id(), &out, netrun::SubscribeConfig::default())
+        .await
+        .expect("subscribe to the output channel");
+    a.subscribe_daemon(origin, b_id, &sensor)
+        .await
+        .expect("daemon subscribes");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut sent = 0;
+    while seen.len() < 3 {
+        assert!(Instant::now() < deadline, "outputs arrive: {seen:?}");
+        if sent < 3 {
+            let report = b
+                .publish(&sensor, Bytes::from(format!("reading {sent}")))
+                .await;
+            if report.is_ok_and(|r| r.delivered == 1) {
+                sent += 1;
+            }
+        }
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(50), outputs.recv()).await
+        else {
+            continue;
+        };
+        let output = Output::from_bytes(&event.payload).expect("a signed output");
+        for e in output.events() {
+            seen.push(String::from_utf8_lossy(&e.payload).into_owned());
+        }
+    }
+    assert_eq!(seen, ["READING 0", "READING 1", "READING 2"]);
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -43,6 +43,7 @@
 //!
 //! Semantics and guarantees: `docs/daemons.md`.
 
+mod channels;
 mod placement;
 mod registry;
 
@@ -55,6 +56,8 @@ use netrun_supervisor::{ChildRef, ChildState, SendError, SupervisorError};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
+pub(crate) use channels::start as start_output_channels;
+pub use channels::{OUTPUT_QUEUE, output_channel};
 pub use netrun_actors::daemon::{
     DEFAULT_OUTPUT_CAPACITY, DEFAULT_QUEUE_CAPACITY, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_STOP_GRACE,
     DaemonInput, DaemonOptions, DeliveredMany, MAX_DAEMONS, OutputSink, RemoteError, TRACE_EVERY,
@@ -79,7 +82,7 @@ pub use placement::{
 pub(crate) use registry::Daemons;
 
 use crate::Node;
-use crate::{ChannelName, EntityId, Identity, NodeId, OriginHash};
+use crate::{EntityId, Identity, NodeId, OriginHash};
 
 /// Longest a delivery, snapshot or control request waits for the daemon's actor. A daemon
 /// that takes longer to process one event is stuck; the request may still complete.
@@ -179,6 +182,9 @@ pub enum DaemonCallError {
     /// subscriptions need the channel actor).
     #[error("not ready: {0}")]
     NotReady(&'static str),
+    /// The channel's publisher refused or did not answer the subscription.
+    #[error("channel subscription: {0}")]
+    Subscribe(String),
 }
 
 /// One daemon as [`Node::daemons`] reports it.
@@ -591,22 +597,6 @@ impl Node {
         list
     }
 
-    /// Makes daemon `origin` a subscriber of `channel`, so the channel's events become its
-    /// input. Not available yet: channels have no actor on the node, so this returns
-    /// [`DaemonCallError::NotReady`] (after checking the daemon exists). Until then, feed a
-    /// daemon with [`deliver`](Self::deliver).
-    pub async fn subscribe_daemon(
-        &self,
-        origin: OriginHash,
-        channel: &ChannelName,
-    ) -> Result<(), DaemonCallError> {
-        let _ = self
-            .daemon(origin)
-            .ok_or(DaemonCallError::NotFound(origin))?;
-        tracing::debug!(%origin, channel = %channel, "daemon channel subscription not available yet");
-        Err(DaemonCallError::NotReady("channel subscriptions"))
-    }
-
     /// Counters of the daemon control subprotocol: bodies that did not decode, and replies
     /// that matched no request (unknown id, or from another node than the one asked).
     pub fn daemon_control_counters(&self) -> (u64, u64) {
@@ -614,8 +604,9 @@ impl Node {
         (client.malformed(), client.unsolicited())
     }
 
-    /// Also hands every output of daemons spawned from now on to `sink` (the seam for
-    /// publishing them on a channel); `None` removes it for later spawns.
+    /// Replaces where the outputs of daemons spawned from now on go besides the local
+    /// broadcast (default: each daemon's output channel, [`output_channel`]); `None` keeps
+    /// them local.
     pub fn set_daemon_output_sink(&self, sink: Option<Arc<dyn OutputSink>>) {
         self.daemon_registry().set_sink(sink);
     }

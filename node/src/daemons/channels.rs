@@ -1,0 +1,116 @@
+//! Daemons on channels: every hosted daemon's outputs are published on its output channel
+//! `daemons/<origin>` (reliable), and a daemon can take a channel's events as its input.
+//!
+//! Outputs leave the host actor through an [`OutputSink`] that never blocks: a bounded
+//! queue (overflow counted) drained by one task per node, which registers a daemon's
+//! output channel on its first output and publishes each output's encoding
+//! ([`Output::to_bytes`], verifiable with `ChainVerifier`). The task holds the node weakly
+//! and ends with it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use netrun_actors::daemon::OutputSink;
+use netrun_messages::{ChannelName, NodeId, OriginHash};
+use netrun_runtime::channel::ChannelConfig;
+use netrun_runtime::daemon::Output;
+use tokio::sync::mpsc;
+
+use super::DaemonCallError;
+use crate::node::{Inner, Node};
+use netrun_actors::channel::{SubscribeConfig, SubscribeError};
+
+/// Outputs queued for publication before new ones are dropped (counted).
+pub const OUTPUT_QUEUE: usize = 4096;
+
+/// The output channel of daemon `origin`: `daemons/<origin as 16 hex digits>`.
+pub fn output_channel(origin: OriginHash) -> ChannelName {
+    // 16 hex digits after a fixed prefix always form a valid channel name.
+    ChannelName::new(&format!("daemons/{origin}"))
+        .unwrap_or_else(|_| unreachable!("daemons/<16 hex digits> is a valid channel name"))
+}
+
+/// The sink the node installs for every daemon it hosts.
+#[derive(Debug)]
+pub(crate) struct ChannelSink {
+    /// Outputs not published (queue full, encoding or publish failed).
+    dropped: Arc<AtomicU64>,
+    /// Outputs waiting for the publishing task.
+    queue: mpsc::Sender<(OriginHash, Arc<Output>)>,
+}
+
+impl OutputSink for ChannelSink {
+    fn publish(&self, origin: OriginHash, output: &Arc<Output>) {
+        if self.queue.try_send((origin, Arc::clone(output))).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the publishing task for the node behind `node` and returns its sink. Outputs the
+/// queue refused or that could not be published are counted in the sink.
+pub(crate) fn start(node: Weak<Inner>) -> Arc<ChannelSink> {
+    let (queue, mut rx) = mpsc::channel::<(OriginHash, Arc<Output>)>(OUTPUT_QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&dropped);
+    tokio::spawn(async move {
+        while let Some((origin, output)) = rx.recv().await {
+            let Some(inner) = node.upgrade() else {
+                return;
+            };
+            let node = Node::from_inner(inner);
+            let name = output_channel(origin);
+            if !node.channels().iter().any(|c| c.name == name) {
+                let config = ChannelConfig::new(name.clone());
+                if let Err(e) = node.register_channel(config).await {
+                    tracing::debug!(%origin, error = %e, "daemon output channel not registered");
+                }
+            }
+            match output.to_bytes() {
+                Ok(bytes) => {
+                    if let Err(e) = node.publish(&name, Bytes::from(bytes)).await {
+                        tracing::debug!(%origin, error = %e, "daemon output not published");
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    Arc::new(ChannelSink { queue, dropped })
+}
+
+impl Node {
+    /// Makes daemon `origin` (hosted here) a subscriber of `channel` on `publisher`: each
+    /// event's payload becomes one input, delivered in order. The subscription ends when
+    /// the daemon stops or the publisher ends it. Errors: the daemon is unknown here
+    /// ([`DaemonCallError::NotFound`]) or the publisher refused
+    /// ([`DaemonCallError::Subscribe`]).
+    pub async fn subscribe_daemon(
+        &self,
+        origin: OriginHash,
+        publisher: NodeId,
+        channel: &ChannelName,
+    ) -> Result<(), DaemonCallError> {
+        let daemon = self
+            .daemon(origin)
+            .ok_or(DaemonCallError::NotFound(origin))?;
+        let mut subscription = self
+            .subscribe_channel(publisher, channel, SubscribeConfig::default())
+            .await
+            .map_err(|e: SubscribeError| DaemonCallError::Subscribe(e.to_string()))?;
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            while let Some(event) = subscription.recv().await {
+                if let Err(e) = daemon.deliver(event.payload).await {
+                    tracing::debug!(%origin, channel = %channel, error = %e, "channel input not delivered; subscription ends");
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+}
