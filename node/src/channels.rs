@@ -33,7 +33,7 @@ const MAX_POLL_EVENTS: usize = 256;
 /// The node's channel state plus the control socket's subscriptions.
 #[derive(Debug)]
 pub(crate) struct NodeChannels {
-    handle: ChannelsHandle,
+    pub(crate) handle: ChannelsHandle,
     control: Mutex<ControlSubscriptions>,
 }
 

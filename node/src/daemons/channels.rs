@@ -55,32 +55,51 @@ pub(crate) fn start(node: Weak<Inner>) -> Arc<ChannelSink> {
     let dropped = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&dropped);
     tokio::spawn(async move {
-        while let Some((origin, output)) = rx.recv().await {
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
             let Some(inner) = node.upgrade() else {
                 return;
             };
             let node = Node::from_inner(inner);
-            let name = output_channel(origin);
-            if !node.channels().iter().any(|c| c.name == name) {
-                let config = ChannelConfig::new(name.clone());
-                if let Err(e) = node.register_channel(config).await {
-                    tracing::debug!(%origin, error = %e, "daemon output channel not registered");
-                }
-            }
-            match output.to_bytes() {
-                Ok(bytes) => {
-                    if let Err(e) = node.publish(&name, Bytes::from(bytes)).await {
-                        tracing::debug!(%origin, error = %e, "daemon output not published");
-                        counter.fetch_add(1, Ordering::Relaxed);
+            // Consecutive outputs of one daemon go out in one publish, in chain order.
+            for run in batch.chunk_by(|a, b| a.0 == b.0) {
+                let origin = run[0].0;
+                let mut events = Vec::with_capacity(run.len());
+                for (_, output) in run {
+                    match output.to_bytes() {
+                        Ok(bytes) => events.push(Bytes::from(bytes)),
+                        Err(_) => {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-                Err(_) => {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
+                publish(&node, origin, events, &counter).await;
             }
+            batch.clear();
         }
     });
     Arc::new(ChannelSink { queue, dropped })
+}
+
+/// Outputs the publishing task takes from its queue at once.
+const PUBLISH_BATCH: usize = 256;
+
+/// Publishes one daemon's outputs on its output channel, registering it first if needed.
+async fn publish(node: &Node, origin: OriginHash, events: Vec<Bytes>, dropped: &AtomicU64) {
+    let name = output_channel(origin);
+    if !node.channel_state().handle.is_registered(&name) {
+        if let Err(e) = node
+            .register_channel(ChannelConfig::new(name.clone()))
+            .await
+        {
+            tracing::debug!(%origin, error = %e, "daemon output channel not registered");
+        }
+    }
+    let count = events.len() as u64;
+    if let Err(e) = node.publish_many(&name, events).await {
+        tracing::debug!(%origin, error = %e, "daemon outputs not published");
+        dropped.fetch_add(count, Ordering::Relaxed);
+    }
 }
 
 impl Node {
