@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod pingwave;
+pub mod pump;
 pub mod router;
 pub mod rpc;
 pub mod session;

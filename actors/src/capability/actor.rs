@@ -8,17 +8,13 @@ use bytes::Bytes;
 use netrun_messages::NodeId;
 use netrun_messages::envelope::Subprotocol;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{CapabilityArgs, CapabilityHandle, CapabilityMsg};
 use crate::events::PeerEvent;
-use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+use crate::pump::{self, Tasks};
+use crate::wire::{Inbound, Wire};
 
-/// Most envelopes handed to the actor in one message.
-const PUMP_BATCH: usize = 64;
 /// Offset of the node id in an encoded announcement (after the format byte).
 const NODE_ID_AT: usize = 1;
 /// Shortest timer wait: a deadline that is due now is handled at once, but a clock that
@@ -39,7 +35,7 @@ pub struct CapabilityState {
     handle: CapabilityHandle,
     /// Token of the armed timer; ticks with another token are stale.
     timer: u64,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 impl Actor for CapabilityActor {
@@ -53,44 +49,17 @@ impl Actor for CapabilityActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let wire = args.wire;
-        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        wire.serve(Subprotocol::CAPABILITY, queue);
-        // One batch in flight: the pump waits for the actor, so the queue's bound holds
-        // (a full queue drops newest, counted in `dropped_handler_full`).
-        let pump = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(PUMP_BATCH);
-                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
-                    let handled = myself
-                        .call(|reply| CapabilityMsg::Inbound(envelopes, reply), None)
-                        .await;
-                    if handled.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-        let mut events = wire.subscribe();
-        let watch = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) => {
-                            if myself.send_message(CapabilityMsg::Peer(event)).is_err() {
-                                return;
-                            }
-                        }
-                        // A missed Up only delays that peer's view until the next
-                        // re-announcement.
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            })
-        };
+        // One batch in flight (a full queue drops newest, counted in
+        // `dropped_handler_full`).
+        let pump = pump::serve_envelopes(
+            &wire,
+            Subprotocol::CAPABILITY,
+            myself.clone(),
+            1,
+            CapabilityMsg::Inbound,
+        );
+        // A missed Up only delays that peer's view until the next re-announcement.
+        let watch = pump::peer_events(&wire, myself.clone(), CapabilityMsg::Peer, None);
         args.handle
             .shared
             .actor
@@ -100,7 +69,7 @@ impl Actor for CapabilityActor {
             wire,
             handle: args.handle,
             timer: 0,
-            tasks: vec![pump, watch],
+            _tasks: Tasks::new([pump, watch]),
         })
     }
 
@@ -127,9 +96,6 @@ impl Actor for CapabilityActor {
         if current.is_some_and(|a| a.get_id() == myself.get_id()) {
             shared.actor.store(None);
         }
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         Ok(())
     }
 }
@@ -137,10 +103,7 @@ impl Actor for CapabilityActor {
 impl CapabilityState {
     async fn dispatch(&mut self, myself: &ActorRef<CapabilityMsg>, message: CapabilityMsg) {
         match message {
-            CapabilityMsg::Inbound(batch, reply) => {
-                self.on_inbound(batch).await;
-                let _ = reply.send(());
-            }
+            CapabilityMsg::Inbound(batch, _credit) => self.on_inbound(batch).await,
             CapabilityMsg::Peer(PeerEvent::Up { node, .. }) => self.on_peer_up(node).await,
             CapabilityMsg::Peer(_) => {}
             CapabilityMsg::Tick(token) if token == self.timer => {

@@ -20,9 +20,7 @@ use netrun_messages::{
 use netrun_runtime::channel::{Answered, FrameReassembler, SubscriptionError, Subscriptions};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
@@ -32,11 +30,9 @@ use super::{
     SubscriptionInfo, parse_event_stream_id,
 };
 use crate::events::PeerEvent;
+use crate::pump::{self, Credit, Tasks};
 use crate::stream::{ACCEPT_BACKLOG, StreamHandle};
-use crate::wire::{INBOUND_CAPACITY, Inbound};
-
-/// Most envelopes handed to the actor in one message.
-const PUMP_BATCH: usize = 64;
+use crate::wire::Inbound;
 
 /// Startup inputs of the membership actor (cloned for every incarnation).
 #[derive(Debug, Clone)]
@@ -47,8 +43,9 @@ pub struct MembershipArgs {
 /// Messages the membership actor handles.
 #[derive(Debug)]
 pub enum MembershipMsg {
-    /// Envelopes from the bounded queue; answered when handled, so the queue's bound holds.
-    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+    /// Envelopes from the bounded queue; the credit is held until they are handled, so the
+    /// queue's bound holds.
+    Inbound(Vec<Inbound>, Credit),
     /// An event stream a publisher opened.
     Stream(StreamHandle),
     /// A session event.
@@ -102,7 +99,7 @@ pub struct MembershipState {
     sinks: HashMap<(NodeId, ChannelHash), Sink>,
     waiters: HashMap<u64, Waiter>,
     next_sink: u64,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 /// A request awaiting its Ack.
@@ -147,23 +144,13 @@ impl Actor for MembershipActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let shared = args.shared;
         let wire = Arc::clone(&shared.wire);
-        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        wire.serve(Subprotocol::MEMBERSHIP, queue);
-        let pump = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(PUMP_BATCH);
-                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
-                    let handled = myself
-                        .call(|reply| MembershipMsg::Inbound(envelopes, reply), None)
-                        .await;
-                    if handled.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
+        let pump = pump::serve_envelopes(
+            &wire,
+            Subprotocol::MEMBERSHIP,
+            myself.clone(),
+            1,
+            MembershipMsg::Inbound,
+        );
         let (streams_tx, mut streams) = mpsc::channel(ACCEPT_BACKLOG);
         wire.serve_streams(CHANNEL_STREAM_CLASS, streams_tx);
         let intake = {
@@ -176,24 +163,8 @@ impl Actor for MembershipActor {
                 }
             })
         };
-        let mut events = wire.subscribe();
-        let watch = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) => {
-                            if myself.send_message(MembershipMsg::Peer(event)).is_err() {
-                                return;
-                            }
-                        }
-                        // A missed Down leaves a stale subscriber until its stream fails.
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            })
-        };
+        // A missed Down leaves a stale subscriber until its stream fails.
+        let watch = pump::peer_events(&wire, myself.clone(), MembershipMsg::Peer, None);
         shared.membership.store(Some(Arc::new(myself.clone())));
         Ok(MembershipState {
             core: Subscriptions::new(shared.config.subscriptions),
@@ -201,7 +172,7 @@ impl Actor for MembershipActor {
             sinks: HashMap::new(),
             waiters: HashMap::new(),
             next_sink: 0,
-            tasks: vec![pump, intake, watch],
+            _tasks: Tasks::new([pump, intake, watch]),
         })
     }
 
@@ -231,9 +202,6 @@ impl Actor for MembershipActor {
         for (_, sink) in state.sinks.drain() {
             sink.close();
         }
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         Ok(())
     }
 }
@@ -241,11 +209,10 @@ impl Actor for MembershipActor {
 impl MembershipState {
     async fn dispatch(&mut self, myself: &ActorRef<MembershipMsg>, message: MembershipMsg) {
         match message {
-            MembershipMsg::Inbound(batch, reply) => {
+            MembershipMsg::Inbound(batch, _credit) => {
                 for inbound in batch {
                     self.on_inbound(inbound).await;
                 }
-                let _ = reply.send(());
             }
             MembershipMsg::Stream(stream) => self.on_stream(stream),
             MembershipMsg::Peer(PeerEvent::Down { node }) => self.on_peer_down(node),
