@@ -24,6 +24,7 @@
 
 pub mod capability;
 pub mod channel;
+mod clock;
 pub mod control;
 pub mod daemon;
 pub mod discovery;

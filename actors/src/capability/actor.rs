@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::NodeId;
@@ -11,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{CapabilityArgs, CapabilityHandle, CapabilityMsg};
+use crate::clock::{unix_secs, until_unix_secs};
 use crate::events::PeerEvent;
 use crate::pump::{self, Tasks};
 use crate::wire::{Inbound, Wire};
@@ -117,7 +118,7 @@ impl CapabilityState {
 
     /// Expires entries and announces if the announcer says so.
     async fn on_tick(&mut self) {
-        let now = unix_now();
+        let now = unix_secs();
         let expired = self.handle.index_mut().handle_timeout(now);
         if !expired.is_empty() {
             debug!(count = expired.len(), "capability entries expired");
@@ -158,7 +159,7 @@ impl CapabilityState {
 
     /// Folds a batch of announcements and forwards the ones the index says to.
     async fn on_inbound(&mut self, batch: Vec<Inbound>) {
-        let now = unix_now();
+        let now = unix_secs();
         let counters = &self.handle.shared.counters;
         counters
             .received
@@ -228,12 +229,8 @@ impl CapabilityState {
     fn arm(&mut self, myself: &ActorRef<CapabilityMsg>) {
         let announce = self.handle.announcer().poll_timeout();
         let expiry = self.handle.index().poll_timeout().unwrap_or(u64::MAX);
-        let due = announce.min(expiry);
-        let now = unix_now_secs_f64();
-        // `due` is a whole second; act at its start.
-        let wait = Duration::try_from_secs_f64(due as f64 - now)
-            .unwrap_or(Duration::ZERO)
-            .clamp(MIN_WAIT, MAX_WAIT);
+        // Act at the start of the due second.
+        let wait = until_unix_secs(announce.min(expiry)).clamp(MIN_WAIT, MAX_WAIT);
         self.timer = self.timer.wrapping_add(1);
         let token = self.timer;
         myself.send_after(wait, move || CapabilityMsg::Tick(token));
@@ -276,18 +273,6 @@ fn next_hop_copy(bytes: &[u8]) -> Option<Vec<u8>> {
     let hops = copy.last_mut()?;
     *hops = hops.saturating_add(1);
     Some(copy)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn unix_now_secs_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ mod subscription;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -59,6 +59,7 @@ pub use publisher::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use subscription::ChannelSubscription;
 
 use crate::capability::CapabilityHandle;
+use crate::clock::unix_secs;
 use crate::wire::{Wire, subsystem_stream_id};
 
 /// The subsystem stream class of channel event streams (the `CHANNEL` subprotocol's id).
@@ -541,7 +542,7 @@ impl ChannelsHandle {
     /// one leave every roster at once (their streams are closed). Returns how many
     /// subscriptions ended.
     pub fn revoke_issuer(&self, issuer: EntityId) -> Result<usize, RevocationsFull> {
-        let now = unix_now();
+        let now = unix_secs();
         self.shared.auth().revoke_issuer(now, issuer)?;
         let mut evicted = 0;
         for published in self.shared.all() {
@@ -725,12 +726,6 @@ pub(crate) fn event_stream_id(
 pub(crate) fn parse_event_stream_id(id: u64) -> (ChannelHash, bool) {
     // The low 32 bits are the hash.
     (ChannelHash(id as u32), id & (1 << 54) != 0)
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

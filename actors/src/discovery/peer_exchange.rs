@@ -13,7 +13,7 @@
 //! node comes up or goes down, so a later list can report it again.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use netrun_messages::discovery::{MAX_PEER_LIST_ENTRIES, PeerEntry, SignedPeerList};
 use netrun_messages::envelope::Subprotocol;
@@ -23,6 +23,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::debug;
 
 use super::{BackendStatus, DiscoveredPeer, DiscoveryEvent, DiscoveryHandle, DiscoverySource};
+use crate::clock::unix_millis;
 use crate::events::PeerEvent;
 use crate::pump::{self, Credit, Tasks};
 use crate::wire::{Inbound, Wire};
@@ -195,9 +196,7 @@ impl PeerExchangeState {
             let start = self.rotation % peers.len();
             peers.rotate_left(start);
         }
-        let issued_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let issued_at_ms = unix_millis();
         let list = match PeerExchange::build_list(&self.args.identity, issued_at_ms, peers) {
             Ok(list) => list,
             Err(e) => {
