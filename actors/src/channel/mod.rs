@@ -51,7 +51,7 @@ use netrun_runtime::channel::{
     AuthCounters, Authenticator, Channel, ChannelConfig, ChannelCounters, RegisterError,
     RegistryConfig, RegistryConfigError, RevocationsFull, SubscriptionsConfig,
 };
-use ractor::ActorRef;
+use ractor::{ActorRef, RpcReplyPort};
 use thiserror::Error;
 
 pub use membership::{MembershipActor, MembershipArgs, MembershipMsg};
@@ -494,22 +494,13 @@ impl ChannelsHandle {
         channel: ChannelName,
         config: SubscribeConfig,
     ) -> Result<ChannelSubscription, SubscribeError> {
-        let actor = self
-            .shared
-            .membership
-            .load_full()
-            .ok_or(SubscribeError::Unavailable)?;
-        let timeout = self.shared.config.subscribe_timeout + CALL_MARGIN;
-        let subscribe = |reply| MembershipMsg::Subscribe {
+        self.ask_membership(|reply| MembershipMsg::Subscribe {
             publisher,
             channel,
             config,
             reply,
-        };
-        match actor.call(subscribe, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            _ => Err(SubscribeError::Unavailable),
-        }
+        })
+        .await
     }
 
     /// Leaves `channel` on `publisher`: its events stop at once; the publisher is told and
@@ -521,18 +512,28 @@ impl ChannelsHandle {
         publisher: NodeId,
         channel: ChannelName,
     ) -> Result<(), SubscribeError> {
+        self.ask_membership(|reply| MembershipMsg::Unsubscribe {
+            publisher,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the membership actor a request that waits for a publisher's Ack (so within
+    /// the subscribe timeout, plus a margin); `Unavailable` if the actor is not running or
+    /// does not answer.
+    async fn ask_membership<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(RpcReplyPort<Result<T, SubscribeError>>) -> MembershipMsg,
+    ) -> Result<T, SubscribeError> {
         let actor = self
             .shared
             .membership
             .load_full()
             .ok_or(SubscribeError::Unavailable)?;
         let timeout = self.shared.config.subscribe_timeout + CALL_MARGIN;
-        let unsubscribe = |reply| MembershipMsg::Unsubscribe {
-            publisher,
-            channel,
-            reply,
-        };
-        match actor.call(unsubscribe, Some(timeout)).await {
+        match actor.call(request, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             _ => Err(SubscribeError::Unavailable),
         }
