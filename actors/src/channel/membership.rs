@@ -230,7 +230,10 @@ impl MembershipState {
                 publisher,
                 channel,
                 reply,
-            } => self.unsubscribe(myself, publisher, channel, reply).await,
+            } => {
+                self.unsubscribe(myself, publisher, channel, Some(reply))
+                    .await;
+            }
             MembershipMsg::Dropped {
                 publisher,
                 hash,
@@ -242,7 +245,7 @@ impl MembershipState {
                     .map(|s| (s.id, s.channel.clone()));
                 if let Some((id, channel)) = current.filter(|(id, _)| *id == sink) {
                     debug!(%publisher, %channel, sink = id, "subscription dropped; leaving");
-                    self.leave(myself, publisher, channel).await;
+                    self.unsubscribe(myself, publisher, channel, None).await;
                 }
             }
             MembershipMsg::Retry(nonce) => self.retry(myself, nonce).await,
@@ -486,67 +489,46 @@ impl MembershipState {
         self.send_request(myself, nonce, waiter).await;
     }
 
+    /// Leaves `channel` on `publisher`: delivery ends at once, and the publisher is told
+    /// (repeated until its Ack). `reply` gets the outcome when someone waits for it; a
+    /// dropped receiver leaves with nobody waiting.
     async fn unsubscribe(
         &mut self,
         myself: &ActorRef<MembershipMsg>,
         publisher: NodeId,
         channel: ChannelName,
-        reply: RpcReplyPort<Result<(), SubscribeError>>,
+        reply: Option<RpcReplyPort<Result<(), SubscribeError>>>,
     ) {
+        let answer = |reply: Option<RpcReplyPort<_>>, result| {
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        };
         self.remove_sink((publisher, channel.hash()));
         if self.shared.wire.peer(publisher).is_none() {
             // Without a session the publisher has dropped us from its rosters already.
             self.forget(publisher, &channel);
-            let _ = reply.send(Ok(()));
+            answer(reply, Ok(()));
             return;
         }
         let nonce = self.nonce();
         let request = match self.core.unsubscribe(publisher, channel, nonce) {
             Ok(request) => request,
             Err(_) => {
-                let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+                answer(reply, Err(SubscribeError::TooManySubscriptions));
                 return;
             }
         };
         let Ok(body) = MembershipMessage::Unsubscribe(request).encode() else {
             self.core.cancel(nonce);
-            let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+            answer(reply, Err(SubscribeError::TooManySubscriptions));
             return;
         };
         let waiter = Waiter {
             publisher,
             body,
             deadline: Instant::now() + self.shared.config.subscribe_timeout,
-            kind: WaiterKind::Unsubscribe { reply: Some(reply) },
-        };
-        self.send_request(myself, nonce, waiter).await;
-    }
-
-    /// Leaves without anyone waiting for the answer (a dropped receiver).
-    async fn leave(
-        &mut self,
-        myself: &ActorRef<MembershipMsg>,
-        publisher: NodeId,
-        channel: ChannelName,
-    ) {
-        self.remove_sink((publisher, channel.hash()));
-        if self.shared.wire.peer(publisher).is_none() {
-            self.forget(publisher, &channel);
-            return;
-        }
-        let nonce = self.nonce();
-        let Ok(request) = self.core.unsubscribe(publisher, channel, nonce) else {
-            return;
-        };
-        let Ok(body) = MembershipMessage::Unsubscribe(request).encode() else {
-            self.core.cancel(nonce);
-            return;
-        };
-        let waiter = Waiter {
-            publisher,
-            body,
-            deadline: Instant::now() + self.shared.config.subscribe_timeout,
-            kind: WaiterKind::Unsubscribe { reply: None },
+            kind: WaiterKind::Unsubscribe { reply },
         };
         self.send_request(myself, nonce, waiter).await;
     }
