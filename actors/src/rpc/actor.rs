@@ -270,6 +270,30 @@ impl Actor for RpcActor {
     }
 }
 
+/// Runs one handler in its own task and reports its outcome to the actor as `Done` (a
+/// panic becomes an `internal` error, flagged so the actor counts it).
+fn run_handler(
+    actor: ActorRef<RpcMsg>,
+    key: CallKey,
+    handler: impl Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let (outcome, panicked) = match CatchUnwind::new(handler).await {
+            Ok(result) => (result, false),
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                (Err(HandlerError::internal(message)), true)
+            }
+        };
+        let done = Msg::Done {
+            key,
+            outcome,
+            panicked,
+        };
+        let _ = actor.send_message(RpcMsg(done));
+    });
+}
+
 impl RpcState {
     fn on_inbound(&mut self, now: Instant, inbound: Inbound) {
         match RpcFrame::decode_bytes(&inbound.body) {
@@ -360,22 +384,7 @@ impl RpcState {
         let myself = self.myself.clone();
         match (handler, incoming.streaming) {
             (Some(HandlerKind::Unary(handler)), false) => {
-                tokio::spawn(async move {
-                    let run = CatchUnwind::new(async move { handler.handle(request).await });
-                    let (outcome, panicked) = match run.await {
-                        Ok(result) => (result, false),
-                        Err(panic) => {
-                            let message = panic_message(panic.as_ref());
-                            (Err(HandlerError::internal(message)), true)
-                        }
-                    };
-                    let done = Msg::Done {
-                        key,
-                        outcome,
-                        panicked,
-                    };
-                    let _ = myself.send_message(RpcMsg(done));
-                });
+                run_handler(myself, key, async move { handler.handle(request).await });
             }
             (Some(HandlerKind::Streaming(handler)), true) => {
                 let initial = self.dispatch.credit(key).unwrap_or(0);
@@ -396,21 +405,8 @@ impl RpcState {
                     cancel,
                     actor: myself.clone(),
                 };
-                tokio::spawn(async move {
-                    let run = CatchUnwind::new(async move { handler.handle(request, sink).await });
-                    let (outcome, panicked) = match run.await {
-                        Ok(result) => (result.map(|()| Bytes::new()), false),
-                        Err(panic) => {
-                            let message = panic_message(panic.as_ref());
-                            (Err(HandlerError::internal(message)), true)
-                        }
-                    };
-                    let done = Msg::Done {
-                        key,
-                        outcome,
-                        panicked,
-                    };
-                    let _ = myself.send_message(RpcMsg(done));
+                run_handler(myself, key, async move {
+                    handler.handle(request, sink).await.map(|()| Bytes::new())
                 });
             }
             (Some(HandlerKind::Unary(_)), true) => {
