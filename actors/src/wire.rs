@@ -536,6 +536,11 @@ impl Wire {
         self.peers.iter().map(|e| Arc::clone(e.value())).collect()
     }
 
+    /// How many sessions are established.
+    pub fn session_count(&self) -> usize {
+        self.peers.len()
+    }
+
     pub(crate) fn publish(&self, keys: Arc<PeerKeys>) {
         let (node, addr, routed) = (keys.node, keys.addr, keys.routed);
         if let Some(old) = self.peers.insert(node, keys) {

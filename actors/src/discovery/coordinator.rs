@@ -256,7 +256,7 @@ impl CoordinatorState {
     fn start_connects(&mut self, myself: &ActorRef<CoordinatorMsg>, now: std::time::Instant) {
         let config = self.args.config;
         let in_flight = self.connects.len();
-        let sessions_up = self.args.wire.peers().len();
+        let sessions_up = self.args.wire.session_count();
         let budget = config.max_connecting.saturating_sub(in_flight).min(
             config
                 .auto_connect_limit
