@@ -24,11 +24,13 @@
 
 pub mod capability;
 pub mod channel;
+mod clock;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod pingwave;
+pub mod pump;
 pub mod router;
 pub mod rpc;
 pub mod session;

@@ -337,18 +337,6 @@ impl Wire {
         .await
     }
 
-    /// Serializes `message` with rmp-serde and sends it as a `subprotocol` envelope.
-    pub async fn send_message<T: serde::Serialize>(
-        &self,
-        peer: NodeId,
-        subprotocol: Subprotocol,
-        trace: Option<TraceContext>,
-        message: &T,
-    ) -> Result<(), SendError> {
-        let body = rmp_serde::to_vec(message).map_err(EncodeError::from)?;
-        self.send_envelope(peer, subprotocol, trace, &body).await
-    }
-
     /// Takes the receiving end of the queue of streams peers opened (once; `None` after).
     /// The queue holds [`ACCEPT_BACKLOG`] streams; a stream that finds it full is refused
     /// (reset) and counted in `streams_refused`.
@@ -546,6 +534,11 @@ impl Wire {
     /// Every established session.
     pub fn peers(&self) -> Vec<Arc<PeerKeys>> {
         self.peers.iter().map(|e| Arc::clone(e.value())).collect()
+    }
+
+    /// How many sessions are established.
+    pub fn session_count(&self) -> usize {
+        self.peers.len()
     }
 
     pub(crate) fn publish(&self, keys: Arc<PeerKeys>) {

@@ -175,11 +175,6 @@ pub struct NodeTree {
     pub rpc: ChildRef<RpcMsg>,
 }
 
-/// The subtrees after discovery, in start order. `state` starts with the capability fold
-/// and `channels` with the membership actor; `channels` and `daemons` take dynamic
-/// children at run time.
-const SUBTREES: [&str; 4] = ["state", "channels", "blobs", "daemons"];
-
 /// Builds and starts the node tree. Children start in order; if one fails to start, the
 /// ones already started are stopped in reverse order and the error is returned.
 pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
@@ -245,77 +240,65 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
     let pingwave = pingwave_spec
         .as_ref()
         .map(|(spec, handle)| (spec.child_ref::<PingwaveMsg>(), handle.clone()));
-    let state = {
+    let capability_fold_spec = {
         let fold = CapabilityArgs {
             wire: Arc::clone(&args.wire),
             handle: args.capabilities.clone(),
         };
         ChildSpec::actor("capability_fold", move || (CapabilityActor, fold.clone()))
     };
-    let channels = {
+    let membership_spec = {
         let membership = args.channels.membership_args();
         ChildSpec::actor("membership", move || (MembershipActor, membership.clone()))
     };
+    let rpc_spec = {
+        let rpc = RpcArgs {
+            wire: Arc::clone(&args.wire),
+            shared: Arc::clone(&args.rpc),
+        };
+        ChildSpec::actor("rpc", move || (RpcActor, rpc.clone()))
+    };
+    let capability_fold = capability_fold_spec.child_ref::<CapabilityMsg>();
+    let membership = membership_spec.child_ref::<MembershipMsg>();
+    let rpc = rpc_spec.child_ref::<RpcMsg>();
     let mut discovery = discovery_subtree(&args);
     if let Some((spec, _)) = pingwave_spec {
         discovery = discovery.child(spec);
     }
 
-    let mut root =
-        SupervisorArgs::new("root", SupervisorConfig::with_strategy(Strategy::OneForOne))
-            .child(ChildSpec::supervisor(
+    // `channels` and `daemons` also take dynamic children at run time.
+    let mut root = one_for_one("root")
+        .child(ChildSpec::supervisor(
+            "transport",
+            SupervisorArgs::new(
                 "transport",
-                SupervisorArgs::new(
-                    "transport",
-                    SupervisorConfig::with_strategy(Strategy::OneForAll),
-                )
-                .child(transport_spec)
-                .child(router_spec),
-            ))
-            .child(ChildSpec::supervisor(
-                "sessions",
-                SupervisorArgs::new(
-                    "sessions",
-                    SupervisorConfig::with_strategy(Strategy::OneForOne),
-                )
-                .child(sessions_spec),
-            ))
-            .child(ChildSpec::supervisor("discovery", discovery));
-    let (capability_fold, membership) = (state.child_ref(), channels.child_ref());
-    for name in SUBTREES {
-        let config = if name == "daemons" {
-            daemons_config()
-        } else {
-            SupervisorConfig::with_strategy(Strategy::OneForOne)
-        };
-        let mut sub = SupervisorArgs::new(name, config);
-        match name {
-            "state" => sub = sub.child(state.clone()),
-            "channels" => sub = sub.child(channels.clone()),
-            _ => {}
-        }
-        root = root.child(ChildSpec::supervisor(name, sub));
-    }
-    let rpc_spec = {
-        let wire = Arc::clone(&args.wire);
-        let shared = Arc::clone(&args.rpc);
-        ChildSpec::actor("rpc", move || {
-            let args = RpcArgs {
-                wire: Arc::clone(&wire),
-                shared: Arc::clone(&shared),
-            };
-            (RpcActor, args)
-        })
-    };
-    let rpc = rpc_spec.child_ref::<RpcMsg>();
-    root = root.child(ChildSpec::supervisor(
-        "services",
-        SupervisorArgs::new(
+                SupervisorConfig::with_strategy(Strategy::OneForAll),
+            )
+            .child(transport_spec)
+            .child(router_spec),
+        ))
+        .child(ChildSpec::supervisor(
+            "sessions",
+            one_for_one("sessions").child(sessions_spec),
+        ))
+        .child(ChildSpec::supervisor("discovery", discovery))
+        .child(ChildSpec::supervisor(
+            "state",
+            one_for_one("state").child(capability_fold_spec),
+        ))
+        .child(ChildSpec::supervisor(
+            "channels",
+            one_for_one("channels").child(membership_spec),
+        ))
+        .child(ChildSpec::supervisor("blobs", one_for_one("blobs")))
+        .child(ChildSpec::supervisor(
+            "daemons",
+            SupervisorArgs::new("daemons", daemons_config()),
+        ))
+        .child(ChildSpec::supervisor(
             "services",
-            SupervisorConfig::with_strategy(Strategy::OneForOne),
-        )
-        .child(rpc_spec),
-    ));
+            one_for_one("services").child(rpc_spec),
+        ));
     let control = match args.control {
         Some((path, service)) => {
             let spec = ChildSpec::actor("control", move || {
@@ -365,14 +348,16 @@ pub fn daemons_config() -> SupervisorConfig {
     }
 }
 
+/// An empty one_for_one supervisor named `name`.
+fn one_for_one(name: &str) -> SupervisorArgs {
+    SupervisorArgs::new(name, SupervisorConfig::with_strategy(Strategy::OneForOne))
+}
+
 /// The discovery subtree: the coordinator first (backends report to it), then one child
 /// per backend, one_for_one.
 fn discovery_subtree(args: &NodeTreeArgs) -> SupervisorArgs {
     let d = &args.discovery;
-    let mut tree = SupervisorArgs::new(
-        "discovery",
-        SupervisorConfig::with_strategy(Strategy::OneForOne),
-    );
+    let mut tree = one_for_one("discovery");
     let coordinator = CoordinatorArgs {
         discovery: d.handle.clone(),
         wire: Arc::clone(&args.wire),

@@ -2,23 +2,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::NodeId;
 use netrun_messages::envelope::Subprotocol;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{CapabilityArgs, CapabilityHandle, CapabilityMsg};
+use crate::clock::{unix_secs, until_unix_secs};
 use crate::events::PeerEvent;
-use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+use crate::pump::{self, Tasks};
+use crate::wire::{Inbound, Wire};
 
-/// Most envelopes handed to the actor in one message.
-const PUMP_BATCH: usize = 64;
 /// Offset of the node id in an encoded announcement (after the format byte).
 const NODE_ID_AT: usize = 1;
 /// Shortest timer wait: a deadline that is due now is handled at once, but a clock that
@@ -39,7 +36,7 @@ pub struct CapabilityState {
     handle: CapabilityHandle,
     /// Token of the armed timer; ticks with another token are stale.
     timer: u64,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 impl Actor for CapabilityActor {
@@ -53,44 +50,17 @@ impl Actor for CapabilityActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let wire = args.wire;
-        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        wire.serve(Subprotocol::CAPABILITY, queue);
-        // One batch in flight: the pump waits for the actor, so the queue's bound holds
-        // (a full queue drops newest, counted in `dropped_handler_full`).
-        let pump = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(PUMP_BATCH);
-                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
-                    let handled = myself
-                        .call(|reply| CapabilityMsg::Inbound(envelopes, reply), None)
-                        .await;
-                    if handled.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-        let mut events = wire.subscribe();
-        let watch = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) => {
-                            if myself.send_message(CapabilityMsg::Peer(event)).is_err() {
-                                return;
-                            }
-                        }
-                        // A missed Up only delays that peer's view until the next
-                        // re-announcement.
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            })
-        };
+        // One batch in flight (a full queue drops newest, counted in
+        // `dropped_handler_full`).
+        let pump = pump::serve_envelopes(
+            &wire,
+            Subprotocol::CAPABILITY,
+            myself.clone(),
+            1,
+            CapabilityMsg::Inbound,
+        );
+        // A missed Up only delays that peer's view until the next re-announcement.
+        let watch = pump::peer_events(&wire, myself.clone(), CapabilityMsg::Peer, None);
         args.handle
             .shared
             .actor
@@ -100,7 +70,7 @@ impl Actor for CapabilityActor {
             wire,
             handle: args.handle,
             timer: 0,
-            tasks: vec![pump, watch],
+            _tasks: Tasks::new([pump, watch]),
         })
     }
 
@@ -127,9 +97,6 @@ impl Actor for CapabilityActor {
         if current.is_some_and(|a| a.get_id() == myself.get_id()) {
             shared.actor.store(None);
         }
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         Ok(())
     }
 }
@@ -137,10 +104,7 @@ impl Actor for CapabilityActor {
 impl CapabilityState {
     async fn dispatch(&mut self, myself: &ActorRef<CapabilityMsg>, message: CapabilityMsg) {
         match message {
-            CapabilityMsg::Inbound(batch, reply) => {
-                self.on_inbound(batch).await;
-                let _ = reply.send(());
-            }
+            CapabilityMsg::Inbound(batch, _credit) => self.on_inbound(batch).await,
             CapabilityMsg::Peer(PeerEvent::Up { node, .. }) => self.on_peer_up(node).await,
             CapabilityMsg::Peer(_) => {}
             CapabilityMsg::Tick(token) if token == self.timer => {
@@ -154,7 +118,7 @@ impl CapabilityState {
 
     /// Expires entries and announces if the announcer says so.
     async fn on_tick(&mut self) {
-        let now = unix_now();
+        let now = unix_secs();
         let expired = self.handle.index_mut().handle_timeout(now);
         if !expired.is_empty() {
             debug!(count = expired.len(), "capability entries expired");
@@ -195,7 +159,7 @@ impl CapabilityState {
 
     /// Folds a batch of announcements and forwards the ones the index says to.
     async fn on_inbound(&mut self, batch: Vec<Inbound>) {
-        let now = unix_now();
+        let now = unix_secs();
         let counters = &self.handle.shared.counters;
         counters
             .received
@@ -265,12 +229,8 @@ impl CapabilityState {
     fn arm(&mut self, myself: &ActorRef<CapabilityMsg>) {
         let announce = self.handle.announcer().poll_timeout();
         let expiry = self.handle.index().poll_timeout().unwrap_or(u64::MAX);
-        let due = announce.min(expiry);
-        let now = unix_now_secs_f64();
-        // `due` is a whole second; act at its start.
-        let wait = Duration::try_from_secs_f64(due as f64 - now)
-            .unwrap_or(Duration::ZERO)
-            .clamp(MIN_WAIT, MAX_WAIT);
+        // Act at the start of the due second.
+        let wait = until_unix_secs(announce.min(expiry)).clamp(MIN_WAIT, MAX_WAIT);
         self.timer = self.timer.wrapping_add(1);
         let token = self.timer;
         myself.send_after(wait, move || CapabilityMsg::Tick(token));
@@ -313,18 +273,6 @@ fn next_hop_copy(bytes: &[u8]) -> Option<Vec<u8>> {
     let hops = copy.last_mut()?;
     *hops = hops.saturating_add(1);
     Some(copy)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn unix_now_secs_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //!  Announcer (when to announce) ── Tick ──▶ signed announcement ──▶ own index
 //!                                                     └──────────▶ every session peer
 //!  PeerEvent::Up(peer) ──▶ own announcement + what the index holds (hop + 1) ──▶ peer
-//!  Wire::serve(CAPABILITY) ──▶ bounded queue ──▶ pump (one batch per call) ──▶ actor
+//!  Wire::serve(CAPABILITY) ──▶ bounded queue ──▶ pump (one batch in flight) ──▶ actor
 //!      CapabilityIndex::handle_announcement(now, bytes, via)
 //!          verify → pin → store, rejections counted ── forward? ──▶ other peers (hop + 1)
 //!  Tick: index.handle_timeout(now) drops entries past their TTL
@@ -36,12 +36,13 @@ use netrun_runtime::capability::{
     Announcer, AnnouncerConfig, AnnouncerError, CapabilityCounters, CapabilityIndex, IndexConfig,
     IndexConfigError, IndexEntry,
 };
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::ActorRef;
 use thiserror::Error;
 
 pub use actor::CapabilityActor;
 
 use crate::events::PeerEvent;
+use crate::pump::Credit;
 use crate::wire::{Inbound, Wire};
 
 /// How the node announces itself and what its index accepts.
@@ -303,9 +304,9 @@ impl CapabilityHandle {
 /// Messages the capability fold actor handles.
 #[derive(Debug)]
 pub enum CapabilityMsg {
-    /// Announcement envelopes from the bounded queue; answered when handled, so the
-    /// queue's bound holds.
-    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+    /// Announcement envelopes from the bounded queue; the credit is held until they are
+    /// handled, so the queue's bound holds.
+    Inbound(Vec<Inbound>, Credit),
     /// A session event.
     Peer(PeerEvent),
     /// The timer (announce, expire); a tick with a stale token is ignored.

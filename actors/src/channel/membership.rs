@@ -20,9 +20,7 @@ use netrun_messages::{
 use netrun_runtime::channel::{Answered, FrameReassembler, SubscriptionError, Subscriptions};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
@@ -32,11 +30,9 @@ use super::{
     SubscriptionInfo, parse_event_stream_id,
 };
 use crate::events::PeerEvent;
+use crate::pump::{self, Credit, Tasks};
 use crate::stream::{ACCEPT_BACKLOG, StreamHandle};
-use crate::wire::{INBOUND_CAPACITY, Inbound};
-
-/// Most envelopes handed to the actor in one message.
-const PUMP_BATCH: usize = 64;
+use crate::wire::Inbound;
 
 /// Startup inputs of the membership actor (cloned for every incarnation).
 #[derive(Debug, Clone)]
@@ -47,8 +43,9 @@ pub struct MembershipArgs {
 /// Messages the membership actor handles.
 #[derive(Debug)]
 pub enum MembershipMsg {
-    /// Envelopes from the bounded queue; answered when handled, so the queue's bound holds.
-    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+    /// Envelopes from the bounded queue; the credit is held until they are handled, so the
+    /// queue's bound holds.
+    Inbound(Vec<Inbound>, Credit),
     /// An event stream a publisher opened.
     Stream(StreamHandle),
     /// A session event.
@@ -102,7 +99,7 @@ pub struct MembershipState {
     sinks: HashMap<(NodeId, ChannelHash), Sink>,
     waiters: HashMap<u64, Waiter>,
     next_sink: u64,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 /// A request awaiting its Ack.
@@ -147,23 +144,13 @@ impl Actor for MembershipActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let shared = args.shared;
         let wire = Arc::clone(&shared.wire);
-        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        wire.serve(Subprotocol::MEMBERSHIP, queue);
-        let pump = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(PUMP_BATCH);
-                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
-                    let handled = myself
-                        .call(|reply| MembershipMsg::Inbound(envelopes, reply), None)
-                        .await;
-                    if handled.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
+        let pump = pump::serve_envelopes(
+            &wire,
+            Subprotocol::MEMBERSHIP,
+            myself.clone(),
+            1,
+            MembershipMsg::Inbound,
+        );
         let (streams_tx, mut streams) = mpsc::channel(ACCEPT_BACKLOG);
         wire.serve_streams(CHANNEL_STREAM_CLASS, streams_tx);
         let intake = {
@@ -176,24 +163,8 @@ impl Actor for MembershipActor {
                 }
             })
         };
-        let mut events = wire.subscribe();
-        let watch = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) => {
-                            if myself.send_message(MembershipMsg::Peer(event)).is_err() {
-                                return;
-                            }
-                        }
-                        // A missed Down leaves a stale subscriber until its stream fails.
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            })
-        };
+        // A missed Down leaves a stale subscriber until its stream fails.
+        let watch = pump::peer_events(&wire, myself.clone(), MembershipMsg::Peer, None);
         shared.membership.store(Some(Arc::new(myself.clone())));
         Ok(MembershipState {
             core: Subscriptions::new(shared.config.subscriptions),
@@ -201,7 +172,7 @@ impl Actor for MembershipActor {
             sinks: HashMap::new(),
             waiters: HashMap::new(),
             next_sink: 0,
-            tasks: vec![pump, intake, watch],
+            _tasks: Tasks::new([pump, intake, watch]),
         })
     }
 
@@ -231,9 +202,6 @@ impl Actor for MembershipActor {
         for (_, sink) in state.sinks.drain() {
             sink.close();
         }
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         Ok(())
     }
 }
@@ -241,11 +209,10 @@ impl Actor for MembershipActor {
 impl MembershipState {
     async fn dispatch(&mut self, myself: &ActorRef<MembershipMsg>, message: MembershipMsg) {
         match message {
-            MembershipMsg::Inbound(batch, reply) => {
+            MembershipMsg::Inbound(batch, _credit) => {
                 for inbound in batch {
                     self.on_inbound(inbound).await;
                 }
-                let _ = reply.send(());
             }
             MembershipMsg::Stream(stream) => self.on_stream(stream),
             MembershipMsg::Peer(PeerEvent::Down { node }) => self.on_peer_down(node),
@@ -263,7 +230,10 @@ impl MembershipState {
                 publisher,
                 channel,
                 reply,
-            } => self.unsubscribe(myself, publisher, channel, reply).await,
+            } => {
+                self.unsubscribe(myself, publisher, channel, Some(reply))
+                    .await;
+            }
             MembershipMsg::Dropped {
                 publisher,
                 hash,
@@ -275,7 +245,7 @@ impl MembershipState {
                     .map(|s| (s.id, s.channel.clone()));
                 if let Some((id, channel)) = current.filter(|(id, _)| *id == sink) {
                     debug!(%publisher, %channel, sink = id, "subscription dropped; leaving");
-                    self.leave(myself, publisher, channel).await;
+                    self.unsubscribe(myself, publisher, channel, None).await;
                 }
             }
             MembershipMsg::Retry(nonce) => self.retry(myself, nonce).await,
@@ -519,67 +489,46 @@ impl MembershipState {
         self.send_request(myself, nonce, waiter).await;
     }
 
+    /// Leaves `channel` on `publisher`: delivery ends at once, and the publisher is told
+    /// (repeated until its Ack). `reply` gets the outcome when someone waits for it; a
+    /// dropped receiver leaves with nobody waiting.
     async fn unsubscribe(
         &mut self,
         myself: &ActorRef<MembershipMsg>,
         publisher: NodeId,
         channel: ChannelName,
-        reply: RpcReplyPort<Result<(), SubscribeError>>,
+        reply: Option<RpcReplyPort<Result<(), SubscribeError>>>,
     ) {
+        let answer = |reply: Option<RpcReplyPort<_>>, result| {
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        };
         self.remove_sink((publisher, channel.hash()));
         if self.shared.wire.peer(publisher).is_none() {
             // Without a session the publisher has dropped us from its rosters already.
             self.forget(publisher, &channel);
-            let _ = reply.send(Ok(()));
+            answer(reply, Ok(()));
             return;
         }
         let nonce = self.nonce();
         let request = match self.core.unsubscribe(publisher, channel, nonce) {
             Ok(request) => request,
             Err(_) => {
-                let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+                answer(reply, Err(SubscribeError::TooManySubscriptions));
                 return;
             }
         };
         let Ok(body) = MembershipMessage::Unsubscribe(request).encode() else {
             self.core.cancel(nonce);
-            let _ = reply.send(Err(SubscribeError::TooManySubscriptions));
+            answer(reply, Err(SubscribeError::TooManySubscriptions));
             return;
         };
         let waiter = Waiter {
             publisher,
             body,
             deadline: Instant::now() + self.shared.config.subscribe_timeout,
-            kind: WaiterKind::Unsubscribe { reply: Some(reply) },
-        };
-        self.send_request(myself, nonce, waiter).await;
-    }
-
-    /// Leaves without anyone waiting for the answer (a dropped receiver).
-    async fn leave(
-        &mut self,
-        myself: &ActorRef<MembershipMsg>,
-        publisher: NodeId,
-        channel: ChannelName,
-    ) {
-        self.remove_sink((publisher, channel.hash()));
-        if self.shared.wire.peer(publisher).is_none() {
-            self.forget(publisher, &channel);
-            return;
-        }
-        let nonce = self.nonce();
-        let Ok(request) = self.core.unsubscribe(publisher, channel, nonce) else {
-            return;
-        };
-        let Ok(body) = MembershipMessage::Unsubscribe(request).encode() else {
-            self.core.cancel(nonce);
-            return;
-        };
-        let waiter = Waiter {
-            publisher,
-            body,
-            deadline: Instant::now() + self.shared.config.subscribe_timeout,
-            kind: WaiterKind::Unsubscribe { reply: None },
+            kind: WaiterKind::Unsubscribe { reply },
         };
         self.send_request(myself, nonce, waiter).await;
     }

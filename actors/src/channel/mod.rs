@@ -39,7 +39,7 @@ mod subscription;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -51,7 +51,7 @@ use netrun_runtime::channel::{
     AuthCounters, Authenticator, Channel, ChannelConfig, ChannelCounters, RegisterError,
     RegistryConfig, RegistryConfigError, RevocationsFull, SubscriptionsConfig,
 };
-use ractor::ActorRef;
+use ractor::{ActorRef, RpcReplyPort};
 use thiserror::Error;
 
 pub use membership::{MembershipActor, MembershipArgs, MembershipMsg};
@@ -59,6 +59,7 @@ pub use publisher::{ChannelActor, ChannelArgs, ChannelMsg};
 pub use subscription::ChannelSubscription;
 
 use crate::capability::CapabilityHandle;
+use crate::clock::unix_secs;
 use crate::wire::{Wire, subsystem_stream_id};
 
 /// The subsystem stream class of channel event streams (the `CHANNEL` subprotocol's id).
@@ -493,22 +494,13 @@ impl ChannelsHandle {
         channel: ChannelName,
         config: SubscribeConfig,
     ) -> Result<ChannelSubscription, SubscribeError> {
-        let actor = self
-            .shared
-            .membership
-            .load_full()
-            .ok_or(SubscribeError::Unavailable)?;
-        let timeout = self.shared.config.subscribe_timeout + CALL_MARGIN;
-        let subscribe = |reply| MembershipMsg::Subscribe {
+        self.ask_membership(|reply| MembershipMsg::Subscribe {
             publisher,
             channel,
             config,
             reply,
-        };
-        match actor.call(subscribe, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            _ => Err(SubscribeError::Unavailable),
-        }
+        })
+        .await
     }
 
     /// Leaves `channel` on `publisher`: its events stop at once; the publisher is told and
@@ -520,18 +512,28 @@ impl ChannelsHandle {
         publisher: NodeId,
         channel: ChannelName,
     ) -> Result<(), SubscribeError> {
+        self.ask_membership(|reply| MembershipMsg::Unsubscribe {
+            publisher,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the membership actor a request that waits for a publisher's Ack (so within
+    /// the subscribe timeout, plus a margin); `Unavailable` if the actor is not running or
+    /// does not answer.
+    async fn ask_membership<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(RpcReplyPort<Result<T, SubscribeError>>) -> MembershipMsg,
+    ) -> Result<T, SubscribeError> {
         let actor = self
             .shared
             .membership
             .load_full()
             .ok_or(SubscribeError::Unavailable)?;
         let timeout = self.shared.config.subscribe_timeout + CALL_MARGIN;
-        let unsubscribe = |reply| MembershipMsg::Unsubscribe {
-            publisher,
-            channel,
-            reply,
-        };
-        match actor.call(unsubscribe, Some(timeout)).await {
+        match actor.call(request, Some(timeout)).await {
             Ok(ractor::rpc::CallResult::Success(result)) => result,
             _ => Err(SubscribeError::Unavailable),
         }
@@ -541,7 +543,7 @@ impl ChannelsHandle {
     /// one leave every roster at once (their streams are closed). Returns how many
     /// subscriptions ended.
     pub fn revoke_issuer(&self, issuer: EntityId) -> Result<usize, RevocationsFull> {
-        let now = unix_now();
+        let now = unix_secs();
         self.shared.auth().revoke_issuer(now, issuer)?;
         let mut evicted = 0;
         for published in self.shared.all() {
@@ -725,12 +727,6 @@ pub(crate) fn event_stream_id(
 pub(crate) fn parse_event_stream_id(id: u64) -> (ChannelHash, bool) {
     // The low 32 bits are the hash.
     (ChannelHash(id as u32), id & (1 << 54) != 0)
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
-use super::{PublishError, PublishReport, Published, Shared, event_stream_id, unix_now};
+use super::{PublishError, PublishReport, Published, Shared, event_stream_id};
+use crate::clock::{unix_secs, until_unix_secs};
 use crate::session::SessionMsg;
 use crate::stream::StreamSender;
 
@@ -195,7 +196,7 @@ impl ChannelState {
                 }
             }
             ChannelMsg::Tick(token) if token == self.timer => {
-                let evicted = self.published.core().sweep(unix_now());
+                let evicted = self.published.core().sweep(unix_secs());
                 if !evicted.is_empty() {
                     debug!(count = evicted.len(), "expired tokens swept");
                 }
@@ -230,7 +231,7 @@ impl ChannelState {
                 capabilities: capabilities.as_ref(),
                 options: request.options,
             };
-            core.subscribe(unix_now(), &req, &mut auth)
+            core.subscribe(unix_secs(), &req, &mut auth)
         };
         let result = match decision {
             Ok(accepted) => {
@@ -449,18 +450,12 @@ impl ChannelState {
     /// Arms the sweep timer at the next token expiry, at most a sweep interval away.
     fn arm(&mut self, myself: &ActorRef<ChannelMsg>) {
         let max = self.shared.config.sweep_interval;
-        let wait = match self.published.core().poll_timeout() {
-            Some(at) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                // `at` is the first whole second at which the token fails; sweep then.
-                Duration::try_from_secs_f64(at as f64 - now)
-                    .unwrap_or(Duration::ZERO)
-                    .min(max)
-            }
-            None => max,
-        };
+        // `at` is the first whole second at which the token fails; sweep then.
+        let wait = self
+            .published
+            .core()
+            .poll_timeout()
+            .map_or(max, |at| until_unix_secs(at).min(max));
         self.timer = self.timer.wrapping_add(1);
         let token = self.timer;
         myself.send_after(wait.max(Duration::from_millis(10)), move || {

@@ -15,16 +15,13 @@ use netrun_messages::daemon::{
     CapabilityReply, DaemonControlMessage, SpawnRefusal, SpawnReply, SpawnRequest, SpawnResult,
 };
 use netrun_messages::{CapabilitySet, NodeId, Subprotocol};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
 use super::client::{DaemonClient, SpawnDisposition};
-use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+use crate::pump::{self, Credit, Tasks};
+use crate::wire::{Inbound, Wire};
 
-/// Most envelopes handed to the actor in one message.
-const PUMP_BATCH: usize = 64;
 /// Most remote spawns served at once; more are refused as busy.
 pub const MAX_SPAWNS_IN_FLIGHT: usize = 16;
 
@@ -56,8 +53,9 @@ pub struct DaemonControlActor;
 /// Messages the daemon control actor handles.
 #[derive(Debug)]
 pub enum DaemonControlMsg {
-    /// Envelopes from one pump batch; the reply lets the pump take the next batch.
-    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+    /// Envelopes from one pump batch; the credit, dropped once they are handled, lets the
+    /// pump take the next batch.
+    Inbound(Vec<Inbound>, Credit),
 }
 
 /// The daemon control actor's state.
@@ -65,7 +63,7 @@ pub struct DaemonControlState {
     wire: Arc<Wire>,
     service: Arc<dyn DaemonService>,
     client: DaemonClient,
-    pump: JoinHandle<()>,
+    _pump: Tasks,
 }
 
 impl Actor for DaemonControlActor {
@@ -78,26 +76,20 @@ impl Actor for DaemonControlActor {
         myself: ActorRef<Self::Msg>,
         args: DaemonControlArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        args.wire.serve(Subprotocol::DAEMON, queue);
-        // One batch in flight: the pump waits for the actor, so the queue's bound holds.
-        let pump = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(PUMP_BATCH);
-            while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-                let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
-                let handled = myself
-                    .call(|reply| DaemonControlMsg::Inbound(envelopes, reply), None)
-                    .await;
-                if handled.is_err() {
-                    return;
-                }
-            }
-        });
+        // One batch in flight (a full queue drops newest, counted in
+        // `dropped_handler_full`).
+        let pump = pump::serve_envelopes(
+            &args.wire,
+            Subprotocol::DAEMON,
+            myself,
+            1,
+            DaemonControlMsg::Inbound,
+        );
         Ok(DaemonControlState {
             wire: args.wire,
             service: args.service,
             client: args.client,
-            pump,
+            _pump: Tasks::new([pump]),
         })
     }
 
@@ -108,11 +100,10 @@ impl Actor for DaemonControlActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            DaemonControlMsg::Inbound(batch, reply) => {
+            DaemonControlMsg::Inbound(batch, _credit) => {
                 for inbound in batch {
                     state.on_inbound(inbound).await;
                 }
-                let _ = reply.send(());
             }
         }
         Ok(())
@@ -124,7 +115,6 @@ impl Actor for DaemonControlActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.wire.unserve(Subprotocol::DAEMON);
-        state.pump.abort();
         Ok(())
     }
 }

@@ -21,14 +21,14 @@ use std::time::Duration;
 use netrun_messages::NodeId;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::forward;
 use super::table::{ConnectTo, Found, PeerTable, TableConfig, TableStats};
 use super::{DiscoveryEvent, DiscoveryHandle, FoundPeer};
 use crate::events::PeerEvent;
+use crate::pump::{self, Tasks};
 use crate::sessions::SessionsMsg;
 use crate::wire::Wire;
 
@@ -120,7 +120,7 @@ pub struct CoordinatorState {
     args: CoordinatorArgs,
     table: PeerTable,
     connects: HashMap<NodeId, AbortHandle>,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 impl Actor for CoordinatorActor {
@@ -134,18 +134,18 @@ impl Actor for CoordinatorActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let table = PeerTable::new(args.wire.local(), args.config.table);
-        let events = forward::peer_events(
-            args.wire.subscribe(),
+        let events = pump::peer_events(
+            &args.wire,
             myself.clone(),
             CoordinatorMsg::Peer,
-            || CoordinatorMsg::Resync,
+            Some(|| CoordinatorMsg::Resync),
         );
         let tick = myself.send_interval(TICK, || CoordinatorMsg::Tick);
         let mut state = CoordinatorState {
             args,
             table,
             connects: HashMap::new(),
-            tasks: vec![events, tick],
+            _tasks: Tasks::new([events, tick]),
         };
         state.resync();
         state
@@ -206,9 +206,6 @@ impl Actor for CoordinatorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.args.discovery.detach_coordinator(&myself);
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         for (_, connect) in state.connects.drain() {
             connect.abort();
         }
@@ -259,7 +256,7 @@ impl CoordinatorState {
     fn start_connects(&mut self, myself: &ActorRef<CoordinatorMsg>, now: std::time::Instant) {
         let config = self.args.config;
         let in_flight = self.connects.len();
-        let sessions_up = self.args.wire.peers().len();
+        let sessions_up = self.args.wire.session_count();
         let budget = config.max_connecting.saturating_sub(in_flight).min(
             config
                 .auto_connect_limit

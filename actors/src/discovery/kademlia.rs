@@ -27,17 +27,15 @@ use netrun_messages::{Identity, NodeId};
 use netrun_runtime::dht::{Dht, DhtConfig, DhtEvent, LookupId, LookupOutcome, contact_record};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::forward::{self, Credit, MAILBOX_CREDITS};
 use super::{
     BackendStatus, DiscoveredPeer, DiscoveryEvent, DiscoveryHandle, DiscoverySource, PeerContact,
 };
 use crate::events::PeerEvent;
-use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+use crate::pump::{self, Credit, Tasks};
+use crate::wire::{Inbound, Wire};
 
 /// How often timers are checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -100,8 +98,9 @@ pub struct KademliaArgs {
 /// Messages the Kademlia actor handles.
 #[derive(Debug)]
 pub enum KademliaMsg {
-    /// A `DHT` envelope from a session peer.
-    Inbound(Inbound, Credit),
+    /// `DHT` envelopes from session peers; the credit is held until they are handled, so
+    /// the queue's bound holds.
+    Inbound(Vec<Inbound>, Credit),
     /// A session event.
     Peer(PeerEvent),
     /// Session events were missed.
@@ -126,7 +125,7 @@ pub struct KademliaActor;
 pub struct KademliaState {
     args: KademliaArgs,
     dht: Dht,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
     purposes: HashMap<LookupId, Purpose>,
     resolving: HashMap<NodeId, Vec<RpcReplyPort<Option<PeerContact>>>>,
     pending: HashMap<NodeId, VecDeque<(StdInstant, Vec<u8>)>>,
@@ -180,20 +179,24 @@ impl Actor for KademliaActor {
                 "the DHT contact record carries no address: bound to an unspecified address and no discovery.advertise set"
             );
         }
-        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-        args.wire.serve(Subprotocol::DHT, tx);
-        let pump = forward::envelopes(rx, myself.clone(), MAILBOX_CREDITS, KademliaMsg::Inbound);
-        let events = forward::peer_events(
-            args.wire.subscribe(),
+        let pump = pump::serve_envelopes(
+            &args.wire,
+            Subprotocol::DHT,
+            myself.clone(),
+            1,
+            KademliaMsg::Inbound,
+        );
+        let events = pump::peer_events(
+            &args.wire,
             myself.clone(),
             KademliaMsg::Peer,
-            || KademliaMsg::Resync,
+            Some(|| KademliaMsg::Resync),
         );
         let tick = myself.send_interval(TICK, || KademliaMsg::Tick);
         let mut state = KademliaState {
             dht: Dht::new(config, local, now),
             args,
-            tasks: vec![pump, events, tick],
+            _tasks: Tasks::new([pump, events, tick]),
             purposes: HashMap::new(),
             resolving: HashMap::new(),
             pending: HashMap::new(),
@@ -218,7 +221,11 @@ impl Actor for KademliaActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now().into_std();
         match message {
-            KademliaMsg::Inbound(inbound, _credit) => state.on_envelope(now, &inbound),
+            KademliaMsg::Inbound(batch, _credit) => {
+                for inbound in &batch {
+                    state.on_envelope(now, inbound);
+                }
+            }
             KademliaMsg::Peer(PeerEvent::Up { node, .. }) => state.on_up(now, node),
             KademliaMsg::Peer(_) => {}
             KademliaMsg::Resync => state.resync(now),
@@ -238,9 +245,6 @@ impl Actor for KademliaActor {
     ) -> Result<(), ActorProcessingErr> {
         state.args.wire.unserve(Subprotocol::DHT);
         state.args.discovery.detach_dht(&myself);
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         state.publish_status(&myself, false);
         Ok(())
     }

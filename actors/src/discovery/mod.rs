@@ -28,7 +28,6 @@
 pub mod backend;
 pub mod bootstrap;
 pub mod coordinator;
-mod forward;
 mod handle;
 pub mod kademlia;
 pub mod peer_exchange;
@@ -44,7 +43,6 @@ use std::net::SocketAddr;
 use netrun_messages::{EntityId, NodeId};
 use serde::{Deserialize, Serialize};
 
-pub use forward::Credit;
 pub use handle::{DiscoveryHandle, DiscoveryStatus, REPORT_QUEUE};
 pub use table::FoundPeer;
 

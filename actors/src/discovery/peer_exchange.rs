@@ -13,21 +13,20 @@
 //! node comes up or goes down, so a later list can report it again.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use netrun_messages::discovery::{MAX_PEER_LIST_ENTRIES, PeerEntry, SignedPeerList};
 use netrun_messages::envelope::Subprotocol;
 use netrun_messages::{Identity, NodeId};
 use netrun_runtime::peer_exchange::{PeerExchange, PeerExchangeConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::forward::{self, Credit, MAILBOX_CREDITS};
 use super::{BackendStatus, DiscoveredPeer, DiscoveryEvent, DiscoveryHandle, DiscoverySource};
+use crate::clock::unix_millis;
 use crate::events::PeerEvent;
-use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
+use crate::pump::{self, Credit, Tasks};
+use crate::wire::{Inbound, Wire};
 
 /// Peer-exchange settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,12 +63,11 @@ pub struct PeerExchangeArgs {
 /// Messages the peer-exchange actor handles.
 #[derive(Debug)]
 pub enum PeerExchangeMsg {
-    /// A `PEER_EXCHANGE` envelope from a session peer.
-    Inbound(Inbound, Credit),
+    /// `PEER_EXCHANGE` envelopes from session peers; the credit is held until they are
+    /// handled, so the queue's bound holds.
+    Inbound(Vec<Inbound>, Credit),
     /// A session event.
     Peer(PeerEvent),
-    /// Session events were missed.
-    Resync,
     /// Send a list to the next session peer in turn.
     Tick,
 }
@@ -83,7 +81,7 @@ pub struct PeerExchangeActor;
 pub struct PeerExchangeState {
     args: PeerExchangeArgs,
     core: PeerExchange,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
     turn: usize,
     rotation: usize,
     counters: Counters,
@@ -109,26 +107,21 @@ impl Actor for PeerExchangeActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-        args.wire.serve(Subprotocol::PEER_EXCHANGE, tx);
-        let pump = forward::envelopes(
-            rx,
+        let pump = pump::serve_envelopes(
+            &args.wire,
+            Subprotocol::PEER_EXCHANGE,
             myself.clone(),
-            MAILBOX_CREDITS,
+            1,
             PeerExchangeMsg::Inbound,
         );
-        let events = forward::peer_events(
-            args.wire.subscribe(),
-            myself.clone(),
-            PeerExchangeMsg::Peer,
-            || PeerExchangeMsg::Resync,
-        );
+        // A missed event only delays a list: the interval sends one to every peer in turn.
+        let events = pump::peer_events(&args.wire, myself.clone(), PeerExchangeMsg::Peer, None);
         let interval = args.settings.interval.max(Duration::from_millis(10));
         let tick = myself.send_interval(interval, || PeerExchangeMsg::Tick);
         let state = PeerExchangeState {
             core: PeerExchange::new(args.wire.local(), args.settings.core),
             args,
-            tasks: vec![pump, events, tick],
+            _tasks: Tasks::new([pump, events, tick]),
             turn: 0,
             rotation: 0,
             counters: Counters::default(),
@@ -144,7 +137,11 @@ impl Actor for PeerExchangeActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PeerExchangeMsg::Inbound(inbound, _credit) => state.on_list(&inbound),
+            PeerExchangeMsg::Inbound(batch, _credit) => {
+                for inbound in &batch {
+                    state.on_list(inbound);
+                }
+            }
             PeerExchangeMsg::Peer(PeerEvent::Up { node, .. }) => {
                 state.core.forget(node);
                 state.send_list(node).await;
@@ -152,7 +149,7 @@ impl Actor for PeerExchangeActor {
             PeerExchangeMsg::Peer(PeerEvent::Down { node }) => {
                 state.core.forget(node);
             }
-            PeerExchangeMsg::Peer(_) | PeerExchangeMsg::Resync => {}
+            PeerExchangeMsg::Peer(_) => {}
             PeerExchangeMsg::Tick => {
                 let mut peers: Vec<NodeId> =
                     state.args.wire.peers().iter().map(|k| k.node).collect();
@@ -174,9 +171,6 @@ impl Actor for PeerExchangeActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.args.wire.unserve(Subprotocol::PEER_EXCHANGE);
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         state.publish(&myself, false);
         Ok(())
     }
@@ -202,9 +196,7 @@ impl PeerExchangeState {
             let start = self.rotation % peers.len();
             peers.rotate_left(start);
         }
-        let issued_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let issued_at_ms = unix_millis();
         let list = match PeerExchange::build_list(&self.args.identity, issued_at_ms, peers) {
             Ok(list) => list,
             Err(e) => {

@@ -9,19 +9,14 @@ use netrun_messages::discovery::PingwaveMessage;
 use netrun_messages::envelope::Subprotocol;
 use netrun_runtime::pingwave::Pingwaves;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
 use super::{PingwaveArgs, PingwaveHandle, PingwaveMsg, PingwaveStatus, SeenNode};
 use crate::events::PeerEvent;
+use crate::pump::{self, Tasks};
 use crate::router::RouterHandle;
-use crate::wire::{INBOUND_CAPACITY, Inbound, Wire};
-
-/// Most envelopes handed to the actor in one message.
-const PUMP_BATCH: usize = 64;
+use crate::wire::{Inbound, Wire};
 
 /// The `Pingwave` actor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,7 +30,7 @@ pub struct PingwaveState {
     handle: PingwaveHandle,
     core: Pingwaves,
     status: PingwaveStatus,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 impl Actor for PingwaveActor {
@@ -49,43 +44,17 @@ impl Actor for PingwaveActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let wire = args.wire;
-        let (queue, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        wire.serve(Subprotocol::PINGWAVE, queue);
-        // One batch in flight: the pump waits for the actor, so the queue's bound holds
-        // (a full queue drops newest, counted in `dropped_handler_full`).
-        let pump = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(PUMP_BATCH);
-                while inbound.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-                    let envelopes = std::mem::replace(&mut batch, Vec::with_capacity(PUMP_BATCH));
-                    let handled = myself
-                        .call(|reply| PingwaveMsg::Inbound(envelopes, reply), None)
-                        .await;
-                    if handled.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
-        let mut events = wire.subscribe();
-        let watch = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) => {
-                            if myself.send_message(PingwaveMsg::Peer(event)).is_err() {
-                                return;
-                            }
-                        }
-                        // Missed events only delay forgetting a path; waves expire it too.
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            })
-        };
+        // One batch in flight (a full queue drops newest, counted in
+        // `dropped_handler_full`).
+        let pump = pump::serve_envelopes(
+            &wire,
+            Subprotocol::PINGWAVE,
+            myself.clone(),
+            1,
+            PingwaveMsg::Inbound,
+        );
+        // Missed events only delay forgetting a path; waves expire it too.
+        let watch = pump::peer_events(&wire, myself.clone(), PingwaveMsg::Peer, None);
         let core = Pingwaves::new(wire.local(), args.config, Instant::now().into_std());
         myself.send_message(PingwaveMsg::Tick)?;
         Ok(PingwaveState {
@@ -94,7 +63,7 @@ impl Actor for PingwaveActor {
             wire,
             core,
             status: PingwaveStatus::default(),
-            tasks: vec![pump, watch],
+            _tasks: Tasks::new([pump, watch]),
         })
     }
 
@@ -115,9 +84,6 @@ impl Actor for PingwaveActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.wire.unserve(Subprotocol::PINGWAVE);
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
         Ok(())
     }
 }
@@ -130,10 +96,7 @@ impl PingwaveActor {
         state: &mut PingwaveState,
     ) {
         match message {
-            PingwaveMsg::Inbound(batch, reply) => {
-                state.on_inbound(batch).await;
-                let _ = reply.send(());
-            }
+            PingwaveMsg::Inbound(batch, _credit) => state.on_inbound(batch).await,
             PingwaveMsg::Peer(PeerEvent::Suspected { node } | PeerEvent::Down { node }) => {
                 state.core.handle_peer_down(node);
             }

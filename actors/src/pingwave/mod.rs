@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  timer (core.poll_timeout) ──▶ poll_wave ──▶ Wave to every direct neighbour
-//!  Wire::serve(PINGWAVE) ──▶ bounded queue ──▶ pump (one batch per call) ──▶ actor
+//!  Wire::serve(PINGWAVE) ──▶ bounded queue ──▶ pump (one batch in flight) ──▶ actor
 //!      Wave from neighbour N ──▶ core.handle_wave(now, N, link RTT, wave)
 //!          ├─ echo    ──▶ N (it is the origin: it measures the link RTT)
 //!          ├─ forward ──▶ every other direct neighbour (hop radius)
@@ -28,11 +28,11 @@ use arc_swap::ArcSwap;
 
 use netrun_messages::NodeId;
 use netrun_runtime::pingwave::PingwaveConfig;
-use ractor::RpcReplyPort;
 
 pub use actor::PingwaveActor;
 
 use crate::events::PeerEvent;
+use crate::pump::Credit;
 use crate::wire::{Inbound, Wire};
 
 /// Startup inputs of the pingwave actor.
@@ -119,8 +119,9 @@ pub struct PingwaveStatus {
 /// Messages the pingwave actor handles.
 #[derive(Debug)]
 pub enum PingwaveMsg {
-    /// Envelopes from the bounded queue; answered when handled, so the queue's bound holds.
-    Inbound(Vec<Inbound>, RpcReplyPort<()>),
+    /// Envelopes from the bounded queue; the credit is held until they are handled, so the
+    /// queue's bound holds.
+    Inbound(Vec<Inbound>, Credit),
     /// A session event.
     Peer(PeerEvent),
     /// The wave timer.

@@ -7,13 +7,12 @@ use std::time::Duration;
 use netrun_messages::NodeId;
 use netrun_runtime::routing::{Route, RouteSource, RoutingTable};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info_span};
 
 use super::{RouteInfo, RouterArgs, RouterMsg};
 use crate::events::PeerEvent;
+use crate::pump::{self, Tasks};
 use crate::wire::Wire;
 
 /// How often the router re-reads the wire's sessions, refreshing direct routes and
@@ -38,8 +37,7 @@ pub struct RouterState {
     published: Option<u64>,
     /// Deadline the pending expiry timer was set for.
     armed: Option<Instant>,
-    events: Option<JoinHandle<()>>,
-    resync: Option<JoinHandle<()>>,
+    _tasks: Tasks,
 }
 
 impl Actor for RouterActor {
@@ -52,34 +50,22 @@ impl Actor for RouterActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Subscribe before reading the sessions, so no change falls between the two.
-        let mut events = args.wire.subscribe();
-        let pump = {
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                loop {
-                    let message = match events.recv().await {
-                        Ok(event) => RouterMsg::Peer(event),
-                        Err(RecvError::Lagged(missed)) => {
-                            debug!(missed, "router missed peer events; resyncing");
-                            RouterMsg::Resync
-                        }
-                        Err(RecvError::Closed) => return,
-                    };
-                    if myself.send_message(message).is_err() {
-                        return;
-                    }
-                }
-            })
-        };
+        // Subscribe before reading the sessions, so no change falls between the two; a
+        // missed event resyncs from the wire.
+        let events = pump::peer_events(
+            &args.wire,
+            myself.clone(),
+            RouterMsg::Peer,
+            Some(|| RouterMsg::Resync),
+        );
+        let resync = myself.send_interval(RESYNC_PERIOD, || RouterMsg::Resync);
         let mut state = RouterState {
             table: RoutingTable::new(args.wire.local(), args.config),
             wire: args.wire,
             suspected: HashSet::new(),
             published: None,
             armed: None,
-            events: Some(pump),
-            resync: Some(myself.send_interval(RESYNC_PERIOD, || RouterMsg::Resync)),
+            _tasks: Tasks::new([events, resync]),
         };
         state.resync_sessions(now());
         state.publish(&myself);
@@ -137,12 +123,6 @@ impl Actor for RouterActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(task) = state.events.take() {
-            task.abort();
-        }
-        if let Some(task) = state.resync.take() {
-            task.abort();
-        }
         // The last snapshot stays in the wire: relays keep forwarding until a new
         // incarnation publishes its own.
         state.wire.set_router(None);

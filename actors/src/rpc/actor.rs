@@ -17,7 +17,7 @@ use netrun_runtime::rpc::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -27,10 +27,13 @@ use super::{
     Cancellation, MAX_BREAKERS, MAX_CALL_BODY_LEN, Registration, RequestContext, RpcShared,
     RpcStatus, StreamSink,
 };
-use crate::wire::{INBOUND_CAPACITY, Inbound, SendError, Wire};
+use crate::pump::{self, Tasks};
+use crate::wire::{Inbound, SendError, Wire};
 
-/// Most envelopes the pump hands the actor in one message.
-const PUMP_BATCH: usize = 64;
+/// Envelope batches that may wait in the actor's mailbox at once: one being handled and
+/// the next ones ready, so the pump never waits on a busy actor while the mailbox stays
+/// bounded (beyond it the wire's queue fills and drops newest).
+const PUMP_CREDITS: usize = 4;
 /// Services with their own round-robin cursor; calls of further services share a scratch
 /// cursor (bounded state keyed by what callers name).
 const MAX_SELECTORS: usize = 1024;
@@ -66,7 +69,7 @@ pub struct RpcState {
     /// Frames from this node to itself (calls of services it serves), handled in turn.
     loopback: VecDeque<(RpcFrame<Bytes>, Option<TraceContext>)>,
     timer: Option<(Instant, JoinHandle<()>)>,
-    pump: JoinHandle<()>,
+    _pump: Tasks,
     frame_buf: Vec<u8>,
     /// Envelopes of this turn, back to back; `outbox` says where each goes.
     arena: Vec<u8>,
@@ -171,10 +174,13 @@ impl Actor for RpcActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-        // Replaces the queue of a previous incarnation, whose pump then ends.
-        args.wire.serve(Subprotocol::RPC, tx);
-        let pump = tokio::spawn(pump(rx, myself.clone()));
+        let pump = pump::serve_envelopes(
+            &args.wire,
+            Subprotocol::RPC,
+            myself.clone(),
+            PUMP_CREDITS,
+            |batch, credit| RpcMsg(Msg::Frames(batch, credit)),
+        );
         let config = *args.shared.config();
         let mut state = RpcState {
             wire: args.wire,
@@ -190,7 +196,7 @@ impl Actor for RpcActor {
             handlers: HashMap::new(),
             loopback: VecDeque::new(),
             timer: None,
-            pump,
+            _pump: Tasks::new([pump]),
             frame_buf: Vec::new(),
             arena: Vec::new(),
             outbox: Vec::new(),
@@ -207,7 +213,6 @@ impl Actor for RpcActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.wire.unserve(Subprotocol::RPC);
-        state.pump.abort();
         if let Some((_, timer)) = state.timer.take() {
             timer.abort();
         }
@@ -222,7 +227,7 @@ impl Actor for RpcActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = now();
         match message {
-            Msg::Frames(batch) => {
+            Msg::Frames(batch, _credit) => {
                 for inbound in batch {
                     state.on_inbound(now, inbound);
                 }
@@ -265,19 +270,28 @@ impl Actor for RpcActor {
     }
 }
 
-/// Moves RPC envelopes from the wire's bounded queue into the actor's mailbox, one
-/// message per batch.
-async fn pump(mut rx: mpsc::Receiver<Inbound>, actor: ActorRef<RpcMsg>) {
-    let mut batch = Vec::with_capacity(PUMP_BATCH);
-    while rx.recv_many(&mut batch, PUMP_BATCH).await > 0 {
-        // Exactly as large as the batch (small batches stay small allocations), while
-        // `batch` keeps its capacity for the next `recv_many`.
-        #[allow(clippy::drain_collect, reason = "mem::take would drop the capacity")]
-        let frames: Vec<Inbound> = batch.drain(..).collect();
-        if actor.send_message(RpcMsg(Msg::Frames(frames))).is_err() {
-            return;
-        }
-    }
+/// Runs one handler in its own task and reports its outcome to the actor as `Done` (a
+/// panic becomes an `internal` error, flagged so the actor counts it).
+fn run_handler(
+    actor: ActorRef<RpcMsg>,
+    key: CallKey,
+    handler: impl Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let (outcome, panicked) = match CatchUnwind::new(handler).await {
+            Ok(result) => (result, false),
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                (Err(HandlerError::internal(message)), true)
+            }
+        };
+        let done = Msg::Done {
+            key,
+            outcome,
+            panicked,
+        };
+        let _ = actor.send_message(RpcMsg(done));
+    });
 }
 
 impl RpcState {
@@ -370,22 +384,7 @@ impl RpcState {
         let myself = self.myself.clone();
         match (handler, incoming.streaming) {
             (Some(HandlerKind::Unary(handler)), false) => {
-                tokio::spawn(async move {
-                    let run = CatchUnwind::new(async move { handler.handle(request).await });
-                    let (outcome, panicked) = match run.await {
-                        Ok(result) => (result, false),
-                        Err(panic) => {
-                            let message = panic_message(panic.as_ref());
-                            (Err(HandlerError::internal(message)), true)
-                        }
-                    };
-                    let done = Msg::Done {
-                        key,
-                        outcome,
-                        panicked,
-                    };
-                    let _ = myself.send_message(RpcMsg(done));
-                });
+                run_handler(myself, key, async move { handler.handle(request).await });
             }
             (Some(HandlerKind::Streaming(handler)), true) => {
                 let initial = self.dispatch.credit(key).unwrap_or(0);
@@ -406,21 +405,8 @@ impl RpcState {
                     cancel,
                     actor: myself.clone(),
                 };
-                tokio::spawn(async move {
-                    let run = CatchUnwind::new(async move { handler.handle(request, sink).await });
-                    let (outcome, panicked) = match run.await {
-                        Ok(result) => (result.map(|()| Bytes::new()), false),
-                        Err(panic) => {
-                            let message = panic_message(panic.as_ref());
-                            (Err(HandlerError::internal(message)), true)
-                        }
-                    };
-                    let done = Msg::Done {
-                        key,
-                        outcome,
-                        panicked,
-                    };
-                    let _ = myself.send_message(RpcMsg(done));
+                run_handler(myself, key, async move {
+                    handler.handle(request, sink).await.map(|()| Bytes::new())
                 });
             }
             (Some(HandlerKind::Unary(_)), true) => {

@@ -9,6 +9,7 @@ use netrun_runtime::rpc::{CallKey, HandlerError, RpcError, SelectPolicy};
 use tokio::sync::{mpsc, oneshot};
 
 use super::RpcStatus;
+use crate::pump::Credit;
 use crate::wire::Inbound;
 
 /// A message for the RPC actor. Opaque: build requests through
@@ -18,8 +19,8 @@ pub struct RpcMsg(pub(crate) Msg);
 
 #[derive(Debug)]
 pub(crate) enum Msg {
-    /// RPC envelopes from session peers, in arrival order.
-    Frames(Vec<Inbound>),
+    /// RPC envelopes from session peers, in arrival order, and their mailbox credit.
+    Frames(Vec<Inbound>, Credit),
     /// Start a call.
     Call(Box<CallStart>),
     /// The caller dropped its call (future or stream) before the result: cancel it if its

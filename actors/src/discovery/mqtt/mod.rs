@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::mqtt_announce::{AnnounceKind, MqttAnnounce};
@@ -49,6 +49,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{BackendStatus, DiscoveryBackend, DiscoveryError, DiscoveryEvent, DiscoverySource};
+use crate::clock::unix_millis;
 use table::{Outcome, PeerTable};
 
 /// Backend name in `netrun discovery` and in errors.
@@ -278,7 +279,10 @@ impl MqttBackend {
 
     fn handle_inbound(&mut self, msg: Inbound) {
         let now = Instant::now();
-        match self.peers.handle(now, wall_ms(), &msg.topic, &msg.payload) {
+        match self
+            .peers
+            .handle(now, unix_millis(), &msg.topic, &msg.payload)
+        {
             Outcome::Found(peer) => self.pending.push_back(DiscoveryEvent::Found(peer)),
             Outcome::Lost { node, clear } => {
                 if let (Some(topic), Some(link)) = (clear, &self.link) {
@@ -488,7 +492,7 @@ impl Announcer {
             kind,
             self.mesh,
             self.incarnation,
-            wall_ms(),
+            unix_millis(),
             addrs,
         )
         .map_err(|e| config_error(&e.to_string()))
@@ -627,13 +631,6 @@ fn config_error(reason: &str) -> DiscoveryError {
         backend: NAME,
         reason: reason.to_owned(),
     }
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// How often expired peers are looked for: a tenth of the TTL, so a peer is reported lost
