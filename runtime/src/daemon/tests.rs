@@ -2,12 +2,13 @@
 //! across restarts, controls at most once, snapshots and batching.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::{CausalChain, CausalEvent, ChainError, ChainHead, Identity, SignedEvent};
 
 use super::*;
+use crate::test_clock::t0;
 
 /// A daemon that remembers the producer seq of every event it processed, in order.
 ///
@@ -96,11 +97,6 @@ fn decode_seen(state: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-#[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
-fn start() -> Instant {
-    Instant::now()
-}
-
 fn daemon_id() -> Identity {
     Identity::from_seed([7; 32])
 }
@@ -142,7 +138,7 @@ fn state_of(host: &mut DaemonHost) -> Vec<u64> {
 
 /// The end-to-end restart property, for one signing mode.
 fn restart_without_loss(config: HostConfig) {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "two", "c", "d", "quiet", "panic", "e", "f", "two"]);
     let mut host = DaemonHost::new(Recorder::new(1).boxed(), id.clone(), config).expect("host");
@@ -245,7 +241,7 @@ fn restart_batch_signing() {
 
 #[test]
 fn unpolled_outputs_survive_a_restart_in_order() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "panic", "c"]);
     let config = HostConfig {
@@ -276,7 +272,7 @@ fn unpolled_outputs_survive_a_restart_in_order() {
 
 #[test]
 fn errors_follow_the_policy() {
-    let now = start();
+    let now = t0();
     let inputs = events(&["a", "err", "b"]);
     // Continue: recorded, not logged, the host keeps going; a restore does not replay it.
     let config = HostConfig {
@@ -330,7 +326,7 @@ fn errors_follow_the_policy() {
 
 #[test]
 fn output_limits_fail_the_host() {
-    let now = start();
+    let now = t0();
     let inputs = events(&["many"]);
     let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), HostConfig::default())
         .expect("host");
@@ -345,7 +341,7 @@ fn output_limits_fail_the_host() {
 
 #[test]
 fn nondeterministic_replay_keeps_the_published_chain() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "panic", "c"]);
     let config = HostConfig {
@@ -376,7 +372,7 @@ fn nondeterministic_replay_keeps_the_published_chain() {
 
 #[test]
 fn a_replay_panic_is_pruned_for_the_next_attempt() {
-    let now = start();
+    let now = t0();
     let inputs = events(&["a", "b", "panic"]);
     let config = HostConfig {
         snapshot_every: 0,
@@ -412,7 +408,7 @@ fn a_replay_panic_is_pruned_for_the_next_attempt() {
 
 #[test]
 fn controls_are_delivered_at_most_once() {
-    let now = start();
+    let now = t0();
     let controls = Arc::new(Mutex::new(Vec::new()));
     let mut daemon = Recorder::new(1);
     daemon.controls = Arc::clone(&controls);
@@ -485,7 +481,7 @@ fn controls_are_delivered_at_most_once() {
 
 #[test]
 fn a_full_log_forces_a_snapshot_or_pushes_back() {
-    let now = start();
+    let now = t0();
     let config = HostConfig {
         snapshot_every: 0,
         log_events: 3,
@@ -552,7 +548,7 @@ fn a_full_log_forces_a_snapshot_or_pushes_back() {
 
 #[test]
 fn batches_seal_on_size_time_and_input_boundaries() {
-    let t0 = start();
+    let t0 = t0();
     let config = HostConfig {
         snapshot_every: 0,
         ..batch_config(3)
@@ -584,7 +580,7 @@ fn batches_seal_on_size_time_and_input_boundaries() {
 
 #[test]
 fn spawn_from_snapshot_elsewhere() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "c"]);
     let mut host =
@@ -631,7 +627,7 @@ fn spawn_from_snapshot_elsewhere() {
 
 #[test]
 fn forged_host_outputs_are_rejected() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "c"]);
     let mut host = DaemonHost::new(

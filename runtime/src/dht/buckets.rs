@@ -219,6 +219,7 @@ impl KBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use netrun_messages::EntityId;
 
     fn contact(first: u8, last: u8) -> Contact {
@@ -236,8 +237,7 @@ mod tests {
 
     #[test]
     fn full_bucket_keeps_old_contacts_and_promotes_spares_on_failure() {
-        #[allow(clippy::disallowed_methods)] // arbitrary origin
-        let now = Instant::now();
+        let now = t0();
         let mut t = KBuckets::new(DhtId([0; 32]), 2, 1);
         assert_eq!(t.insert(now, contact(0x80, 1)), InsertOutcome::Inserted);
         assert_eq!(t.insert(now, contact(0x81, 2)), InsertOutcome::Inserted);

@@ -280,6 +280,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -314,11 +315,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
-    fn t0() -> Instant {
-        Instant::now()
     }
 
     fn route(hop: u64, metric: u32, at: Instant) -> Route {

@@ -301,12 +301,8 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use netrun_messages::rpc::Status;
-
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     fn config() -> BreakerConfig {
         BreakerConfig {

@@ -1,6 +1,6 @@
 //! The call table and the dispatch table talking to each other through the wire codec.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::NodeId;
@@ -9,15 +9,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::test_clock::t0;
 
 const CALLER: NodeId = NodeId(0xca11);
 const SERVER: NodeId = NodeId(0x5e7e);
 const OTHER: NodeId = NodeId(0x0bad);
-
-#[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-fn t0() -> Instant {
-    Instant::now()
-}
 
 /// Encodes and decodes, as the actors will.
 fn wire(frame: RpcFrame<Bytes>) -> RpcFrame<Bytes> {
