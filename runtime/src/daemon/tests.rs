@@ -111,6 +111,11 @@ fn events(payloads: &[&str]) -> Vec<CausalEvent> {
         .collect()
 }
 
+/// A host running a fresh [`Recorder`] as [`daemon_id`].
+fn recorder_host(config: HostConfig) -> DaemonHost {
+    DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host")
+}
+
 fn batch_config(max_events: u32) -> HostConfig {
     HostConfig {
         signing: ChainSigning::Batch {
@@ -141,7 +146,7 @@ fn restart_without_loss(config: HostConfig) {
     let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "two", "c", "d", "quiet", "panic", "e", "f", "two"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), id.clone(), config).expect("host");
+    let mut host = recorder_host(config);
     let mut verifier = ChainVerifier::new(id.entity_id());
     let mut published = Vec::new();
     for event in &inputs[..6] {
@@ -248,7 +253,7 @@ fn unpolled_outputs_survive_a_restart_in_order() {
         snapshot_every: 0,
         ..HostConfig::default().per_event()
     };
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), id.clone(), config).expect("host");
+    let mut host = recorder_host(config);
     host.deliver(now, inputs[0].clone()).expect("a");
     host.deliver(now, inputs[1].clone()).expect("b");
     assert!(host.deliver(now, inputs[2].clone()).is_err());
@@ -280,7 +285,7 @@ fn errors_follow_the_policy() {
         snapshot_every: 0,
         ..HostConfig::default()
     };
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     host.deliver(now, inputs[0].clone()).expect("a");
     assert_eq!(
         host.deliver(now, inputs[1].clone()),
@@ -311,8 +316,7 @@ fn errors_follow_the_policy() {
     assert_eq!(state_of(&mut host), vec![1, 3]);
 
     // Restart (the default): the host fails.
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), HostConfig::default())
-        .expect("host");
+    let mut host = recorder_host(HostConfig::default());
     host.deliver(now, inputs[0].clone()).expect("a");
     assert_eq!(
         host.deliver(now, inputs[1].clone()),
@@ -328,8 +332,7 @@ fn errors_follow_the_policy() {
 fn output_limits_fail_the_host() {
     let now = t0();
     let inputs = events(&["many"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), HostConfig::default())
-        .expect("host");
+    let mut host = recorder_host(HostConfig::default());
     assert!(host.deliver(now, inputs[0].clone()).is_err());
     assert_eq!(
         host.last_failure().map(|f| f.reason.clone()),
@@ -378,7 +381,7 @@ fn a_replay_panic_is_pruned_for_the_next_attempt() {
         snapshot_every: 0,
         ..HostConfig::default()
     };
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     host.deliver(now, inputs[0].clone()).expect("a");
     host.deliver(now, inputs[1].clone()).expect("b");
     assert!(host.deliver(now, inputs[2].clone()).is_err());
@@ -488,7 +491,7 @@ fn a_full_log_forces_a_snapshot_or_pushes_back() {
         ..HostConfig::default()
     };
     let inputs = events(&["a", "b", "c", "d", "e"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     for event in &inputs[..4] {
         host.deliver(now, event.clone()).expect("delivered");
     }
@@ -554,7 +557,7 @@ fn batches_seal_on_size_time_and_input_boundaries() {
         ..batch_config(3)
     };
     let inputs = events(&["two", "two", "a", "b"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     assert_eq!(host.poll_timeout(), None);
     host.deliver(t0, inputs[0].clone()).expect("two");
     assert_eq!(host.pending_outputs(), 2);
@@ -583,8 +586,7 @@ fn spawn_from_snapshot_elsewhere() {
     let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "c"]);
-    let mut host =
-        DaemonHost::new(Recorder::new(1).boxed(), id.clone(), HostConfig::default()).expect("host");
+    let mut host = recorder_host(HostConfig::default());
     host.deliver(now, inputs[0].clone()).expect("a");
     host.deliver(now, inputs[1].clone()).expect("b");
     let bytes = host
@@ -630,12 +632,7 @@ fn forged_host_outputs_are_rejected() {
     let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "c"]);
-    let mut host = DaemonHost::new(
-        Recorder::new(1).boxed(),
-        id.clone(),
-        HostConfig::default().per_event(),
-    )
-    .expect("host");
+    let mut host = recorder_host(HostConfig::default().per_event());
     for event in &inputs {
         host.deliver(now, event.clone()).expect("delivered");
     }
