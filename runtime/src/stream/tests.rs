@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use netrun_messages::stream::{ResetReason, StreamFrame};
+use netrun_messages::stream::{Probe, ResetReason, StreamFrame};
 
 use super::*;
 use crate::test_clock::t0;
@@ -406,4 +406,28 @@ fn the_receiver_scales_its_nack_delay_to_the_measured_repair_time() {
             .iter()
             .any(|f| matches!(f, StreamFrame::Nack(n) if n.ranges()[0].start == 4))
     );
+}
+
+#[test]
+fn best_effort_refuses_the_last_sequence_number() {
+    let t0 = t0();
+    let config = StreamConfig::default().with_reliability(Reliability::BestEffort);
+    let (_, mut b) = pair(config);
+    // Seq u64::MAX has no successor: it is refused (it used to overflow next_expected).
+    let last = SegmentHeader {
+        seq: u64::MAX,
+        offset: 0,
+        fin: false,
+    };
+    b.handle_segment(t0, last, Bytes::from_static(b"x"));
+    assert_eq!(b.stats().overruns, 1);
+    assert_eq!(b.poll_deliver(), None);
+    // A probe may still move the receiver up to it, and the segment stays refused.
+    b.handle_probe(&Probe {
+        stream: 7,
+        next_seq: u64::MAX,
+        next_offset: 0,
+    });
+    b.handle_segment(t0, last, Bytes::new());
+    assert_eq!(b.stats().overruns, 2);
 }
