@@ -99,11 +99,6 @@ impl Output {
         }
     }
 
-    /// The last link, or `None` for an (invalid) empty batch.
-    pub fn last_link(&self) -> Option<&CausalLink> {
-        self.events().last().map(|event| &event.link)
-    }
-
     /// Encoded size.
     pub fn encoded_len(&self) -> usize {
         2 + match self {

@@ -185,15 +185,6 @@ impl KBuckets {
             .collect()
     }
 
-    /// The earliest time any non-empty bucket was used.
-    pub fn oldest_touch(&self) -> Option<Instant> {
-        self.buckets
-            .iter()
-            .filter(|b| !b.entries.is_empty())
-            .filter_map(|b| b.touched_at)
-            .min()
-    }
-
     /// Contacts in bucket `index`.
     pub fn bucket_len(&self, index: usize) -> usize {
         self.buckets.get(index).map_or(0, |b| b.entries.len())
