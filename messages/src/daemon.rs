@@ -596,6 +596,15 @@ mod tests {
         }
     }
 
+    /// Host settings every bound accepts.
+    const MINIMAL_HOST: HostSettings = HostSettings {
+        signing: SigningSettings::PerEvent,
+        snapshot_every: 0,
+        log_events: 1,
+        log_bytes: 1,
+        continue_on_error: false,
+    };
+
     fn raw(m: &RawMessage) -> Vec<u8> {
         rmp_serde::to_vec(m).expect("raw encodes")
     }
@@ -608,13 +617,7 @@ mod tests {
                 kind: kind.into(),
                 seed: Bytes::copy_from_slice(seed),
                 config: Bytes::from(vec![0; config]),
-                host: HostSettings {
-                    signing: SigningSettings::PerEvent,
-                    snapshot_every: 0,
-                    log_events: 1,
-                    log_bytes: 1,
-                    continue_on_error: false,
-                },
+                host: MINIMAL_HOST,
             }))
         };
         assert!(DaemonControlMessage::decode(&spawn("k", &[1; 32], 10)).is_ok());
@@ -664,13 +667,7 @@ mod tests {
             kind: String::new(),
             identity_seed: Zeroizing::new([0; 32]),
             config: Bytes::new(),
-            host: HostSettings {
-                signing: SigningSettings::PerEvent,
-                snapshot_every: 0,
-                log_events: 1,
-                log_bytes: 1,
-                continue_on_error: false,
-            },
+            host: MINIMAL_HOST,
         });
         assert!(msg.encode().is_err());
         let long = SpawnRefusal::failed("é".repeat(300));
@@ -684,13 +681,7 @@ mod tests {
             kind: "k".into(),
             identity_seed: Zeroizing::new([0xab; 32]),
             config: Bytes::new(),
-            host: HostSettings {
-                signing: SigningSettings::PerEvent,
-                snapshot_every: 0,
-                log_events: 1,
-                log_bytes: 1,
-                continue_on_error: false,
-            },
+            host: MINIMAL_HOST,
         };
         let text = format!("{request:?}");
         assert!(!text.contains("171") && !text.contains("ab, ab"), "{text}");
