@@ -21,6 +21,16 @@ fn run(chunks: impl Iterator<Item = Bytes>, reliable: bool) -> (Vec<Event>, bool
     (out, true)
 }
 
+/// The frame an event was read from.
+fn frame_of(event: &Event) -> EventFrame<'_> {
+    EventFrame {
+        channel: event.channel,
+        seq: event.seq,
+        trace: event.trace,
+        payload: &event.payload,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, rest)) = data.split_first() else {
         return;
@@ -32,12 +42,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|at| bytes.slice(at..(at + step).min(bytes.len())));
     let (events, ok) = run(chunks.clone(), true);
     for event in &events {
-        let frame = EventFrame {
-            channel: event.channel,
-            seq: event.seq,
-            trace: event.trace,
-            payload: &event.payload,
-        };
+        let frame = frame_of(event);
         let encoded = frame.to_vec().expect("decoded payloads fit");
         assert_eq!(EventFrame::decode(&encoded).expect("re-decodes"), frame);
     }
@@ -51,13 +56,7 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = Vec::new();
     let mut ends = Vec::new();
     for event in &whole {
-        let frame = EventFrame {
-            channel: event.channel,
-            seq: event.seq,
-            trace: event.trace,
-            payload: &event.payload,
-        };
-        frame.encode_into(&mut buf).expect("fits");
+        frame_of(event).encode_into(&mut buf).expect("fits");
         ends.push(buf.len());
     }
     let packed = pack(&ends, step * 8, true);

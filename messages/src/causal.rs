@@ -203,7 +203,7 @@ impl CausalEvent {
     /// Decodes exactly one event; checks the payload bound before copying it. Does not
     /// check that the payload matches its hash: that is the verifier's job.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (event, used) = Self::read(bytes)?;
+        let (event, used) = Self::decode_prefix(bytes)?;
         if used != bytes.len() {
             return Err(DecodeError::TrailingBytes(bytes.len() - used));
         }
@@ -217,8 +217,9 @@ impl CausalEvent {
         out.extend_from_slice(&self.payload);
     }
 
-    /// Reads one event from the front of `bytes`; returns it and the bytes used.
-    fn read(bytes: &[u8]) -> Result<(Self, usize), DecodeError> {
+    /// Decodes one event from the front of `bytes` (as in a batch, where events follow one
+    /// another); returns it and the bytes it used. Checks the payload bound before copying.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<(Self, usize), DecodeError> {
         let link = CausalLink::read(bytes)?;
         let len = u32_le_at(bytes, LINK_LEN)? as usize;
         check_payload_len(len)?;
@@ -260,7 +261,7 @@ impl SignedEvent {
 
     /// Decodes event ‖ signature; nothing may follow.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (event, used) = CausalEvent::read(bytes)?;
+        let (event, used) = CausalEvent::decode_prefix(bytes)?;
         let signature = Signature(array_at::<64>(bytes, used)?);
         let end = used + 64;
         if end != bytes.len() {

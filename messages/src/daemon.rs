@@ -31,7 +31,6 @@
 //! set must decode canonically and the load is at most 1000.
 
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -39,7 +38,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::capability::CapabilitySet;
-use crate::envelope::{EncodeError, Envelope, MAX_BODY_LEN, Subprotocol, TraceContext};
+use crate::envelope::{EncodeError, Envelope, Subprotocol, TraceContext, decode_body};
 use crate::error::DecodeError;
 use crate::ids::{EntityId, OriginHash};
 
@@ -52,8 +51,6 @@ pub const MAX_CONFIG_LEN: usize = 48 * 1024;
 pub const MAX_REASON_LEN: usize = 256;
 /// The largest load a node reports: 1000 per mille, fully loaded.
 pub const MAX_LOAD_PERMILLE: u16 = 1000;
-/// Deepest msgpack nesting the decoder follows; the real messages nest four levels.
-const MAX_NESTING: usize = 16;
 
 /// One daemon control message (the body of a `DAEMON` envelope).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,22 +201,7 @@ impl DaemonControlMessage {
 
     /// Decodes an rmp-serde body (see the [module docs](self) for every check).
     pub fn decode(body: &[u8]) -> Result<Self, DaemonControlError> {
-        if body.len() > MAX_BODY_LEN {
-            return Err(DecodeError::TooLong {
-                what: "daemon control body",
-                len: body.len(),
-                max: MAX_BODY_LEN,
-            }
-            .into());
-        }
-        let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
-        de.set_max_depth(MAX_NESTING);
-        let raw = RawMessage::deserialize(&mut de).map_err(DecodeError::from)?;
-        // The position is at most body.len(), which fits in usize.
-        let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
-        if used < body.len() {
-            return Err(DecodeError::TrailingBytes(body.len() - used).into());
-        }
+        let raw: RawMessage = decode_body(body, "daemon control body")?;
         Ok(Self::try_from(raw)?)
     }
 
@@ -481,6 +463,7 @@ fn truncate(mut text: String) -> String {
 mod tests {
     use super::*;
     use crate::capability::{GpuInfo, GpuVendor, Hardware};
+    use crate::envelope::MAX_BODY_LEN;
     use proptest::prelude::*;
 
     fn host() -> impl Strategy<Value = HostSettings> {
@@ -613,6 +596,15 @@ mod tests {
         }
     }
 
+    /// Host settings every bound accepts.
+    const MINIMAL_HOST: HostSettings = HostSettings {
+        signing: SigningSettings::PerEvent,
+        snapshot_every: 0,
+        log_events: 1,
+        log_bytes: 1,
+        continue_on_error: false,
+    };
+
     fn raw(m: &RawMessage) -> Vec<u8> {
         rmp_serde::to_vec(m).expect("raw encodes")
     }
@@ -625,13 +617,7 @@ mod tests {
                 kind: kind.into(),
                 seed: Bytes::copy_from_slice(seed),
                 config: Bytes::from(vec![0; config]),
-                host: HostSettings {
-                    signing: SigningSettings::PerEvent,
-                    snapshot_every: 0,
-                    log_events: 1,
-                    log_bytes: 1,
-                    continue_on_error: false,
-                },
+                host: MINIMAL_HOST,
             }))
         };
         assert!(DaemonControlMessage::decode(&spawn("k", &[1; 32], 10)).is_ok());
@@ -681,13 +667,7 @@ mod tests {
             kind: String::new(),
             identity_seed: Zeroizing::new([0; 32]),
             config: Bytes::new(),
-            host: HostSettings {
-                signing: SigningSettings::PerEvent,
-                snapshot_every: 0,
-                log_events: 1,
-                log_bytes: 1,
-                continue_on_error: false,
-            },
+            host: MINIMAL_HOST,
         });
         assert!(msg.encode().is_err());
         let long = SpawnRefusal::failed("é".repeat(300));
@@ -701,13 +681,7 @@ mod tests {
             kind: "k".into(),
             identity_seed: Zeroizing::new([0xab; 32]),
             config: Bytes::new(),
-            host: HostSettings {
-                signing: SigningSettings::PerEvent,
-                snapshot_every: 0,
-                log_events: 1,
-                log_bytes: 1,
-                continue_on_error: false,
-            },
+            host: MINIMAL_HOST,
         };
         let text = format!("{request:?}");
         assert!(!text.contains("171") && !text.contains("ab, ab"), "{text}");

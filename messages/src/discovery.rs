@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::error::DecodeError;
 use crate::identity::{Identity, Signature, SignatureError};
 use crate::ids::{EntityId, NodeId};
+use crate::reader::Reader;
 
 /// Version byte of every discovery message.
 pub const DISCOVERY_VERSION: u8 = 1;
@@ -129,7 +130,7 @@ impl PingwaveMessage {
     /// Decodes a pingwave or an echo; the length must match the kind exactly.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        version(&mut r, "pingwave")?;
+        r.version(DISCOVERY_VERSION, "pingwave")?;
         match r.u8()? {
             KIND_WAVE => {
                 let ttl = r.u8()?;
@@ -184,11 +185,7 @@ impl PeerEntry {
 
     /// Encoded size.
     pub fn encoded_len(&self) -> usize {
-        33 + self
-            .addrs
-            .iter()
-            .map(|a| if a.is_ipv4() { 7 } else { 19 })
-            .sum::<usize>()
+        33 + self.addrs.iter().map(socket_addr_len).sum::<usize>()
     }
 
     /// Appends the encoding: key, address count, then per address a family byte (4 or 6),
@@ -198,17 +195,7 @@ impl PeerEntry {
         let n = self.addrs.len().min(MAX_ADDRS_PER_PEER);
         out.push(n as u8);
         for addr in &self.addrs[..n] {
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_le_bytes());
+            put_socket_addr(out, addr);
         }
     }
 
@@ -216,7 +203,7 @@ impl PeerEntry {
     pub fn decode_prefix(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
         let mut r = Reader::new(buf);
         let entry = Self::read(&mut r)?;
-        Ok((entry, r.at))
+        Ok((entry, r.position()))
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -231,12 +218,7 @@ impl PeerEntry {
         }
         let mut addrs = Vec::with_capacity(count);
         for _ in 0..count {
-            let ip = match r.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-                _ => return Err(DecodeError::Invalid("address family")),
-            };
-            addrs.push(SocketAddr::new(ip, r.u16()?));
+            addrs.push(read_socket_addr(r)?);
         }
         Ok(Self { public_key, addrs })
     }
@@ -343,7 +325,7 @@ impl SignedPeerList {
     /// Decodes a list (the signature is not checked here; call [`verify`](Self::verify)).
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        version(&mut r, "peer list")?;
+        r.version(DISCOVERY_VERSION, "peer list")?;
         if r.u8()? != PEER_LIST_KIND {
             return Err(DecodeError::Invalid("peer list kind"));
         }
@@ -511,7 +493,7 @@ impl DhtMessage {
     /// Decodes a message, bounding every count and length.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        version(&mut r, "dht")?;
+        r.version(DISCOVERY_VERSION, "dht")?;
         let kind = r.u8()?;
         r.reserved::<2>("dht")?;
         let request_id = r.u64()?;
@@ -559,6 +541,36 @@ impl DhtMessage {
     }
 }
 
+/// Encoded size of one address: family byte, IP, port.
+pub(crate) fn socket_addr_len(addr: &SocketAddr) -> usize {
+    if addr.is_ipv4() { 7 } else { 19 }
+}
+
+/// Appends one address: a family byte (4 or 6), the IP, the port (u16 LE).
+pub(crate) fn put_socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_le_bytes());
+}
+
+/// Reads one address written by [`put_socket_addr`].
+pub(crate) fn read_socket_addr(r: &mut Reader<'_>) -> Result<SocketAddr, DecodeError> {
+    let ip = match r.u8()? {
+        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+        _ => return Err(DecodeError::Invalid("address family")),
+    };
+    Ok(SocketAddr::new(ip, r.u16()?))
+}
+
 fn put_value(out: &mut Vec<u8>, value: &[u8]) {
     let n = value.len().min(MAX_DHT_VALUE_LEN);
     out.extend_from_slice(&(n as u16).to_le_bytes());
@@ -574,81 +586,7 @@ fn read_value(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
             max: MAX_DHT_VALUE_LEN,
         });
     }
-    Ok(r.bytes(n)?.to_vec())
-}
-
-// ---------------------------------------------------------------------------------------
-// Reader
-
-fn version(r: &mut Reader<'_>, what: &'static str) -> Result<(), DecodeError> {
-    match r.u8()? {
-        DISCOVERY_VERSION => Ok(()),
-        version => Err(DecodeError::UnknownVersion { what, version }),
-    }
-}
-
-/// A bounds-checked cursor: every read either returns its bytes or `Truncated`.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf, at: 0 }
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.saturating_add(n);
-        match self.buf.get(self.at..end) {
-            Some(s) => {
-                self.at = end;
-                Ok(s)
-            }
-            None => Err(DecodeError::Truncated {
-                need: end,
-                have: self.buf.len(),
-            }),
-        }
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let s = self.bytes(N)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(s);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.array().map(u16::from_le_bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.array().map(u64::from_le_bytes)
-    }
-
-    fn reserved<const N: usize>(&mut self, what: &'static str) -> Result<(), DecodeError> {
-        if self.array::<N>()? == [0u8; N] {
-            Ok(())
-        } else {
-            Err(DecodeError::Reserved(what))
-        }
-    }
-
-    fn finish(&self) -> Result<(), DecodeError> {
-        match self.buf.len() - self.at {
-            0 => Ok(()),
-            extra => Err(DecodeError::TrailingBytes(extra)),
-        }
-    }
+    Ok(r.take(n)?.to_vec())
 }
 
 #[cfg(test)]

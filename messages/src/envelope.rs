@@ -15,6 +15,8 @@
 //! borrows the body (no allocation) and refuses unknown subprotocols and versions instead
 //! of guessing; nothing may follow the body.
 
+use std::io::Cursor;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -24,6 +26,8 @@ use crate::error::{DecodeError, array_at, u16_le_at, u32_le_at};
 pub const MAX_BODY_LEN: usize = 64 * 1024;
 /// Size of an encoded [`TraceContext`].
 pub const TRACE_CONTEXT_LEN: usize = 25;
+/// Deepest msgpack nesting [`decode_body`] follows; real bodies nest a few levels.
+pub const MAX_BODY_NESTING: usize = 16;
 const FLAG_TRACE: u8 = 1;
 
 /// A subprotocol id. Only the ids listed in [`Subprotocol::KNOWN`] decode.
@@ -278,10 +282,36 @@ impl<'a> Envelope<'a> {
         })
     }
 
-    /// Deserializes the body as `T`.
+    /// Deserializes the body as `T` (see [`decode_body`] for the checks).
     pub fn body_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        Ok(rmp_serde::from_slice(self.body)?)
+        decode_body(self.body, "envelope body")
     }
+}
+
+/// Deserializes an rmp-serde body as `T`: the one way every rmp-serde body is read.
+///
+/// The body must be at most [`MAX_BODY_LEN`] bytes (`what` names it in the error), nesting
+/// deeper than [`MAX_BODY_NESTING`] is refused rather than followed, and nothing may follow
+/// the message. rmp-serde copies strings and binaries only after reading them whole and
+/// serde caps sequence preallocation, so a declared length cannot make this allocate more
+/// than the bounded input.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    if body.len() > MAX_BODY_LEN {
+        return Err(DecodeError::TooLong {
+            what,
+            len: body.len(),
+            max: MAX_BODY_LEN,
+        });
+    }
+    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+    de.set_max_depth(MAX_BODY_NESTING);
+    let value = T::deserialize(&mut de)?;
+    // The position is at most body.len(), which fits in usize.
+    let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
+    if used < body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - used));
+    }
+    Ok(value)
 }
 
 /// Serializes `message` and wraps it in an envelope for `subprotocol`.
@@ -332,6 +362,25 @@ mod tests {
             ("close".to_string(), 7)
         );
         assert!(env.body_as::<(u64, u64, u64)>().is_err());
+    }
+
+    #[test]
+    fn typed_bodies_are_bounded() {
+        let mut body = rmp_serde::to_vec(&("close", 7u32)).expect("enc");
+        body.push(0xc0);
+        assert!(matches!(
+            decode_body::<(String, u32)>(&body, "test"),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+        assert!(matches!(
+            decode_body::<Vec<u8>>(&vec![0x90; MAX_BODY_LEN + 1], "test"),
+            Err(DecodeError::TooLong { what: "test", .. })
+        ));
+        // Nesting deeper than the cap is refused, not followed.
+        assert!(matches!(
+            decode_body::<serde::de::IgnoredAny>(&[0x91; 64], "test"),
+            Err(DecodeError::Body(_))
+        ));
     }
 
     #[test]

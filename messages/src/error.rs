@@ -62,9 +62,11 @@ pub enum DecodeError {
     Body(#[from] rmp_serde::decode::Error),
 }
 
-/// Reads exactly `N` bytes at `at`, or reports how many were needed.
+/// Reads exactly `N` bytes at `at`, or reports how many were needed. With its little-endian
+/// siblings below, the reader of every fixed-layout header (here and in the runtime's
+/// records).
 #[inline]
-pub(crate) fn array_at<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N], DecodeError> {
+pub fn array_at<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N], DecodeError> {
     // The error is built only on the failure arm: `ok_or(DecodeError::…)` would construct
     // and drop one per field on the per-packet path, because the enum has drop glue.
     let end = at.saturating_add(N);
@@ -79,18 +81,18 @@ pub(crate) fn array_at<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N],
 
 /// Reads a little-endian u64 at `at`.
 #[inline]
-pub(crate) fn u64_le_at(buf: &[u8], at: usize) -> Result<u64, DecodeError> {
+pub fn u64_le_at(buf: &[u8], at: usize) -> Result<u64, DecodeError> {
     array_at::<8>(buf, at).map(u64::from_le_bytes)
 }
 
 /// Reads a little-endian u32 at `at`.
 #[inline]
-pub(crate) fn u32_le_at(buf: &[u8], at: usize) -> Result<u32, DecodeError> {
+pub fn u32_le_at(buf: &[u8], at: usize) -> Result<u32, DecodeError> {
     array_at::<4>(buf, at).map(u32::from_le_bytes)
 }
 
 /// Reads a little-endian u16 at `at`.
 #[inline]
-pub(crate) fn u16_le_at(buf: &[u8], at: usize) -> Result<u16, DecodeError> {
+pub fn u16_le_at(buf: &[u8], at: usize) -> Result<u16, DecodeError> {
     array_at::<2>(buf, at).map(u16::from_le_bytes)
 }

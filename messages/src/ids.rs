@@ -86,27 +86,12 @@ impl EntityId {
 
     /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let text = text.trim();
-        if text.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, chunk) in text.as_bytes().chunks_exact(2).enumerate() {
-            let hi = hex_val(chunk[0])?;
-            let lo = hex_val(chunk[1])?;
-            out[i] = (hi << 4) | lo;
-        }
-        Some(Self(out))
+        from_hex(text.trim()).map(Self)
     }
 
     /// 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 0xf) as usize] as char);
-        }
-        s
+        to_hex(&self.0)
     }
 }
 
@@ -165,6 +150,30 @@ fn first_u64_le(bytes: &[u8; 32]) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// Lowercase hex digits of `bytes`, two per byte.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// Exactly `2 * N` hex digits (either case) as `N` bytes.
+pub(crate) fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (slot, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *slot = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    }
+    Some(out)
+}
+
 fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -173,8 +182,6 @@ fn hex_val(c: u8) -> Option<u8> {
         _ => None,
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {

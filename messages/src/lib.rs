@@ -21,6 +21,7 @@ pub mod identity;
 pub mod ids;
 pub mod mesh_fingerprint;
 pub mod mqtt_announce;
+mod reader;
 pub mod routing;
 pub mod rpc;
 pub mod stream;

@@ -15,6 +15,8 @@
 
 use std::fmt;
 
+use crate::ids::{from_hex, to_hex};
+
 /// BLAKE3 key-derivation context. Changing it changes every mesh's fingerprint, so LAN and
 /// broker discovery between old and new builds would stop matching.
 const FINGERPRINT_CONTEXT: &str = "netrun 2026-11 mesh fingerprint v1";
@@ -43,25 +45,12 @@ impl MeshFingerprint {
 
     /// 32 lowercase hex digits (the form used in TXT records and MQTT topics).
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(2 * MESH_FINGERPRINT_LEN);
-        for b in self.0 {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 0xf)] as char);
-        }
-        s
+        to_hex(&self.0)
     }
 
     /// Parses exactly 32 hex digits (either case).
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = text.as_bytes();
-        if bytes.len() != 2 * MESH_FINGERPRINT_LEN {
-            return None;
-        }
-        let mut out = [0u8; MESH_FINGERPRINT_LEN];
-        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            *slot = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
-        }
-        Some(Self(out))
+        from_hex(text).map(Self)
     }
 }
 
@@ -74,17 +63,6 @@ impl fmt::Display for MeshFingerprint {
 impl fmt::Debug for MeshFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MeshFingerprint({})", self.to_hex())
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

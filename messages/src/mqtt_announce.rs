@@ -25,14 +25,16 @@
 //! | 76 | … | addresses: family byte (4 or 6), IP, port (u16) |
 //! | end−64 | 64 | ed25519 signature over `"netrun mqtt announce v1\0"` ‖ bytes 0..end−64 |
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use crate::error::{DecodeError, array_at};
+use crate::discovery::{put_socket_addr, read_socket_addr, socket_addr_len};
+use crate::error::DecodeError;
 use crate::identity::{Identity, Signature, SignatureError};
 use crate::ids::{EntityId, NodeId};
 use crate::mesh_fingerprint::{MESH_FINGERPRINT_LEN, MeshFingerprint};
+use crate::reader::Reader;
 
 /// Version byte of an MQTT discovery payload.
 pub const MQTT_ANNOUNCE_VERSION: u8 = 1;
@@ -164,19 +166,14 @@ impl MqttAnnounce {
                 max: MAX_MQTT_ANNOUNCE_LEN,
             });
         }
-        let head = array_at::<4>(buf, 0)?;
-        if head[0] != MQTT_ANNOUNCE_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                what: "mqtt announce",
-                version: head[0],
-            });
-        }
-        let kind = match head[1] {
+        let mut r = Reader::new(buf);
+        r.version(MQTT_ANNOUNCE_VERSION, "mqtt announce")?;
+        let kind = match r.u8()? {
             KIND_ANNOUNCE => AnnounceKind::Announce,
             KIND_GOODBYE => AnnounceKind::Goodbye,
             _ => return Err(DecodeError::Invalid("mqtt announce kind")),
         };
-        let count = usize::from(head[2]);
+        let count = usize::from(r.u8()?);
         if count > MAX_ANNOUNCE_ADDRS {
             return Err(DecodeError::TooLong {
                 what: "mqtt announce addresses",
@@ -187,39 +184,18 @@ impl MqttAnnounce {
         if kind == AnnounceKind::Goodbye && count != 0 {
             return Err(DecodeError::Invalid("goodbye with addresses"));
         }
-        if head[3] != 0 {
-            return Err(DecodeError::Reserved("mqtt announce"));
-        }
-        let node = NodeId(u64::from_le_bytes(array_at::<8>(buf, 4)?));
-        let public_key = EntityId(array_at::<32>(buf, 12)?);
-        let mesh = MeshFingerprint(array_at::<MESH_FINGERPRINT_LEN>(buf, 44)?);
-        let incarnation = u64::from_le_bytes(array_at::<8>(buf, 60)?);
-        let issued_at_ms = u64::from_le_bytes(array_at::<8>(buf, 68)?);
-        let mut at = FIXED_LEN;
+        r.reserved::<1>("mqtt announce")?;
+        let node = NodeId(r.u64()?);
+        let public_key = EntityId(r.array::<32>()?);
+        let mesh = MeshFingerprint(r.array::<MESH_FINGERPRINT_LEN>()?);
+        let incarnation = r.u64()?;
+        let issued_at_ms = r.u64()?;
         let mut addrs = Vec::with_capacity(count);
         for _ in 0..count {
-            let ip = match array_at::<1>(buf, at)?[0] {
-                4 => {
-                    let ip = IpAddr::V4(Ipv4Addr::from(array_at::<4>(buf, at + 1)?));
-                    at += 5;
-                    ip
-                }
-                6 => {
-                    let ip = IpAddr::V6(Ipv6Addr::from(array_at::<16>(buf, at + 1)?));
-                    at += 17;
-                    ip
-                }
-                _ => return Err(DecodeError::Invalid("address family")),
-            };
-            let port = u16::from_le_bytes(array_at::<2>(buf, at)?);
-            at += 2;
-            addrs.push(SocketAddr::new(ip, port));
+            addrs.push(read_socket_addr(&mut r)?);
         }
-        let signature = Signature(array_at::<64>(buf, at)?);
-        at += 64;
-        if buf.len() != at {
-            return Err(DecodeError::TrailingBytes(buf.len() - at));
-        }
+        let signature = Signature(r.array::<64>()?);
+        r.finish()?;
         Ok(Self {
             kind,
             node,
@@ -236,7 +212,7 @@ impl MqttAnnounce {
         self.addrs
             .iter()
             .take(MAX_ANNOUNCE_ADDRS)
-            .map(|a| if a.is_ipv4() { 7 } else { 19 })
+            .map(socket_addr_len)
             .sum()
     }
 
@@ -260,17 +236,7 @@ impl MqttAnnounce {
         out.extend_from_slice(&self.incarnation.to_le_bytes());
         out.extend_from_slice(&self.issued_at_ms.to_le_bytes());
         for addr in addrs {
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_le_bytes());
+            put_socket_addr(out, addr);
         }
     }
 }

@@ -39,3 +39,13 @@ pub mod stream;
 /// The `rand_core` version the cores take randomness from (`CryptoRngCore`, and `OsRng`
 /// for production callers), re-exported so callers need not match versions by hand.
 pub use rand_core;
+
+#[cfg(test)]
+mod test_clock {
+    /// The origin of a test's `Instant`s: arbitrary, only offsets from it matter. The one
+    /// clock read in this crate, and only in tests.
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn t0() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+}

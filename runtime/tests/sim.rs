@@ -8,8 +8,7 @@
 //! will: they carry packets between the cores and apply the session-swap rule (an
 //! unconfirmed session is promoted on its first authenticated packet, never before).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use netrun_messages::{Header, Identity, PacketKind};
@@ -29,44 +28,26 @@ const A: usize = 0;
 const B: usize = 1;
 const MS: Duration = Duration::from_millis(1);
 
-#[allow(clippy::disallowed_methods)] // the simulation's arbitrary origin; only offsets matter
-fn origin() -> Instant {
-    Instant::now()
-}
+#[path = "common/link.rs"]
+mod link;
+
+use link::{DelayLine, LinkConfig, origin};
 
 // ---------------------------------------------------------------------------------------
 // Link
 
-#[derive(Debug, Clone, Copy)]
-struct LinkConfig {
-    loss: f64,
-    duplicate: f64,
-    latency: Duration,
-    jitter: Duration,
-}
+const PERFECT: LinkConfig = LinkConfig {
+    loss: 0.0,
+    duplicate: 0.0,
+    latency: Duration::from_millis(5),
+    jitter: Duration::ZERO,
+    partition: None,
+};
 
-impl LinkConfig {
-    const PERFECT: Self = Self {
-        loss: 0.0,
-        duplicate: 0.0,
-        latency: Duration::from_millis(5),
-        jitter: Duration::ZERO,
-    };
-}
-
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Flight {
-    at: Instant,
-    seq: u64,
-    to: usize,
-    bytes: Vec<u8>,
-}
-
+/// The same config both ways, and a switch to cut either direction.
 struct Link {
     config: LinkConfig,
-    rng: ChaCha8Rng,
-    queue: BinaryHeap<Reverse<Flight>>,
-    seq: u64,
+    line: DelayLine<Vec<u8>>,
     blocked_to: [bool; 2],
 }
 
@@ -74,51 +55,25 @@ impl Link {
     fn new(config: LinkConfig, seed: u64) -> Self {
         Self {
             config,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            line: DelayLine::new(origin(), seed),
             blocked_to: [false; 2],
         }
     }
 
     /// Sends `bytes`; returns how many copies will arrive (0, 1 or 2).
     fn send(&mut self, now: Instant, to: usize, bytes: &[u8]) -> u32 {
-        if self.blocked_to[to] || self.rng.gen_bool(self.config.loss) {
+        if self.blocked_to[to] {
             return 0;
         }
-        let copies = if self.rng.gen_bool(self.config.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let jitter_ns = self.config.jitter.as_nanos() as u64;
-            let extra = if jitter_ns == 0 {
-                0
-            } else {
-                self.rng.gen_range(0..jitter_ns)
-            };
-            self.seq += 1;
-            self.queue.push(Reverse(Flight {
-                at: now + self.config.latency + Duration::from_nanos(extra),
-                seq: self.seq,
-                to,
-                bytes: bytes.to_vec(),
-            }));
-        }
-        copies
+        self.line.send(&self.config, now, to, bytes.to_vec())
     }
 
     fn next_at(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse(f)| f.at)
+        self.line.next_at()
     }
 
-    fn pop_due(&mut self, now: Instant) -> Option<Flight> {
-        if self.next_at()? <= now {
-            self.queue.pop().map(|Reverse(f)| f)
-        } else {
-            None
-        }
+    fn pop_due(&mut self, now: Instant) -> Option<link::Flight<Vec<u8>>> {
+        self.line.pop_due(now)
     }
 }
 
@@ -225,8 +180,8 @@ impl World {
             self.step_dialer();
             while let Some(flight) = self.link.pop_due(self.now) {
                 match flight.to {
-                    A => self.deliver_to_a(flight.bytes),
-                    _ => self.deliver_to_b(flight.bytes),
+                    A => self.deliver_to_a(flight.payload),
+                    _ => self.deliver_to_b(flight.payload),
                 }
             }
             let mut next = end + MS;
@@ -416,7 +371,7 @@ fn both_confirmed(w: &World) -> bool {
 
 /// A connected world on a perfect link.
 fn connected(seed: u64) -> World {
-    let mut w = world(LinkConfig::PERFECT, seed, PSK);
+    let mut w = world(PERFECT, seed, PSK);
     w.run(Duration::from_secs(2), both_confirmed);
     assert!(
         both_confirmed(&w),
@@ -435,6 +390,7 @@ fn handshake_completes_under_30_percent_loss() {
         duplicate: 0.05,
         latency: 10 * MS,
         jitter: 20 * MS,
+        partition: None,
     };
     let budget = HandshakeBackoff::new(BackoffConfig::default()).total_budget();
     for seed in 0..40 {
@@ -478,6 +434,7 @@ fn ten_thousand_datagrams_under_reordering_and_duplication() {
             duplicate: 0.2,
             latency: 2 * MS,
             jitter: 20 * MS,
+            partition: None,
         };
         let mut link = Link::new(config, seed);
         let mut now = w.now;
@@ -488,9 +445,9 @@ fn ten_thousand_datagrams_under_reordering_and_duplication() {
         let header = Header::new(PacketKind::Data, a.peer_node, b.peer_node);
         let mut receive = |link: &mut Link, now: Instant| {
             while let Some(mut f) = link.pop_due(now) {
-                match open_datagram(&a.rx, &mut f.bytes) {
+                match open_datagram(&a.rx, &mut f.payload) {
                     Ok((_, r)) => {
-                        let id = u64::from_le_bytes(f.bytes[r].try_into().unwrap());
+                        let id = u64::from_le_bytes(f.payload[r].try_into().unwrap());
                         *delivered.entry(id).or_default() += 1;
                     }
                     Err(OpenError::Replay(_)) => replays += 1,
@@ -634,7 +591,7 @@ fn restarted_peer_rehandshakes_and_replaces_the_session() {
 #[test]
 fn wrong_psk_never_yields_a_confirmed_session() {
     for seed in 0..5 {
-        let mut w = world(LinkConfig::PERFECT, seed, [0x11; 32]);
+        let mut w = world(PERFECT, seed, [0x11; 32]);
         let budget = HandshakeBackoff::new(BackoffConfig::default()).total_budget();
         w.run(budget + Duration::from_secs(15), |w| {
             w.a.gave_up && w.link.next_at().is_none()

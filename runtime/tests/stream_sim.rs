@@ -10,8 +10,6 @@
 //!
 //! Every scenario names its invariants; a failure message names the invariant and seed.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,8 +18,6 @@ use netrun_messages::stream::{ResetReason, StreamFrame};
 use netrun_runtime::stream::{
     Reliability, RetryPolicy, Stream, StreamConfig, StreamError, StreamEvent, Streams,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -32,25 +28,15 @@ const CHUNK: usize = 8000;
 /// How often a slow receiving application consumes.
 const CONSUME_TICK: Duration = Duration::from_millis(10);
 
-#[allow(clippy::disallowed_methods)] // the simulation's arbitrary origin; only offsets matter
-fn origin() -> Instant {
-    Instant::now()
-}
+#[path = "common/link.rs"]
+mod link;
+
+use link::{DelayLine, Flight, LinkConfig, origin};
 
 // ---------------------------------------------------------------------------------------
 // Network
 
-#[derive(Debug, Clone, Copy)]
-struct DirConfig {
-    loss: f64,
-    duplicate: f64,
-    latency: Duration,
-    jitter: Duration,
-    /// Offsets from the origin during which everything in this direction is dropped.
-    partition: Option<(Duration, Duration)>,
-}
-
-impl DirConfig {
+impl LinkConfig {
     const CLEAN: Self = Self {
         loss: 0.0,
         duplicate: 0.0,
@@ -73,66 +59,26 @@ enum Wire {
     Control(Vec<u8>),
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Flight {
-    at: Instant,
-    seq: u64,
-    to: usize,
-    wire: Wire,
-}
-
 struct Net {
-    origin: Instant,
-    rng: ChaCha8Rng,
-    dirs: [DirConfig; 2],
-    queue: BinaryHeap<Reverse<Flight>>,
-    seq: u64,
+    dirs: [LinkConfig; 2],
+    line: DelayLine<Wire>,
     dropped: [u64; 2],
 }
 
 impl Net {
     /// Sends from `from` to the other endpoint.
     fn send(&mut self, now: Instant, from: usize, wire: Wire) {
-        let to = 1 - from;
-        let dir = self.dirs[from];
-        let t = now - self.origin;
-        let cut = dir.partition.is_some_and(|(s, e)| s <= t && t < e);
-        if cut || self.rng.gen_bool(dir.loss) {
+        if self.line.send(&self.dirs[from], now, 1 - from, wire) == 0 {
             self.dropped[from] += 1;
-            return;
-        }
-        let copies = if self.rng.gen_bool(dir.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let jitter = dir.jitter.as_nanos() as u64;
-            let extra = if jitter == 0 {
-                0
-            } else {
-                self.rng.gen_range(0..jitter)
-            };
-            self.seq += 1;
-            self.queue.push(Reverse(Flight {
-                at: now + dir.latency + Duration::from_nanos(extra),
-                seq: self.seq,
-                to,
-                wire: wire.clone(),
-            }));
         }
     }
 
     fn next_at(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse(f)| f.at)
+        self.line.next_at()
     }
 
-    fn pop_due(&mut self, now: Instant) -> Option<Flight> {
-        if self.next_at()? <= now {
-            self.queue.pop().map(|Reverse(f)| f)
-        } else {
-            None
-        }
+    fn pop_due(&mut self, now: Instant) -> Option<Flight<Wire>> {
+        self.line.pop_due(now)
     }
 }
 
@@ -198,7 +144,7 @@ struct World {
 }
 
 impl World {
-    fn new(seed: u64, config: StreamConfig, dirs: [DirConfig; 2], bytes: usize) -> Self {
+    fn new(seed: u64, config: StreamConfig, dirs: [LinkConfig; 2], bytes: usize) -> Self {
         let origin = origin();
         let mut tables = [
             Streams::new(16, config).expect("config"),
@@ -210,11 +156,8 @@ impl World {
             origin,
             now: origin,
             net: Net {
-                origin,
-                rng: ChaCha8Rng::seed_from_u64(seed),
                 dirs,
-                queue: BinaryHeap::new(),
-                seq: 0,
+                line: DelayLine::new(origin, seed),
                 dropped: [0; 2],
             },
             tables,
@@ -260,6 +203,16 @@ impl World {
 
     fn stream(&self, side: usize) -> Option<&Stream> {
         self.tables[side].get(ID)
+    }
+
+    /// [`run`](Self::run), then prints the run's summary (shown with --nocapture) and
+    /// returns it for assertion messages.
+    #[allow(clippy::print_stdout)]
+    fn run_reported(&mut self, limit: Duration) -> String {
+        self.run(limit);
+        let s = self.summary();
+        println!("{s}");
+        s
     }
 
     /// Runs until both sides are done or `limit` of virtual time passed.
@@ -323,9 +276,9 @@ impl World {
         .min()
     }
 
-    fn arrive(&mut self, f: Flight) {
+    fn arrive(&mut self, f: Flight<Wire>) {
         let table = &mut self.tables[f.to];
-        match f.wire {
+        match f.payload {
             Wire::Segment {
                 reliable,
                 plaintext,
@@ -532,12 +485,9 @@ impl World {
 // ---------------------------------------------------------------------------------------
 // Scenarios
 
-#[allow(clippy::print_stdout)] // the per-run summary shown with --nocapture
-fn reliable_transfer(seed: u64, dirs: [DirConfig; 2], bytes: usize, limit: Duration) -> World {
+fn reliable_transfer(seed: u64, dirs: [LinkConfig; 2], bytes: usize, limit: Duration) -> World {
     let mut w = World::new(seed, StreamConfig::default(), dirs, bytes);
-    w.run(limit);
-    let s = w.summary();
-    println!("{s}");
+    let s = w.run_reported(limit);
     assert!(
         w.sender.error.is_none(),
         "sender-never-fails: {s} {:?}",
@@ -568,23 +518,23 @@ fn reliable_transfer(seed: u64, dirs: [DirConfig; 2], bytes: usize, limit: Durat
 
 #[test]
 fn reliable_16_mib_under_10_percent_loss() {
-    let dirs = [DirConfig::lossy(0.10), DirConfig::lossy(0.10)];
+    let dirs = [LinkConfig::lossy(0.10), LinkConfig::lossy(0.10)];
     let w = reliable_transfer(0x5eed_0010, dirs, 16 * MIB, Duration::from_secs(600));
     assert!(w.stream(A).expect("open").stats().retransmits > 0);
 }
 
 #[test]
 fn reliable_16_mib_under_30_percent_loss() {
-    let dirs = [DirConfig::lossy(0.30), DirConfig::lossy(0.30)];
+    let dirs = [LinkConfig::lossy(0.30), LinkConfig::lossy(0.30)];
     reliable_transfer(0x5eed_0030, dirs, 16 * MIB, Duration::from_secs(1800));
 }
 
 #[test]
 fn reordering_and_duplication_deliver_exactly_once_in_order() {
-    let messy = DirConfig {
+    let messy = LinkConfig {
         duplicate: 0.2,
         jitter: Duration::from_millis(30),
-        ..DirConfig::lossy(0.02)
+        ..LinkConfig::lossy(0.02)
     };
     for seed in [1, 2, 3] {
         let w = reliable_transfer(seed, [messy, messy], 2 * MIB, Duration::from_secs(600));
@@ -598,16 +548,14 @@ fn reordering_and_duplication_deliver_exactly_once_in_order() {
 fn best_effort_delivers_only_what_arrived_and_counts_the_rest() {
     let config = StreamConfig::default().with_reliability(Reliability::BestEffort);
     let dirs = [
-        DirConfig {
+        LinkConfig {
             jitter: Duration::from_millis(3),
-            ..DirConfig::lossy(0.10)
+            ..LinkConfig::lossy(0.10)
         },
-        DirConfig::lossy(0.10),
+        LinkConfig::lossy(0.10),
     ];
     let mut w = World::new(0xbe57, config, dirs, 4 * MIB);
-    w.run(Duration::from_secs(600));
-    let s = w.summary();
-    println!("{s}");
+    let s = w.run_reported(Duration::from_secs(600));
     assert!(
         w.sender.error.is_none(),
         "sender-never-fails: {s} {:?}",
@@ -643,15 +591,13 @@ fn best_effort_delivers_only_what_arrived_and_counts_the_rest() {
 #[test]
 fn long_partition_ends_in_reset_on_both_sides() {
     let start = Duration::from_millis(300);
-    let cut = DirConfig {
+    let cut = LinkConfig {
         partition: Some((start, Duration::from_secs(120))),
-        ..DirConfig::CLEAN
+        ..LinkConfig::CLEAN
     };
     let config = StreamConfig::default();
     let mut w = World::new(0x9a27, config, [cut, cut], 64 * MIB);
-    w.run(Duration::from_secs(200));
-    let s = w.summary();
-    println!("{s}");
+    let s = w.run_reported(Duration::from_secs(200));
     let bound = start + config.give_up_time() + 100 * MS;
     let (ta, ra) = w.failed_at(A).expect("sender-fails");
     let (tb, rb) = w.failed_at(B).expect("receiver-fails");
@@ -682,18 +628,16 @@ fn reset_reaches_a_receiver_once_the_partition_heals() {
     // and one gets through once the partition heals.
     let heal = Duration::from_secs(3);
     let config = StreamConfig::default().with_max_retries(3);
-    let cut = DirConfig {
+    let cut = LinkConfig {
         partition: Some((Duration::from_millis(300), heal)),
-        ..DirConfig::lossy(0.1)
+        ..LinkConfig::lossy(0.1)
     };
-    let mut w = World::new(0x4e5e, config, [cut, DirConfig::CLEAN], 64 * MIB);
+    let mut w = World::new(0x4e5e, config, [cut, LinkConfig::CLEAN], 64 * MIB);
     w.reading = false;
     w.echo_every = Some(100 * MS);
     // The receiver's own sends must outlast the partition (its acks cross the cut too).
     w.tables[B] = Streams::new(16, config.with_max_retries(64)).expect("config");
-    w.run(Duration::from_secs(30));
-    let s = w.summary();
-    println!("{s}");
+    let s = w.run_reported(Duration::from_secs(30));
     let (ta, _) = w.failed_at(A).expect("sender-gives-up");
     assert!(ta < heal, "sender-gives-up-during-partition: {s}");
     let (tb, reason) = w.failed_at(B).expect("receiver-learns-of-failure");
@@ -703,7 +647,7 @@ fn reset_reaches_a_receiver_once_the_partition_heals() {
         "reset-carries-reason: {s}"
     );
     assert!(
-        tb >= heal && tb <= heal + 100 * MS + 2 * DirConfig::CLEAN.latency + 2 * MS,
+        tb >= heal && tb <= heal + 100 * MS + 2 * LinkConfig::CLEAN.latency + 2 * MS,
         "reset-arrives-promptly-after-heal ({tb:?}): {s}"
     );
 }
@@ -711,12 +655,10 @@ fn reset_reaches_a_receiver_once_the_partition_heals() {
 #[test]
 fn slow_receiver_backpressures_and_buffers_stay_within_the_window() {
     let config = StreamConfig::default().with_window_bytes(32 * 1024);
-    let mut w = World::new(0x510, config, [DirConfig::CLEAN, DirConfig::CLEAN], MIB);
+    let mut w = World::new(0x510, config, [LinkConfig::CLEAN, LinkConfig::CLEAN], MIB);
     // 100 KB/s: far below what the link carries.
     w.receiver.consume = Consume::Rate(100);
-    w.run(Duration::from_secs(120));
-    let s = w.summary();
-    println!("{s}");
+    let s = w.run_reported(Duration::from_secs(120));
     let a = w.stream(A).expect("open").stats();
     assert!(a.backpressure_events > 0, "sender-sees-backpressure: {s}");
     assert!(
@@ -741,7 +683,7 @@ fn slow_receiver_backpressures_and_buffers_stay_within_the_window() {
 fn lossy_transfers_hold_across_seeds() {
     for seed in 100..108 {
         for loss in [0.1, 0.3] {
-            let dirs = [DirConfig::lossy(loss), DirConfig::lossy(loss)];
+            let dirs = [LinkConfig::lossy(loss), LinkConfig::lossy(loss)];
             reliable_transfer(seed, dirs, 2 * MIB, Duration::from_secs(600));
         }
     }
@@ -752,10 +694,10 @@ fn one_percent_loss_on_a_fast_link_is_repaired_in_round_trips_not_timer_floors()
     // A 0.2 ms RTT link (LAN/loopback class) with 1 % loss both ways: data losses must be
     // repaired on the scale of the path's RTT, and a lost tail grant must not cost the
     // 10 ms RTO floor every time. The bound is virtual time for 16 MiB.
-    let fast = DirConfig {
+    let fast = LinkConfig {
         latency: Duration::from_micros(100),
         jitter: Duration::from_micros(10),
-        ..DirConfig::lossy(0.01)
+        ..LinkConfig::lossy(0.01)
     };
     let w = reliable_transfer(0x5eed_0001, [fast, fast], 16 * MIB, Duration::from_secs(60));
     let s = w.summary();

@@ -7,11 +7,11 @@
 
 use thiserror::Error;
 
-use super::reader::Reader;
 use super::{CapabilityError, CapabilitySet, FORMAT_VERSION, MAX_SET_LEN};
 use crate::error::DecodeError;
 use crate::identity::{Identity, Signature};
 use crate::ids::{EntityId, NodeId};
+use crate::reader::Reader;
 
 /// Fixed part of an announcement (everything but the set bytes).
 const ANNOUNCE_FIXED_LEN: usize = 1 + 8 + 32 + 8 + 8 + 4 + 2 + 64 + 1;

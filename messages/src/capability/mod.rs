@@ -38,12 +38,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use crate::error::DecodeError;
+use crate::reader::Reader;
 
 mod announcement;
 mod reader;
 
 pub use announcement::{AnnouncementError, CapabilityAnnouncement, MAX_ANNOUNCEMENT_LEN};
-use reader::{Reader, push_tags, push_u8_string};
+use reader::{push_tags, push_u8_string, read_sorted_tags};
 
 /// Format byte of every encoding in this module.
 pub const FORMAT_VERSION: u8 = 1;
@@ -290,7 +291,7 @@ impl CapabilitySet {
             });
         }
         let mut r = Reader::new(bytes);
-        r.format("capability set")?;
+        r.version(FORMAT_VERSION, "capability set")?;
         let cpu_cores = r.u32()?;
         let cpu_threads = r.u32()?;
         let memory_gb = r.u32()?;
@@ -308,7 +309,7 @@ impl CapabilitySet {
             }
             _ => return Err(DecodeError::Invalid("gpu presence byte")),
         };
-        let tags = r.sorted_tags(MAX_TAGS)?;
+        let tags = read_sorted_tags(&mut r, MAX_TAGS)?;
         let count = r.count("metadata count", MAX_METADATA)?;
         let mut metadata = BTreeMap::new();
         let mut last: Option<&str> = None;
@@ -470,7 +471,7 @@ impl CapabilityFilter {
     /// Decodes a canonical encoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        r.format("capability filter")?;
+        r.version(FORMAT_VERSION, "capability filter")?;
         let flags = r.u8()?;
         if flags & !(FILTER_REQUIRE_GPU | FILTER_VENDOR) != 0 {
             return Err(DecodeError::Reserved("filter flags"));
@@ -486,7 +487,7 @@ impl CapabilityFilter {
         let min_memory_gb = r.u32()?;
         let min_vram_gb = r.u32()?;
         let min_cpu_cores = r.u32()?;
-        let require_tags = r.sorted_tags(MAX_FILTER_TAGS)?;
+        let require_tags = read_sorted_tags(&mut r, MAX_FILTER_TAGS)?;
         r.finish()?;
         Ok(Self {
             require_tags,

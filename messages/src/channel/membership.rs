@@ -26,22 +26,18 @@
 //! every token must be a well-formed [`PermissionToken`] (signatures are the publisher's
 //! job, after its rate limiter). Layout and rules: `docs/protocol/channel.md`.
 
-use std::io::Cursor;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{ChannelName, ChannelNameError};
-use crate::envelope::{EncodeError, Envelope, MAX_BODY_LEN, Subprotocol, TraceContext};
+use crate::envelope::{EncodeError, Envelope, Subprotocol, TraceContext, decode_body};
 use crate::error::DecodeError;
 use crate::token::{PermissionToken, TokenError};
 
 /// Most tokens in a presented chain: a root grant plus three delegations. Longer chains are
 /// refused at decode time, before any signature is looked at.
 pub const MAX_TOKEN_CHAIN: usize = 4;
-/// Deepest msgpack nesting the decoder follows; the real messages nest three levels.
-const MAX_NESTING: usize = 16;
 
 /// One membership message (the body of a `MEMBERSHIP` envelope).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,23 +172,7 @@ impl MembershipMessage {
 
     /// Decodes an rmp-serde body (see the [module docs](self) for every check).
     pub fn decode(body: &[u8]) -> Result<Self, MembershipError> {
-        if body.len() > MAX_BODY_LEN {
-            return Err(DecodeError::TooLong {
-                what: "membership body",
-                len: body.len(),
-                max: MAX_BODY_LEN,
-            }
-            .into());
-        }
-        let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
-        de.set_max_depth(MAX_NESTING);
-        let raw = RawMessage::deserialize(&mut de).map_err(DecodeError::from)?;
-        // The position is at most body.len(), which fits in usize.
-        let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
-        if used < body.len() {
-            return Err(DecodeError::TrailingBytes(body.len() - used).into());
-        }
-        raw.try_into()
+        decode_body::<RawMessage>(body, "membership body")?.try_into()
     }
 
     /// Decodes the body of an envelope, which must be a `MEMBERSHIP` envelope.
@@ -346,6 +326,7 @@ impl TryFrom<RawMessage> for MembershipMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::MAX_BODY_LEN;
     use crate::identity::Identity;
     use crate::token::TokenScope;
     use proptest::prelude::*;

@@ -159,22 +159,35 @@ impl FrameReassembler {
 
     /// Feeds one chunk and appends every event it completes to `out`. After an error the
     /// events appended before it are valid; the rest of the stream is not.
-    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Event>) -> Result<(), ReassemblyError> {
-        if self.pending.is_empty() {
-            let used = Self::split(&chunk, out)?;
-            let rest = &chunk[used..];
-            if !rest.is_empty() {
-                if !self.reliable {
-                    return Err(ReassemblyError::CutFrame(rest.len()));
+    pub fn push(&mut self, mut chunk: Bytes, out: &mut Vec<Event>) -> Result<(), ReassemblyError> {
+        if !self.pending.is_empty() {
+            // Complete the frame that spans chunks, copying only the bytes it still needs:
+            // each `Truncated` says how long the frame must be to decode further.
+            loop {
+                match EventFrame::decode_prefix(&self.pending) {
+                    Ok(_) => break,
+                    Err(DecodeError::Truncated { need, .. }) => {
+                        if chunk.is_empty() {
+                            return Ok(());
+                        }
+                        let missing = need.saturating_sub(self.pending.len()).max(1);
+                        let part = chunk.split_to(missing.min(chunk.len()));
+                        self.pending.extend_from_slice(&part);
+                    }
+                    Err(e) => return Err(ReassemblyError::Malformed(e)),
                 }
-                self.pending.extend_from_slice(rest);
             }
-            return Ok(());
+            let frame = Bytes::from(std::mem::take(&mut self.pending));
+            Self::split(&frame, out)?;
         }
-        self.pending.extend_from_slice(&chunk);
-        let pending = Bytes::from(std::mem::take(&mut self.pending));
-        let used = Self::split(&pending, out)?;
-        self.pending.extend_from_slice(&pending[used..]);
+        let used = Self::split(&chunk, out)?;
+        let rest = &chunk[used..];
+        if !rest.is_empty() {
+            if !self.reliable {
+                return Err(ReassemblyError::CutFrame(rest.len()));
+            }
+            self.pending.extend_from_slice(rest);
+        }
         Ok(())
     }
 
@@ -275,6 +288,24 @@ mod tests {
             Err(ReassemblyError::CutFrame(20))
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_large_frame_arrives_in_small_chunks() {
+        let frames = vec![(0, vec![5; 200_000]), (1, vec![6; 10])];
+        let (buf, _) = encode(&frames);
+        let mut r = FrameReassembler::new(true);
+        let mut out = Vec::new();
+        for piece in buf.chunks(1000) {
+            r.push(Bytes::copy_from_slice(piece), &mut out)
+                .expect("valid frames");
+            // Only the bytes of the incomplete frame wait, never a later one's.
+            assert!(r.buffered() <= 200_000 + EVENT_HEADER_LEN);
+        }
+        assert_eq!(r.buffered(), 0);
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0].payload[..], &frames[0].1[..]);
+        assert_eq!(&out[1].payload[..], &frames[1].1[..]);
     }
 
     #[test]

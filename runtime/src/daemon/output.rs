@@ -16,7 +16,8 @@
 //! such as a verified snapshot's head) and accepts an output only if it continues the chain
 //! without a gap or fork and is signed by the daemon's key.
 
-use netrun_messages::causal::{HEAD_LEN, LINK_LEN, MAX_EVENT_PAYLOAD};
+use netrun_messages::causal::{HEAD_LEN, LINK_LEN};
+use netrun_messages::error::u32_le_at;
 use netrun_messages::{
     CausalEvent, CausalLink, ChainError, ChainHead, DecodeError, EntityId, SignedEvent,
     verify_chain,
@@ -96,11 +97,6 @@ impl Output {
             Self::Event(signed) => std::slice::from_ref(&signed.event),
             Self::Batch(batch) => &batch.events,
         }
-    }
-
-    /// The last link, or `None` for an (invalid) empty batch.
-    pub fn last_link(&self) -> Option<&CausalLink> {
-        self.events().last().map(|event| &event.link)
     }
 
     /// Encoded size.
@@ -256,15 +252,7 @@ impl ChainVerifier {
 }
 
 fn decode_batch(body: &[u8]) -> Result<SignedBatch, DecodeError> {
-    let count = match body.get(..4) {
-        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
-        None => {
-            return Err(DecodeError::Truncated {
-                need: 4,
-                have: body.len(),
-            });
-        }
-    };
+    let count = u32_le_at(body, 0)? as usize;
     check_batch_len(count)?;
     if count == 0 {
         return Err(DecodeError::Invalid("empty daemon output batch"));
@@ -273,39 +261,11 @@ fn decode_batch(body: &[u8]) -> Result<SignedBatch, DecodeError> {
     // Every event takes at least EVENT_FIXED_LEN bytes, so the input bounds the allocation.
     let mut events = Vec::with_capacity(count.min(body.len() / EVENT_FIXED_LEN));
     for _ in 0..count {
-        let len_at = at + LINK_LEN;
-        let len = match body.get(len_at..len_at + 4) {
-            Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
-            None => {
-                return Err(DecodeError::Truncated {
-                    need: len_at + 4,
-                    have: body.len(),
-                });
-            }
-        };
-        if len > MAX_EVENT_PAYLOAD {
-            return Err(DecodeError::TooLong {
-                what: "event payload",
-                len,
-                max: MAX_EVENT_PAYLOAD,
-            });
-        }
-        let end = len_at + 4 + len;
-        let slice = body.get(at..end).ok_or(DecodeError::Truncated {
-            need: end,
-            have: body.len(),
-        })?;
-        events.push(CausalEvent::from_bytes(slice)?);
-        at = end;
+        let (event, used) = CausalEvent::decode_prefix(body.get(at..).unwrap_or_default())?;
+        events.push(event);
+        at += used;
     }
-    let rest = body.get(at..).unwrap_or_default();
-    if rest.len() < HEAD_LEN {
-        return Err(DecodeError::Truncated {
-            need: at + HEAD_LEN,
-            have: body.len(),
-        });
-    }
-    let head = ChainHead::from_bytes(rest)?;
+    let head = ChainHead::from_bytes(body.get(at..).unwrap_or_default())?;
     Ok(SignedBatch { events, head })
 }
 

@@ -20,6 +20,7 @@
 
 use bytes::Bytes;
 use netrun_messages::causal::LINK_LEN;
+use netrun_messages::error::{array_at, u32_le_at, u64_le_at};
 use netrun_messages::{CausalLink, DecodeError, EntityId, Identity, OriginHash, Signature};
 use thiserror::Error;
 
@@ -149,12 +150,12 @@ impl DaemonSnapshot {
                 version: fixed[0],
             });
         }
-        let entity = EntityId(array::<32>(&fixed[1..33]));
+        let entity = EntityId(array_at::<32>(fixed, 1)?);
         let head = CausalLink::from_bytes(&fixed[33..33 + LINK_LEN])?;
         let at = 33 + LINK_LEN;
-        let last_input_seq = u64::from_le_bytes(array::<8>(&fixed[at..at + 8]));
+        let last_input_seq = u64_le_at(fixed, at)?;
         let flags = fixed[at + 8];
-        let state_len = u32::from_le_bytes(array::<4>(&fixed[at + 9..at + 13])) as usize;
+        let state_len = u32_le_at(fixed, at + 9)? as usize;
         if head.origin != entity.origin_hash() {
             return Err(DecodeError::Invalid(
                 "snapshot origin does not match its entity",
@@ -197,7 +198,7 @@ impl DaemonSnapshot {
             head,
             last_input_seq,
             state,
-            signature: Signature(array::<SIGNATURE_LEN>(&bytes[state_end..end])),
+            signature: Signature(array_at::<SIGNATURE_LEN>(bytes, state_end)?),
         })
     }
 
@@ -223,13 +224,6 @@ impl DaemonSnapshot {
         out[16 + SNAPSHOT_FIXED_LEN..].copy_from_slice(digest.as_bytes());
         out
     }
-}
-
-/// Copies an exactly-`N`-byte slice the caller sliced to length.
-fn array<const N: usize>(slice: &[u8]) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(slice);
-    out
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! across restarts, controls at most once, snapshots and batching.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::{CausalChain, CausalEvent, ChainError, ChainHead, Identity, SignedEvent};
 
 use super::*;
+use crate::test_clock::t0;
 
 /// A daemon that remembers the producer seq of every event it processed, in order.
 ///
@@ -96,11 +97,6 @@ fn decode_seen(state: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-#[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
-fn start() -> Instant {
-    Instant::now()
-}
-
 fn daemon_id() -> Identity {
     Identity::from_seed([7; 32])
 }
@@ -113,6 +109,11 @@ fn events(payloads: &[&str]) -> Vec<CausalEvent> {
         .iter()
         .map(|p| chain.append(Bytes::from(p.to_string())).expect("append"))
         .collect()
+}
+
+/// A host running a fresh [`Recorder`] as [`daemon_id`].
+fn recorder_host(config: HostConfig) -> DaemonHost {
+    DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host")
 }
 
 fn batch_config(max_events: u32) -> HostConfig {
@@ -142,10 +143,10 @@ fn state_of(host: &mut DaemonHost) -> Vec<u64> {
 
 /// The end-to-end restart property, for one signing mode.
 fn restart_without_loss(config: HostConfig) {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "two", "c", "d", "quiet", "panic", "e", "f", "two"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), id.clone(), config).expect("host");
+    let mut host = recorder_host(config);
     let mut verifier = ChainVerifier::new(id.entity_id());
     let mut published = Vec::new();
     for event in &inputs[..6] {
@@ -245,14 +246,14 @@ fn restart_batch_signing() {
 
 #[test]
 fn unpolled_outputs_survive_a_restart_in_order() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "panic", "c"]);
     let config = HostConfig {
         snapshot_every: 0,
         ..HostConfig::default().per_event()
     };
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), id.clone(), config).expect("host");
+    let mut host = recorder_host(config);
     host.deliver(now, inputs[0].clone()).expect("a");
     host.deliver(now, inputs[1].clone()).expect("b");
     assert!(host.deliver(now, inputs[2].clone()).is_err());
@@ -276,7 +277,7 @@ fn unpolled_outputs_survive_a_restart_in_order() {
 
 #[test]
 fn errors_follow_the_policy() {
-    let now = start();
+    let now = t0();
     let inputs = events(&["a", "err", "b"]);
     // Continue: recorded, not logged, the host keeps going; a restore does not replay it.
     let config = HostConfig {
@@ -284,7 +285,7 @@ fn errors_follow_the_policy() {
         snapshot_every: 0,
         ..HostConfig::default()
     };
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     host.deliver(now, inputs[0].clone()).expect("a");
     assert_eq!(
         host.deliver(now, inputs[1].clone()),
@@ -315,8 +316,7 @@ fn errors_follow_the_policy() {
     assert_eq!(state_of(&mut host), vec![1, 3]);
 
     // Restart (the default): the host fails.
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), HostConfig::default())
-        .expect("host");
+    let mut host = recorder_host(HostConfig::default());
     host.deliver(now, inputs[0].clone()).expect("a");
     assert_eq!(
         host.deliver(now, inputs[1].clone()),
@@ -330,10 +330,9 @@ fn errors_follow_the_policy() {
 
 #[test]
 fn output_limits_fail_the_host() {
-    let now = start();
+    let now = t0();
     let inputs = events(&["many"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), HostConfig::default())
-        .expect("host");
+    let mut host = recorder_host(HostConfig::default());
     assert!(host.deliver(now, inputs[0].clone()).is_err());
     assert_eq!(
         host.last_failure().map(|f| f.reason.clone()),
@@ -345,7 +344,7 @@ fn output_limits_fail_the_host() {
 
 #[test]
 fn nondeterministic_replay_keeps_the_published_chain() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "panic", "c"]);
     let config = HostConfig {
@@ -376,13 +375,13 @@ fn nondeterministic_replay_keeps_the_published_chain() {
 
 #[test]
 fn a_replay_panic_is_pruned_for_the_next_attempt() {
-    let now = start();
+    let now = t0();
     let inputs = events(&["a", "b", "panic"]);
     let config = HostConfig {
         snapshot_every: 0,
         ..HostConfig::default()
     };
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     host.deliver(now, inputs[0].clone()).expect("a");
     host.deliver(now, inputs[1].clone()).expect("b");
     assert!(host.deliver(now, inputs[2].clone()).is_err());
@@ -412,7 +411,7 @@ fn a_replay_panic_is_pruned_for_the_next_attempt() {
 
 #[test]
 fn controls_are_delivered_at_most_once() {
-    let now = start();
+    let now = t0();
     let controls = Arc::new(Mutex::new(Vec::new()));
     let mut daemon = Recorder::new(1);
     daemon.controls = Arc::clone(&controls);
@@ -485,14 +484,14 @@ fn controls_are_delivered_at_most_once() {
 
 #[test]
 fn a_full_log_forces_a_snapshot_or_pushes_back() {
-    let now = start();
+    let now = t0();
     let config = HostConfig {
         snapshot_every: 0,
         log_events: 3,
         ..HostConfig::default()
     };
     let inputs = events(&["a", "b", "c", "d", "e"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     for event in &inputs[..4] {
         host.deliver(now, event.clone()).expect("delivered");
     }
@@ -552,13 +551,13 @@ fn a_full_log_forces_a_snapshot_or_pushes_back() {
 
 #[test]
 fn batches_seal_on_size_time_and_input_boundaries() {
-    let t0 = start();
+    let t0 = t0();
     let config = HostConfig {
         snapshot_every: 0,
         ..batch_config(3)
     };
     let inputs = events(&["two", "two", "a", "b"]);
-    let mut host = DaemonHost::new(Recorder::new(1).boxed(), daemon_id(), config).expect("host");
+    let mut host = recorder_host(config);
     assert_eq!(host.poll_timeout(), None);
     host.deliver(t0, inputs[0].clone()).expect("two");
     assert_eq!(host.pending_outputs(), 2);
@@ -584,11 +583,10 @@ fn batches_seal_on_size_time_and_input_boundaries() {
 
 #[test]
 fn spawn_from_snapshot_elsewhere() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "c"]);
-    let mut host =
-        DaemonHost::new(Recorder::new(1).boxed(), id.clone(), HostConfig::default()).expect("host");
+    let mut host = recorder_host(HostConfig::default());
     host.deliver(now, inputs[0].clone()).expect("a");
     host.deliver(now, inputs[1].clone()).expect("b");
     let bytes = host
@@ -631,15 +629,10 @@ fn spawn_from_snapshot_elsewhere() {
 
 #[test]
 fn forged_host_outputs_are_rejected() {
-    let now = start();
+    let now = t0();
     let id = daemon_id();
     let inputs = events(&["a", "b", "c"]);
-    let mut host = DaemonHost::new(
-        Recorder::new(1).boxed(),
-        id.clone(),
-        HostConfig::default().per_event(),
-    )
-    .expect("host");
+    let mut host = recorder_host(HostConfig::default().per_event());
     for event in &inputs {
         host.deliver(now, event.clone()).expect("delivered");
     }

@@ -185,15 +185,6 @@ impl KBuckets {
             .collect()
     }
 
-    /// The earliest time any non-empty bucket was used.
-    pub fn oldest_touch(&self) -> Option<Instant> {
-        self.buckets
-            .iter()
-            .filter(|b| !b.entries.is_empty())
-            .filter_map(|b| b.touched_at)
-            .min()
-    }
-
     /// Contacts in bucket `index`.
     pub fn bucket_len(&self, index: usize) -> usize {
         self.buckets.get(index).map_or(0, |b| b.entries.len())
@@ -219,6 +210,7 @@ impl KBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use netrun_messages::EntityId;
 
     fn contact(first: u8, last: u8) -> Contact {
@@ -236,8 +228,7 @@ mod tests {
 
     #[test]
     fn full_bucket_keeps_old_contacts_and_promotes_spares_on_failure() {
-        #[allow(clippy::disallowed_methods)] // arbitrary origin
-        let now = Instant::now();
+        let now = t0();
         let mut t = KBuckets::new(DhtId([0; 32]), 2, 1);
         assert_eq!(t.insert(now, contact(0x80, 1)), InsertOutcome::Inserted);
         assert_eq!(t.insert(now, contact(0x81, 2)), InsertOutcome::Inserted);

@@ -22,7 +22,7 @@ mod key;
 mod lookup;
 mod store;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use netrun_messages::NodeId;
@@ -168,7 +168,8 @@ pub struct Dht {
     table: KBuckets,
     store: RecordStore,
     lookups: HashMap<LookupId, Running>,
-    pending: HashMap<u64, Pending>,
+    /// By request id, so timeouts are handled (and retries numbered) in send order.
+    pending: BTreeMap<u64, Pending>,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<DhtEvent>,
     next_request: u64,
@@ -187,7 +188,7 @@ impl Dht {
             config,
             local,
             lookups: HashMap::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             next_request: 1,

@@ -1,6 +1,6 @@
 //! Bounded record storage with expiry.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use netrun_messages::discovery::{DhtId, MAX_DHT_VALUE_LEN};
@@ -52,7 +52,8 @@ struct Record {
 #[derive(Debug)]
 pub struct RecordStore {
     config: StoreConfig,
-    records: HashMap<DhtId, Record>,
+    /// By key, so hand-offs to a newcomer go out in one order on every run.
+    records: BTreeMap<DhtId, Record>,
     bytes: usize,
 }
 
@@ -61,7 +62,7 @@ impl RecordStore {
     pub fn new(config: StoreConfig) -> Self {
         Self {
             config,
-            records: HashMap::new(),
+            records: BTreeMap::new(),
             bytes: 0,
         }
     }

@@ -1,6 +1,6 @@
 //! Handshake unit tests (two in-memory parties, no network).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netrun_messages::header::HEADER_LEN;
 use netrun_messages::{Header, Identity, NodeId, PacketKind};
@@ -9,13 +9,9 @@ use rand_chacha::rand_core::SeedableRng;
 
 use super::*;
 use crate::crypto::{open_datagram, open_heartbeat, seal_datagram, seal_heartbeat};
+use crate::test_clock::t0;
 
 const PSK: [u8; 32] = [7; 32];
-
-#[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-fn t0() -> Instant {
-    Instant::now()
-}
 
 fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)

@@ -274,13 +274,9 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
 
     const S: Duration = Duration::from_secs(1);
-
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     fn drain(l: &mut Liveness, now: Instant) -> Vec<LivenessEvent> {
         std::iter::from_fn(|| l.poll(now)).collect()

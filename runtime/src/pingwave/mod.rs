@@ -204,11 +204,7 @@ impl Pingwaves {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
-    fn t0() -> Instant {
-        Instant::now()
-    }
+    use crate::test_clock::t0;
 
     fn wave(origin: u64, seq: u64, hops: u8) -> Pingwave {
         Pingwave {

@@ -90,13 +90,13 @@ fn le_u64(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use crate::routing::{Route, RouteSource, RoutingConfig, RoutingTable};
+    use crate::test_clock::t0;
     use netrun_messages::header::{Header, PacketKind};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn each_drop_reason_and_forward() {
-        #[allow(clippy::disallowed_methods)] // arbitrary origin
-        let now = Instant::now();
+        let now = t0();
         let me = NodeId(1);
         let mut t = RoutingTable::new(me, RoutingConfig::default());
         t.handle_route(

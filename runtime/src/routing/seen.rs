@@ -96,6 +96,7 @@ impl RecentlySeen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
 
     #[test]
     fn remembers_then_forgets_within_bounds() {
@@ -112,8 +113,7 @@ mod tests {
 
     #[test]
     fn ticks_age_out() {
-        #[allow(clippy::disallowed_methods)] // arbitrary origin
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut s = RecentlySeen::new(1024, Duration::from_secs(1));
         s.handle_tick(t0);
         s.check_and_insert(NodeId(1), 0, 1);

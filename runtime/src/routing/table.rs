@@ -190,27 +190,23 @@ impl RoutingTable {
     /// withdrawn and each affected destination falls back to its best remaining candidate.
     /// Returns the destinations whose installed route changed (rerouted or now unreachable).
     pub fn handle_peer_down(&mut self, next_hop: NodeId) -> Vec<NodeId> {
-        let mut changed = Vec::new();
-        self.entries.retain(|dst, entry| {
-            let before = entry.candidates.len();
-            entry.candidates.retain(|c| c.next_hop != next_hop);
-            if entry.candidates.len() != before && entry.reselect() {
-                changed.push(*dst);
-            }
-            !entry.candidates.is_empty()
-        });
-        changed.sort_unstable();
-        self.dirty |= !changed.is_empty();
-        changed
+        self.withdraw(|c| c.next_hop != next_hop)
     }
 
     /// Drops expired candidates and reselects. Returns the destinations whose installed
     /// route changed.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<NodeId> {
+        self.withdraw(|c| c.expires_at > now)
+    }
+
+    /// Keeps only the candidates `keep` accepts, reselects where any went and forgets
+    /// destinations left without one. Returns the destinations whose installed route
+    /// changed, ascending.
+    fn withdraw(&mut self, mut keep: impl FnMut(&Route) -> bool) -> Vec<NodeId> {
         let mut changed = Vec::new();
         self.entries.retain(|dst, entry| {
             let before = entry.candidates.len();
-            entry.candidates.retain(|c| c.expires_at > now);
+            entry.candidates.retain(&mut keep);
             if entry.candidates.len() != before && entry.reselect() {
                 changed.push(*dst);
             }
@@ -284,6 +280,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -318,11 +315,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[allow(clippy::disallowed_methods)] // arbitrary origin; only offsets matter
-    fn t0() -> Instant {
-        Instant::now()
     }
 
     fn route(hop: u64, metric: u32, at: Instant) -> Route {

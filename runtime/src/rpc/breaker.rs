@@ -214,8 +214,9 @@ impl CircuitBreaker {
 }
 
 /// Breakers for many nodes. A node without an entry is closed; entries appear with the
-/// first failure and quiet ones are evicted when the map is full. When every entry is
-/// busy the new node is admitted untracked (fail open: a full map never blocks calls).
+/// first failure and quiet ones are evicted (smallest node id first) when the map is full.
+/// When every entry is busy the new node is admitted untracked (fail open: a full map
+/// never blocks calls).
 #[derive(Debug, Clone)]
 pub struct Breakers {
     config: BreakerConfig,
@@ -257,11 +258,14 @@ impl Breakers {
             return;
         }
         if self.nodes.len() >= self.max_nodes {
+            // The smallest quiet id, not the first in hash order: the same inputs evict
+            // the same entry.
             let quiet = self
                 .nodes
                 .iter()
-                .find(|(_, b)| b.is_quiet(now))
-                .map(|(id, _)| *id);
+                .filter(|(_, b)| b.is_quiet(now))
+                .map(|(id, _)| *id)
+                .min();
             match quiet {
                 Some(id) => {
                     self.nodes.remove(&id);
@@ -301,12 +305,8 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use netrun_messages::rpc::Status;
-
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     fn config() -> BreakerConfig {
         BreakerConfig {
@@ -440,5 +440,16 @@ mod tests {
         assert_eq!(map.len(), 2);
         assert_eq!(map.state(later, b), BreakerState::Closed);
         assert!(matches!(map.state(later, a), BreakerState::Open { .. }));
+        // Several quiet entries: the smallest id goes, whatever the map's order.
+        let mut map = Breakers::new(config(), 3);
+        for id in [9, 4, 7] {
+            let p = map.try_acquire(t0, NodeId(id)).expect("closed");
+            map.record(t0, NodeId(id), p, Err(&RpcError::Timeout));
+        }
+        map.record(later, NodeId(1), p, Err(&RpcError::Timeout));
+        let tracked: Vec<bool> = [4, 7, 9, 1]
+            .map(|id| map.nodes.contains_key(&NodeId(id)))
+            .to_vec();
+        assert_eq!(tracked, [false, true, true, true]);
     }
 }

@@ -214,15 +214,11 @@ impl Hedge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
 
     const A: NodeId = NodeId(1);
     const B: NodeId = NodeId(2);
     const C: NodeId = NodeId(3);
-
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     fn policy(max_hedges: u32) -> HedgePolicy {
         HedgePolicy {

@@ -9,15 +9,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::test_clock::t0;
 
 const CALLER: NodeId = NodeId(0xca11);
 const SERVER: NodeId = NodeId(0x5e7e);
 const OTHER: NodeId = NodeId(0x0bad);
-
-#[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-fn t0() -> Instant {
-    Instant::now()
-}
 
 /// Encodes and decodes, as the actors will.
 fn wire(frame: RpcFrame<Bytes>) -> RpcFrame<Bytes> {
@@ -46,6 +42,28 @@ fn request_of(frame: RpcFrame<Bytes>) -> netrun_messages::rpc::Request<Bytes> {
     }
 }
 
+/// Starts a call to [`SERVER`] with the seeded RNG.
+fn start<T: std::fmt::Debug>(
+    calls: &mut Calls<T>,
+    now: Instant,
+    spec: CallSpec<'_>,
+    ctx: T,
+) -> (CallId, RpcFrame<Bytes>) {
+    calls
+        .start(now, SERVER, spec, ctx, &mut rng())
+        .expect("start")
+}
+
+/// An empty unary request for `echo`, straight to the server (no caller table).
+fn req(id: u64) -> netrun_messages::rpc::Request<Bytes> {
+    netrun_messages::rpc::Request::new(CallId(id), echo().to_bytes(), Bytes::new()).expect("valid")
+}
+
+/// An empty stream item.
+fn item(id: CallId, seq: u64) -> RpcFrame<Bytes> {
+    RpcFrame::StreamItem(StreamItem::new(id, seq, Bytes::new()).expect("ok"))
+}
+
 fn finished<T>(calls: &mut Calls<T>) -> Finished<T> {
     loop {
         match calls.poll_event() {
@@ -65,9 +83,7 @@ fn unary_round_trip() {
     let spec = CallSpec::unary(&service, Bytes::from_static(b"ping"))
         .with_deadline(t0 + Duration::from_millis(1500))
         .traced();
-    let (id, frame) = calls
-        .start(t0, SERVER, spec, 7u8, &mut rng())
-        .expect("start");
+    let (id, frame) = start(&mut calls, t0, spec, 7u8);
     assert_ne!(id, CallId(0));
     let request = request_of(frame);
     assert_eq!(request.deadline_ms(), 1500);
@@ -102,9 +118,7 @@ fn deadline_gives_timeout_and_cancel_that_the_server_sees() {
     let service = echo();
     let deadline = t0 + Duration::from_millis(100);
     let spec = CallSpec::unary(&service, Bytes::new()).with_deadline(deadline);
-    let (id, frame) = calls
-        .start(t0, SERVER, spec, (), &mut rng())
-        .expect("start");
+    let (id, frame) = start(&mut calls, t0, spec, ());
     let Admission::Dispatch(incoming) = dispatch.handle_request(t0, CALLER, request_of(frame), 99)
     else {
         panic!("not admitted");
@@ -147,9 +161,7 @@ fn server_deadline_expiry_is_reported_and_suppresses_the_result() {
     let service = echo();
     let spec =
         CallSpec::unary(&service, Bytes::new()).with_deadline(t0 + Duration::from_millis(10));
-    let (_, frame) = calls
-        .start(t0, SERVER, spec, (), &mut rng())
-        .expect("start");
+    let (_, frame) = start(&mut calls, t0, spec, ());
     let Admission::Dispatch(incoming) = dispatch.handle_request(t0, CALLER, request_of(frame), 5)
     else {
         panic!("not admitted");
@@ -181,15 +193,7 @@ fn responses_only_from_the_called_node() {
     let t0 = t0();
     let mut calls = Calls::new(CallsConfig::default());
     let service = echo();
-    let (id, _) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::unary(&service, Bytes::new()),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
+    let (id, _) = start(&mut calls, t0, CallSpec::unary(&service, Bytes::new()), ());
     let forged = RpcFrame::Response(
         netrun_messages::rpc::Response::ok(id, Bytes::from_static(b"evil")).expect("ok"),
     );
@@ -218,15 +222,7 @@ fn server_errors_map_to_caller_errors() {
     let mut calls = Calls::new(CallsConfig::default());
     let mut dispatch = server();
     let missing = ServiceName::from_static("missing").expect("valid");
-    let (_, frame) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::unary(&missing, Bytes::new()),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
+    let (_, frame) = start(&mut calls, t0, CallSpec::unary(&missing, Bytes::new()), ());
     let Admission::Refused {
         status,
         response,
@@ -249,15 +245,7 @@ fn server_errors_map_to_caller_errors() {
 
     // A panicking handler answers Internal, which is retryable.
     let service = echo();
-    let (_, frame) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::unary(&service, Bytes::new()),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
+    let (_, frame) = start(&mut calls, t0, CallSpec::unary(&service, Bytes::new()), ());
     let Admission::Dispatch(incoming) = dispatch.handle_request(t0, CALLER, request_of(frame), 4)
     else {
         panic!("admitted");
@@ -280,15 +268,7 @@ fn server_errors_map_to_caller_errors() {
     );
     assert!(err.is_retryable() && err.is_node_failure());
     // An application-band error keeps its code and is not retried.
-    let (_, frame) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::unary(&service, Bytes::new()),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
+    let (_, frame) = start(&mut calls, t0, CallSpec::unary(&service, Bytes::new()), ());
     let Admission::Dispatch(incoming) = dispatch.handle_request(t0, CALLER, request_of(frame), 4)
     else {
         panic!("admitted");
@@ -382,10 +362,6 @@ fn dispatch_ignores_duplicates_and_enforces_bounds() {
     });
     dispatch.serve(echo()).expect("serve");
     assert_eq!(dispatch.serve(echo()), Err(ServeError::AlreadyServing));
-    let req = |id: u64| {
-        netrun_messages::rpc::Request::new(CallId(id), Bytes::from_static(b"echo"), Bytes::new())
-            .expect("valid")
-    };
     assert!(matches!(
         dispatch.handle_request(t0, CALLER, req(1), 0),
         Admission::Dispatch(_)
@@ -425,10 +401,6 @@ fn dispatch_ignores_duplicates_and_enforces_bounds() {
 fn draining_refuses_new_calls_and_lets_in_flight_finish() {
     let t0 = t0();
     let mut dispatch = server();
-    let req = |id: u64| {
-        netrun_messages::rpc::Request::new(CallId(id), Bytes::from_static(b"echo"), Bytes::new())
-            .expect("valid")
-    };
     let Admission::Dispatch(a) = dispatch.handle_request(t0, CALLER, req(1), 0) else {
         panic!("admitted");
     };
@@ -470,9 +442,7 @@ fn draining_refuses_new_calls_and_lets_in_flight_finish() {
 fn resuming_a_draining_service_keeps_it() {
     let t0 = t0();
     let mut dispatch = server();
-    let req =
-        netrun_messages::rpc::Request::new(CallId(1), Bytes::from_static(b"echo"), Bytes::new())
-            .expect("valid");
+    let req = req(1);
     let Admission::Dispatch(a) = dispatch.handle_request(t0, CALLER, req, 0) else {
         panic!("admitted");
     };
@@ -599,10 +569,7 @@ fn streaming_credit_is_never_exceeded_and_items_arrive_in_order() {
 fn server_refuses_items_beyond_credit() {
     let t0 = t0();
     let mut dispatch = server();
-    let req =
-        netrun_messages::rpc::Request::new(CallId(5), Bytes::from_static(b"echo"), Bytes::new())
-            .expect("valid")
-            .with_streaming(2);
+    let req = req(5).with_streaming(2);
     let Admission::Dispatch(inc) = dispatch.handle_request(t0, CALLER, req, 0) else {
         panic!("admitted");
     };
@@ -648,19 +615,16 @@ fn streaming_error_end_after_items_and_unary_item_is_a_violation() {
     let mut calls = Calls::new(CallsConfig::default());
     let mut dispatch = server();
     let service = echo();
-    let (id, frame) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::streaming(&service, Bytes::new(), Some(4)),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
+    let (id, frame) = start(
+        &mut calls,
+        t0,
+        CallSpec::streaming(&service, Bytes::new(), Some(4)),
+        (),
+    );
     let Admission::Dispatch(inc) = dispatch.handle_request(t0, CALLER, request_of(frame), 0) else {
         panic!("admitted");
     };
-    let item = dispatch
+    let first = dispatch
         .send_item(inc.key, &Bytes::from_static(b"a"))
         .expect("credit");
     let end = dispatch
@@ -674,7 +638,7 @@ fn streaming_error_end_after_items_and_unary_item_is_a_violation() {
         FrameVerdict::Accepted
     );
     assert!(calls.poll_event().is_none());
-    calls.handle_frame(t0, SERVER, wire(item));
+    calls.handle_frame(t0, SERVER, wire(first));
     assert!(matches!(
         calls.poll_event(),
         Some(CallEvent::Item { seq: 0, .. })
@@ -690,16 +654,8 @@ fn streaming_error_end_after_items_and_unary_item_is_a_violation() {
     ));
 
     // An item for a unary call fails the call and cancels it.
-    let (id, _) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::unary(&service, Bytes::new()),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
-    let stray = RpcFrame::StreamItem(StreamItem::new(id, 0, Bytes::new()).expect("ok"));
+    let (id, _) = start(&mut calls, t0, CallSpec::unary(&service, Bytes::new()), ());
+    let stray = item(id, 0);
     assert_eq!(
         calls.handle_frame(t0, SERVER, stray),
         FrameVerdict::Violation(Violation::UnexpectedFrame)
@@ -716,26 +672,22 @@ fn caller_rejects_items_beyond_its_credit() {
     let t0 = t0();
     let mut calls = Calls::new(CallsConfig::default());
     let service = echo();
-    let (id, _) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::streaming(&service, Bytes::new(), Some(2)),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
-    let item = |seq| RpcFrame::StreamItem(StreamItem::new(id, seq, Bytes::new()).expect("ok"));
+    let (id, _) = start(
+        &mut calls,
+        t0,
+        CallSpec::streaming(&service, Bytes::new(), Some(2)),
+        (),
+    );
     assert_eq!(
-        calls.handle_frame(t0, SERVER, item(1)),
+        calls.handle_frame(t0, SERVER, item(id, 1)),
         FrameVerdict::Accepted
     );
     assert_eq!(
-        calls.handle_frame(t0, SERVER, item(1)),
+        calls.handle_frame(t0, SERVER, item(id, 1)),
         FrameVerdict::Duplicate
     );
     assert_eq!(
-        calls.handle_frame(t0, SERVER, item(2)),
+        calls.handle_frame(t0, SERVER, item(id, 2)),
         FrameVerdict::Violation(Violation::BeyondCredit)
     );
     assert_eq!(
@@ -750,18 +702,14 @@ fn credit_is_coalesced_and_never_stalls() {
     let t0 = t0();
     let mut calls = Calls::new(CallsConfig::default());
     let service = echo();
-    let (id, _) = calls
-        .start(
-            t0,
-            SERVER,
-            CallSpec::streaming(&service, Bytes::new(), Some(4)),
-            (),
-            &mut rng(),
-        )
-        .expect("start");
+    let (id, _) = start(
+        &mut calls,
+        t0,
+        CallSpec::streaming(&service, Bytes::new(), Some(4)),
+        (),
+    );
     for seq in 0..4 {
-        let item = RpcFrame::StreamItem(StreamItem::new(id, seq, Bytes::new()).expect("ok"));
-        calls.handle_frame(t0, SERVER, item);
+        calls.handle_frame(t0, SERVER, item(id, seq));
     }
     // Consuming one item does not move the grant by half a window yet.
     calls.consumed(id, 1);
@@ -785,8 +733,7 @@ fn credit_is_coalesced_and_never_stalls() {
     calls.consumed(id, 100);
     assert_eq!(calls.poll_transmit(), None);
     for seq in 4..7 {
-        let item = RpcFrame::StreamItem(StreamItem::new(id, seq, Bytes::new()).expect("ok"));
-        calls.handle_frame(t0, SERVER, item);
+        calls.handle_frame(t0, SERVER, item(id, seq));
     }
     // Every granted item consumed: the grant moves by a whole window.
     calls.consumed(id, 3);
@@ -812,9 +759,7 @@ fn stream_windows_are_kept_in_bounds() {
     let service = echo();
     for (asked, sent) in [(Some(0), 1), (Some(1000), 16), (None, 16)] {
         let spec = CallSpec::streaming(&service, Bytes::new(), asked);
-        let (_, frame) = calls
-            .start(t0, SERVER, spec, (), &mut rng())
-            .expect("start");
+        let (_, frame) = start(&mut calls, t0, spec, ());
         let request = request_of(frame);
         assert!(request.is_streaming());
         assert_eq!(request.window(), sent, "asked {asked:?}");

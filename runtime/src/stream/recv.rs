@@ -232,12 +232,17 @@ impl RxState {
         }
         let len = data.len() as u64;
         let end = header.offset.saturating_add(len);
+        let Some(next) = header.seq.checked_add(1) else {
+            // A sender never reaches seq u64::MAX: that segment has no successor seq.
+            self.overruns += 1;
+            return None;
+        };
         if self.finished || header.offset < self.expected_offset || end > self.credit_limit() {
             self.overruns += 1;
             return None;
         }
         self.skip_to(header.seq, header.offset);
-        self.next_expected = header.seq + 1;
+        self.next_expected = next;
         self.expected_offset = end;
         self.grant_due = true;
         if !data.is_empty() {

@@ -225,12 +225,8 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_clock::t0;
     use std::time::Duration;
-
-    #[allow(clippy::disallowed_methods)] // the test's arbitrary origin
-    fn origin() -> Instant {
-        Instant::now()
-    }
 
     fn segment(seq: u64, offset: u64, data: &[u8]) -> Bytes {
         let mut v = Vec::new();
@@ -245,7 +241,7 @@ mod tests {
 
     #[test]
     fn accepts_refuses_and_schedules_by_priority() {
-        let now = origin();
+        let now = t0();
         let mut t = Streams::new(2, StreamConfig::default()).expect("config");
         t.open(1, StreamConfig::default()).expect("open");
         assert_eq!(

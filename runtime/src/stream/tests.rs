@@ -4,16 +4,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use netrun_messages::stream::{ResetReason, StreamFrame};
+use netrun_messages::stream::{Probe, ResetReason, StreamFrame};
 
 use super::*;
+use crate::test_clock::t0;
 
 const MS: Duration = Duration::from_millis(1);
-
-#[allow(clippy::disallowed_methods)] // the test's arbitrary origin; only offsets matter
-fn origin() -> Instant {
-    Instant::now()
-}
 
 fn pair(config: StreamConfig) -> (Stream, Stream) {
     (
@@ -53,7 +49,7 @@ fn drain(s: &mut Stream) -> Vec<u8> {
 
 #[test]
 fn reliable_reorder_delivers_in_order_and_prunes() {
-    let t0 = origin();
+    let t0 = t0();
     let (mut a, mut b) = pair(StreamConfig::default());
     for i in 0..4u8 {
         assert_eq!(a.send(t0, Bytes::from(vec![i; 10])), Ok(u64::from(i)));
@@ -83,7 +79,7 @@ fn reliable_reorder_delivers_in_order_and_prunes() {
 
 #[test]
 fn backpressure_is_immediate_and_a_probe_recovers_a_lost_grant() {
-    let t0 = origin();
+    let t0 = t0();
     let config = StreamConfig::default().with_window_bytes(4096);
     let (mut a, mut b) = pair(config);
     assert_eq!(
@@ -118,7 +114,7 @@ fn backpressure_is_immediate_and_a_probe_recovers_a_lost_grant() {
 
 #[test]
 fn nack_and_rto_repair_losses_and_karn_skips_retransmits() {
-    let t0 = origin();
+    let t0 = t0();
     let (mut a, mut b) = pair(StreamConfig::default());
     for _ in 0..3 {
         a.send(t0, Bytes::from_static(b"abc")).expect("send");
@@ -169,7 +165,7 @@ fn nack_and_rto_repair_losses_and_karn_skips_retransmits() {
 
 #[test]
 fn retries_exhausted_fail_both_sides() {
-    let t0 = origin();
+    let t0 = t0();
     let config = StreamConfig::default().with_max_retries(3);
     let (mut a, mut b) = pair(config);
     a.send(t0, Bytes::from_static(b"x")).expect("send");
@@ -203,7 +199,7 @@ fn retries_exhausted_fail_both_sides() {
 
 #[test]
 fn a_pending_read_gives_up_and_resets() {
-    let t0 = origin();
+    let t0 = t0();
     let (_, mut b) = pair(StreamConfig::default());
     b.read_pending(t0);
     let at = b.poll_timeout().expect("read deadline");
@@ -218,7 +214,7 @@ fn a_pending_read_gives_up_and_resets() {
 
 #[test]
 fn close_graceful_waits_for_acks_or_times_out() {
-    let t0 = origin();
+    let t0 = t0();
     let (mut a, mut b) = pair(StreamConfig::default());
     a.send(t0, Bytes::from_static(b"last")).expect("send");
     a.close_graceful(t0, t0 + Duration::from_secs(5))
@@ -252,7 +248,7 @@ fn close_graceful_waits_for_acks_or_times_out() {
 
 #[test]
 fn best_effort_counts_losses_drops_late_and_credits_them_back() {
-    let t0 = origin();
+    let t0 = t0();
     let config = StreamConfig::default()
         .with_reliability(Reliability::BestEffort)
         .with_window_bytes(4096);
@@ -289,7 +285,7 @@ fn best_effort_counts_losses_drops_late_and_credits_them_back() {
 
 #[test]
 fn receiver_refuses_data_past_its_credit() {
-    let t0 = origin();
+    let t0 = t0();
     let small = StreamConfig::default().with_window_bytes(2048);
     let (_, mut b) = pair(small);
     let mut a = Stream::new(7, StreamConfig::default()).expect("config");
@@ -303,7 +299,7 @@ fn receiver_refuses_data_past_its_credit() {
 
 #[test]
 fn nack_shows_what_the_receiver_holds_and_rto_skips_it() {
-    let t0 = origin();
+    let t0 = t0();
     let (mut a, mut b) = pair(StreamConfig::default());
     for _ in 0..4 {
         a.send(t0, Bytes::from_static(b"abcd")).expect("send");
@@ -337,7 +333,7 @@ fn nack_shows_what_the_receiver_holds_and_rto_skips_it() {
 
 #[test]
 fn a_lost_final_grant_is_repaired_by_the_tail_probe_before_the_rto() {
-    let t0 = origin();
+    let t0 = t0();
     let (mut a, mut b) = pair(StreamConfig::default());
     for _ in 0..3 {
         a.send(t0, Bytes::from_static(b"abc")).expect("send");
@@ -372,7 +368,7 @@ fn a_lost_final_grant_is_repaired_by_the_tail_probe_before_the_rto() {
 
 #[test]
 fn the_receiver_scales_its_nack_delay_to_the_measured_repair_time() {
-    let t0 = origin();
+    let t0 = t0();
     let (mut a, mut b) = pair(StreamConfig::default());
     let us = Duration::from_micros(1);
     for _ in 0..12 {
@@ -410,4 +406,28 @@ fn the_receiver_scales_its_nack_delay_to_the_measured_repair_time() {
             .iter()
             .any(|f| matches!(f, StreamFrame::Nack(n) if n.ranges()[0].start == 4))
     );
+}
+
+#[test]
+fn best_effort_refuses_the_last_sequence_number() {
+    let t0 = t0();
+    let config = StreamConfig::default().with_reliability(Reliability::BestEffort);
+    let (_, mut b) = pair(config);
+    // Seq u64::MAX has no successor: it is refused (it used to overflow next_expected).
+    let last = SegmentHeader {
+        seq: u64::MAX,
+        offset: 0,
+        fin: false,
+    };
+    b.handle_segment(t0, last, Bytes::from_static(b"x"));
+    assert_eq!(b.stats().overruns, 1);
+    assert_eq!(b.poll_deliver(), None);
+    // A probe may still move the receiver up to it, and the segment stays refused.
+    b.handle_probe(&Probe {
+        stream: 7,
+        next_seq: u64::MAX,
+        next_offset: 0,
+    });
+    b.handle_segment(t0, last, Bytes::new());
+    assert_eq!(b.stats().overruns, 2);
 }
