@@ -14,6 +14,8 @@
 //! - [`routing`]: the routing table, its read-only snapshot and the per-packet relay decision.
 //! - [`pingwave`]: hop-bounded probes that build the proximity graph and feed routes.
 //! - [`peer_exchange`]: signed peer lists from session peers, taken as connect hints only.
+//! - [`discovery`]: what discovery backends report and the coordinator's peer table
+//!   (de-duplication, sources, connect backoff).
 //! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
 //! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
 //! - [`rpc`]: nRPC call and dispatch tables, retry / hedge / circuit breaker, node
@@ -28,6 +30,7 @@ pub mod channel;
 pub mod crypto;
 pub mod daemon;
 pub mod dht;
+pub mod discovery;
 pub mod handshake;
 pub mod liveness;
 pub mod peer_exchange;

@@ -462,7 +462,7 @@ mod tests {
             max_peers,
             ..TableConfig::default()
         };
-        (PeerTable::new(local, config), Instant::now())
+        (PeerTable::new(local, config), crate::test_clock::t0())
     }
 
     #[test]
