@@ -1,17 +1,21 @@
-//! Daemon control messages: remote spawns and the capability query placement uses.
+//! Daemon control messages: remote spawns, remote stops and the capability query.
 //!
-//! A node that places a daemon on a peer asks the peer what it offers ([`CapabilityQuery`]
-//! → [`CapabilityReply`]) and then asks it to host the daemon ([`SpawnRequest`] →
-//! [`SpawnReply`]). Every request carries a `request_id` the reply echoes; the requester
-//! accepts a reply only from the node it asked.
+//! A node that places a daemon on a peer asks it to host the daemon ([`SpawnRequest`] →
+//! [`SpawnReply`]), with the daemon's [`DaemonWiring`] (the nRPC services it serves and
+//! the channels it reads) so it is reachable wherever it lands; the placing node may later
+//! stop it ([`StopRequest`] → [`StopReply`]). A peer can also be asked what it offers
+//! ([`CapabilityQuery`] → [`CapabilityReply`]). Every request carries a `request_id` the
+//! reply echoes; the requester accepts a reply only from the node it asked.
 //!
 //! The messages are the rmp-serde body of a
 //! [`Subprotocol::DAEMON`](crate::Subprotocol::DAEMON) envelope, as the externally tagged
 //! enum [`DaemonControlMessage`] (structs are msgpack arrays in field order):
 //!
 //! ```text
-//! DaemonControlMessage = { "Spawn":      [request_id u64, kind str, seed bin 32, config bin, host HostSettings] }
+//! DaemonControlMessage = { "Spawn":      [request_id u64, kind str, seed bin 32, config bin, host HostSettings, wiring Wiring] }
 //!                      | { "SpawnReply": [request_id u64, result SpawnResult] }
+//!                      | { "Stop":       [request_id u64, origin u64] }
+//!                      | { "StopReply":  [request_id u64, result StopResult] }
 //!                      | { "Query":      [request_id u64] }
 //!                      | { "QueryReply": [request_id u64, capabilities bin (CapabilitySet), load_permille u16] }
 //! HostSettings         = [signing Signing, snapshot_every u32, log_events u32, log_bytes u64, continue_on_error bool]
@@ -19,6 +23,9 @@
 //! SpawnResult          = { "Spawned": [origin u64, entity bin 32] } | { "Refused": SpawnRefusal }
 //! SpawnRefusal         = "FactoryNotFound" | "AlreadyRunning" | "Full" | "ShuttingDown"
 //!                      | { "Invalid": str ≤ 256 } | { "Failed": str ≤ 256 }
+//! Wiring               = [services [[name str, reply Reply]] ≤ 16, inputs [[publisher u64, channel str]] ≤ 16]
+//! Reply                = "Last" | "All"
+//! StopResult           = "Stopped" | "NotFound" | "NotPermitted"
 //! ```
 //!
 //! The identity seed is the daemon's ed25519 private key: it travels only inside a sealed
@@ -27,8 +34,9 @@
 //!
 //! Decoding ([`DaemonControlMessage::decode`]) is total and typed: the body is bounded by
 //! the envelope limit, nesting is capped, nothing may follow the message, the kind, config
-//! and reason lengths are bounded, the seed and entity are exactly 32 bytes, the capability
-//! set must decode canonically and the load is at most 1000.
+//! and reason lengths are bounded, the seed and entity are exactly 32 bytes, service and
+//! channel names must be valid and at most [`MAX_WIRING`] of each, the capability set must
+//! decode canonically and the load is at most 1000.
 
 use std::fmt;
 
@@ -38,9 +46,11 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::capability::CapabilitySet;
+use crate::channel::ChannelName;
 use crate::envelope::{EncodeError, Envelope, Subprotocol, TraceContext, decode_body};
 use crate::error::DecodeError;
-use crate::ids::{EntityId, OriginHash};
+use crate::ids::{EntityId, NodeId, OriginHash};
+use crate::rpc::ServiceName;
 
 /// Longest daemon kind name in bytes (the same bound the daemon registry applies).
 pub const MAX_KIND_LEN: usize = 128;
@@ -51,6 +61,8 @@ pub const MAX_CONFIG_LEN: usize = 48 * 1024;
 pub const MAX_REASON_LEN: usize = 256;
 /// The largest load a node reports: 1000 per mille, fully loaded.
 pub const MAX_LOAD_PERMILLE: u16 = 1000;
+/// Most services, and most channel inputs, one daemon's wiring names.
+pub const MAX_WIRING: usize = 16;
 
 /// One daemon control message (the body of a `DAEMON` envelope).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +71,10 @@ pub enum DaemonControlMessage {
     Spawn(SpawnRequest),
     /// The answer to a [`SpawnRequest`].
     SpawnReply(SpawnReply),
+    /// Stop a daemon this node placed here.
+    Stop(StopRequest),
+    /// The answer to a [`StopRequest`].
+    StopReply(StopReply),
     /// What do you offer?
     Query(CapabilityQuery),
     /// The answer to a [`CapabilityQuery`].
@@ -78,6 +94,86 @@ pub struct SpawnRequest {
     pub config: Bytes,
     /// How the receiving host runs it.
     pub host: HostSettings,
+    /// What the daemon serves and reads once it runs.
+    pub wiring: DaemonWiring,
+}
+
+/// How a daemon is connected to the mesh once it runs, wherever it was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonWiring {
+    /// nRPC services the hosting node serves with the daemon (at most [`MAX_WIRING`]).
+    pub services: Vec<ServedService>,
+    /// Channels whose events become the daemon's inputs (at most [`MAX_WIRING`]).
+    pub inputs: Vec<ChannelInput>,
+}
+
+/// One nRPC service a daemon answers: each request body is one input, and the response
+/// is made of the outputs the daemon produced for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedService {
+    /// The service name.
+    pub name: ServiceName,
+    /// Which outputs make the response.
+    pub reply: DaemonReply,
+}
+
+/// How a served daemon's outputs for one request become the response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DaemonReply {
+    /// The payload of the last output (empty if the daemon produced none): for daemons
+    /// that answer a request with one output, so typed callers decode it directly.
+    #[default]
+    Last,
+    /// Every output payload, in chain order, as one msgpack array of binaries.
+    All,
+}
+
+/// A channel a daemon reads: every event's payload becomes one input, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInput {
+    /// The node publishing the channel.
+    pub publisher: NodeId,
+    /// The channel.
+    pub channel: ChannelName,
+}
+
+/// A request to stop a daemon the requester placed on the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    /// Correlation id, echoed in the [`StopReply`].
+    pub request_id: u64,
+    /// The daemon.
+    pub origin: OriginHash,
+}
+
+/// The answer to a [`StopRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReply {
+    /// The request's id.
+    pub request_id: u64,
+    /// What happened.
+    pub result: StopResult,
+}
+
+/// Whether a remote stop happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopResult {
+    /// The daemon was stopped (a final snapshot was taken if it could be).
+    Stopped,
+    /// No such daemon runs on the node.
+    NotFound,
+    /// The daemon was not placed there by the requester, which may not stop it.
+    NotPermitted,
+}
+
+impl fmt::Display for StopResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stopped => "stopped",
+            Self::NotFound => "no such daemon",
+            Self::NotPermitted => "not placed by the requester",
+        })
+    }
 }
 
 /// How a host runs a daemon (the wire form of the runtime's host configuration).
@@ -218,6 +314,8 @@ impl DaemonControlMessage {
         match self {
             Self::Spawn(m) => m.request_id,
             Self::SpawnReply(m) => m.request_id,
+            Self::Stop(m) => m.request_id,
+            Self::StopReply(m) => m.request_id,
             Self::Query(m) => m.request_id,
             Self::QueryReply(m) => m.request_id,
         }
@@ -232,6 +330,7 @@ impl fmt::Debug for SpawnRequest {
             .field("identity_seed", &"<redacted>")
             .field("config_len", &self.config.len())
             .field("host", &self.host)
+            .field("wiring", &self.wiring)
             .finish()
     }
 }
@@ -241,6 +340,8 @@ impl fmt::Debug for SpawnRequest {
 enum RawMessage {
     Spawn(RawSpawn),
     SpawnReply(RawSpawnReply),
+    Stop(u64, u64),
+    StopReply(u64, StopResult),
     Query(RawQuery),
     QueryReply(RawQueryReply),
 }
@@ -252,6 +353,13 @@ struct RawSpawn {
     seed: Bytes,
     config: Bytes,
     host: HostSettings,
+    wiring: RawWiring,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawWiring {
+    services: Vec<(String, DaemonReply)>,
+    inputs: Vec<(u64, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -294,14 +402,32 @@ impl TryFrom<&DaemonControlMessage> for RawMessage {
             DaemonControlMessage::Spawn(m) => {
                 bounded(!m.kind.is_empty() && m.kind.len() <= MAX_KIND_LEN, "kind")?;
                 bounded(m.config.len() <= MAX_CONFIG_LEN, "config")?;
+                bounded(m.wiring.services.len() <= MAX_WIRING, "services")?;
+                bounded(m.wiring.inputs.len() <= MAX_WIRING, "inputs")?;
                 Self::Spawn(RawSpawn {
                     request_id: m.request_id,
                     kind: m.kind.clone(),
                     seed: Bytes::copy_from_slice(&m.identity_seed[..]),
                     config: m.config.clone(),
                     host: m.host,
+                    wiring: RawWiring {
+                        services: m
+                            .wiring
+                            .services
+                            .iter()
+                            .map(|s| (s.name.as_str().to_owned(), s.reply))
+                            .collect(),
+                        inputs: m
+                            .wiring
+                            .inputs
+                            .iter()
+                            .map(|i| (i.publisher.0, i.channel.as_str().to_owned()))
+                            .collect(),
+                    },
                 })
             }
+            DaemonControlMessage::Stop(m) => Self::Stop(m.request_id, m.origin.get()),
+            DaemonControlMessage::StopReply(m) => Self::StopReply(m.request_id, m.result),
             DaemonControlMessage::SpawnReply(m) => {
                 if let SpawnResult::Refused(refusal) = &m.result {
                     bounded(
@@ -367,7 +493,15 @@ impl TryFrom<RawMessage> for DaemonControlMessage {
                     identity_seed: Zeroizing::new(seed),
                     config: m.config,
                     host: m.host,
+                    wiring: DaemonWiring::try_from(m.wiring)?,
                 })
+            }
+            RawMessage::Stop(request_id, origin) => Self::Stop(StopRequest {
+                request_id,
+                origin: OriginHash(origin),
+            }),
+            RawMessage::StopReply(request_id, result) => {
+                Self::StopReply(StopReply { request_id, result })
             }
             RawMessage::SpawnReply(m) => {
                 let result = match m.result {
@@ -412,6 +546,47 @@ impl TryFrom<RawMessage> for DaemonControlMessage {
                 })
             }
         })
+    }
+}
+
+impl TryFrom<RawWiring> for DaemonWiring {
+    type Error = DecodeError;
+
+    fn try_from(raw: RawWiring) -> Result<Self, DecodeError> {
+        for (what, len) in [
+            ("daemon services", raw.services.len()),
+            ("daemon inputs", raw.inputs.len()),
+        ] {
+            if len > MAX_WIRING {
+                return Err(DecodeError::TooLong {
+                    what,
+                    len,
+                    max: MAX_WIRING,
+                });
+            }
+        }
+        let services = raw
+            .services
+            .into_iter()
+            .map(|(name, reply)| {
+                let name =
+                    ServiceName::new(&name).map_err(|_| DecodeError::Invalid("service name"))?;
+                Ok(ServedService { name, reply })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let inputs = raw
+            .inputs
+            .into_iter()
+            .map(|(publisher, channel)| {
+                let channel =
+                    ChannelName::new(&channel).map_err(|_| DecodeError::Invalid("channel name"))?;
+                Ok(ChannelInput {
+                    publisher: NodeId(publisher),
+                    channel,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Self { services, inputs })
     }
 }
 
@@ -522,6 +697,39 @@ mod tests {
             })
     }
 
+    fn wiring() -> impl Strategy<Value = DaemonWiring> {
+        let service =
+            ("[a-z][a-z0-9]{0,8}(\\.[a-z0-9]{1,8}){0,2}", any::<bool>()).prop_map(|(name, all)| {
+                ServedService {
+                    name: ServiceName::new(&name).expect("valid service name"),
+                    reply: if all {
+                        DaemonReply::All
+                    } else {
+                        DaemonReply::Last
+                    },
+                }
+            });
+        let input = (any::<u64>(), "[a-z][a-z0-9]{0,8}(/[a-z0-9]{1,8}){0,2}").prop_map(
+            |(node, channel)| ChannelInput {
+                publisher: NodeId(node),
+                channel: ChannelName::new(&channel).expect("valid channel name"),
+            },
+        );
+        (
+            proptest::collection::vec(service, 0..4),
+            proptest::collection::vec(input, 0..4),
+        )
+            .prop_map(|(services, inputs)| DaemonWiring { services, inputs })
+    }
+
+    fn stop_result() -> impl Strategy<Value = StopResult> {
+        prop_oneof![
+            Just(StopResult::Stopped),
+            Just(StopResult::NotFound),
+            Just(StopResult::NotPermitted),
+        ]
+    }
+
     fn message() -> impl Strategy<Value = DaemonControlMessage> {
         prop_oneof![
             (
@@ -529,17 +737,28 @@ mod tests {
                 "[a-z.-]{1,40}",
                 any::<[u8; 32]>(),
                 proptest::collection::vec(any::<u8>(), 0..200),
-                host()
+                host(),
+                wiring(),
             )
-                .prop_map(|(request_id, kind, seed, config, host)| {
+                .prop_map(|(request_id, kind, seed, config, host, wiring)| {
                     DaemonControlMessage::Spawn(SpawnRequest {
                         request_id,
                         kind,
                         identity_seed: Zeroizing::new(seed),
                         config: Bytes::from(config),
                         host,
+                        wiring,
                     })
                 }),
+            (any::<u64>(), any::<u64>()).prop_map(|(request_id, origin)| {
+                DaemonControlMessage::Stop(StopRequest {
+                    request_id,
+                    origin: OriginHash(origin),
+                })
+            }),
+            (any::<u64>(), stop_result()).prop_map(|(request_id, result)| {
+                DaemonControlMessage::StopReply(StopReply { request_id, result })
+            }),
             (any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(request_id, o, e)| {
                 DaemonControlMessage::SpawnReply(SpawnReply {
                     request_id,
@@ -618,8 +837,37 @@ mod tests {
                 seed: Bytes::copy_from_slice(seed),
                 config: Bytes::from(vec![0; config]),
                 host: MINIMAL_HOST,
+                wiring: RawWiring {
+                    services: Vec::new(),
+                    inputs: Vec::new(),
+                },
             }))
         };
+        let wired = |services: Vec<(String, DaemonReply)>, inputs: Vec<(u64, String)>| {
+            raw(&RawMessage::Spawn(RawSpawn {
+                request_id: 1,
+                kind: "k".into(),
+                seed: Bytes::copy_from_slice(&[1; 32]),
+                config: Bytes::new(),
+                host: MINIMAL_HOST,
+                wiring: RawWiring { services, inputs },
+            }))
+        };
+        let service = |name: &str| (name.to_owned(), DaemonReply::Last);
+        let input = |name: &str| (7, name.to_owned());
+        assert!(
+            DaemonControlMessage::decode(&wired(vec![service("a.b")], vec![input("c/d")])).is_ok()
+        );
+        assert!(DaemonControlMessage::decode(&wired(vec![service("")], Vec::new())).is_err());
+        assert!(DaemonControlMessage::decode(&wired(Vec::new(), vec![input("")])).is_err());
+        assert!(
+            DaemonControlMessage::decode(&wired(vec![service("s"); MAX_WIRING + 1], Vec::new()))
+                .is_err()
+        );
+        assert!(
+            DaemonControlMessage::decode(&wired(Vec::new(), vec![input("c"); MAX_WIRING + 1]))
+                .is_err()
+        );
         assert!(DaemonControlMessage::decode(&spawn("k", &[1; 32], 10)).is_ok());
         assert!(DaemonControlMessage::decode(&spawn("", &[1; 32], 10)).is_err());
         assert!(DaemonControlMessage::decode(&spawn(&"k".repeat(129), &[1; 32], 0)).is_err());
@@ -668,6 +916,7 @@ mod tests {
             identity_seed: Zeroizing::new([0; 32]),
             config: Bytes::new(),
             host: MINIMAL_HOST,
+            wiring: DaemonWiring::default(),
         });
         assert!(msg.encode().is_err());
         let long = SpawnRefusal::failed("é".repeat(300));
@@ -682,6 +931,7 @@ mod tests {
             identity_seed: Zeroizing::new([0xab; 32]),
             config: Bytes::new(),
             host: MINIMAL_HOST,
+            wiring: DaemonWiring::default(),
         };
         let text = format!("{request:?}");
         assert!(!text.contains("171") && !text.contains("ab, ab"), "{text}");

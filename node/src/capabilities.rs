@@ -17,9 +17,11 @@ impl Node {
         self.capability_state().capabilities()
     }
 
-    /// Replaces the capability set this node announces. A change is announced to every
-    /// session peer once the minimum interval since the previous announcement has passed
-    /// (a burst of changes becomes one announcement). Returns whether the set changed.
+    /// Replaces the capability set this node announces; the `nrpc:<service>` tags of the
+    /// services it serves and the runtime's metadata (such as `netrun.daemon.load`) are
+    /// kept. A change is announced to every session peer once the minimum interval since
+    /// the previous announcement has passed (a burst of changes becomes one announcement).
+    /// Returns whether the set changed.
     pub fn set_capabilities(&self, capabilities: CapabilitySet) -> Result<bool, AnnouncerError> {
         self.capability_state().set_capabilities(capabilities)
     }

@@ -16,6 +16,7 @@ use netrun_messages::{ChannelName, EntityId, NodeId};
 use netrun_runtime::channel::{ChannelConfig, RegisterError, RevocationsFull};
 use netrun_supervisor::ChildSpec;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -30,11 +31,18 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(10);
 /// Most events one control poll returns.
 const MAX_POLL_EVENTS: usize = 256;
 
-/// The node's channel state plus the control socket's subscriptions.
+/// Events a local tap holds before further events to it are dropped (counted in the
+/// publish report).
+pub(crate) const LOCAL_TAP_QUEUE: usize = 1024;
+
+/// The node's channel state, the control socket's subscriptions and the local taps.
 #[derive(Debug)]
 pub(crate) struct NodeChannels {
     pub(crate) handle: ChannelsHandle,
     control: Mutex<ControlSubscriptions>,
+    /// Readers on this node of channels this node publishes (a daemon reading a channel
+    /// of its own host): they get each published event without a session.
+    taps: Mutex<HashMap<ChannelName, Vec<mpsc::Sender<Bytes>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +62,48 @@ impl NodeChannels {
         Self {
             handle,
             control: Mutex::new(ControlSubscriptions::default()),
+            taps: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A local reader of channel `name` (which this node must publish): every event
+    /// published from now on, in order, until the receiver is dropped.
+    pub(crate) fn tap(&self, name: &ChannelName) -> Result<mpsc::Receiver<Bytes>, SubscribeError> {
+        if !self.handle.is_registered(name) {
+            return Err(SubscribeError::UnknownChannel);
+        }
+        let (tx, rx) = mpsc::channel(LOCAL_TAP_QUEUE);
+        self.taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.clone())
+            .or_default()
+            .push(tx);
+        Ok(rx)
+    }
+
+    /// Hands `events` to the local readers of `name`; a full reader misses them (counted
+    /// as dropped), a gone one is forgotten.
+    fn feed_taps(&self, name: &ChannelName, events: &[Bytes]) -> PublishReport {
+        let mut report = PublishReport::default();
+        let mut taps = self.taps.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(readers) = taps.get_mut(name) else {
+            return report;
+        };
+        readers.retain(|reader| !reader.is_closed());
+        for reader in readers.iter() {
+            for event in events {
+                report.attempted += 1;
+                match reader.try_send(event.clone()) {
+                    Ok(()) => report.delivered += 1,
+                    Err(_) => report.dropped += 1,
+                }
+            }
+        }
+        if readers.is_empty() {
+            taps.remove(name);
+        }
+        report
     }
 
     fn control(&self) -> std::sync::MutexGuard<'_, ControlSubscriptions> {
@@ -123,9 +172,14 @@ impl Node {
         name: &ChannelName,
         events: Vec<Bytes>,
     ) -> Result<PublishReport, PublishError> {
-        let handle = &self.channel_state().handle;
+        let state = self.channel_state();
+        let local = state.feed_taps(name, &events);
+        let handle = &state.handle;
         if tracing::Span::current().is_disabled() {
-            return handle.publish(name, events, None).await;
+            return handle.publish(name, events, None).await.map(|mut report| {
+                report += local;
+                report
+            });
         }
         let span = tracing::info_span!(
             "netrun.channel.publish",
@@ -135,7 +189,9 @@ impl Node {
             events = events.len(),
         );
         let trace = crate::telemetry::outbound_context(&span);
-        handle.publish(name, events, trace).instrument(span).await
+        let mut report = handle.publish(name, events, trace).instrument(span).await?;
+        report += local;
+        Ok(report)
     }
 
     /// Subscribes to channel `name` on `publisher` (which must have a session with this

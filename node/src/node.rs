@@ -397,8 +397,15 @@ impl NodeBuilder {
             what: "node",
             source,
         })?;
-        let offered = capabilities.capabilities();
-        let daemons = match Daemons::start(&identity, offered, &wire, &tree.root).await {
+        let daemons = match Daemons::start(
+            &identity,
+            capabilities.clone(),
+            Arc::clone(&node_slot),
+            &wire,
+            &tree.root,
+        )
+        .await
+        {
             Ok(daemons) => daemons,
             Err(source) => {
                 let _ = tree.root.shutdown().await;

@@ -54,9 +54,17 @@ pub async fn node_with(identity: Identity, psk: [u8; 32], timing: SessionTiming)
 /// `connect` returns when `a` does; `b` installs its own a moment later, and a best-effort
 /// datagram sent before that would be dropped (counted as no session). Returns `b`'s id.
 pub async fn connected_pair() -> (Node, Node, NodeId) {
-    const WAIT: Duration = Duration::from_secs(10);
     let a = node().await;
     let b = node().await;
+    let b_id = connect(&a, &b).await;
+    (a, b, b_id)
+}
+
+/// How long the helpers below wait before failing the test.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Connects `a` to `b` and waits until both hold the session; returns `b`'s id.
+pub async fn connect(a: &Node, b: &Node) -> NodeId {
     let b_id = tokio::time::timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
         .await
         .expect("connect in time")
@@ -74,7 +82,19 @@ pub async fn connected_pair() -> (Node, Node, NodeId) {
     tokio::time::timeout(WAIT, up)
         .await
         .expect("b has the session");
-    (a, b, b_id)
+    b_id
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test after 10 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A UDP relay between one client and one server address: datagrams from the client go

@@ -388,6 +388,13 @@ async fn a_daemon_that_needs_a_gpu_lands_on_the_gpu_node() {
     .await
     .expect("in time")
     .expect("connect");
+    // Placement reads the capability index: wait for the GPU node's announcement.
+    netrun_tests::eventually("the gpu node is indexed", || {
+        plain
+            .capability_of(gpu_node.node_id())
+            .is_some_and(|c| c.has_tag("gpu"))
+    })
+    .await;
 
     let identity = Identity::generate();
     let placed = plain
@@ -497,7 +504,7 @@ async fn stop_delivers_shutdown_with_grace_and_forces_a_stuck_daemon() {
             "listener",
             Identity::generate(),
             DaemonConfig::empty(),
-            options,
+            options.clone(),
         )
         .await
         .expect("spawn");

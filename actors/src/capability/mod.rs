@@ -195,10 +195,20 @@ impl CapabilityHandle {
         self.announcer().capabilities().clone()
     }
 
-    /// Replaces the local capability set. Returns whether it changed; a change is
-    /// announced as soon as the minimum interval since the previous announcement allows.
+    /// Replaces the application's part of the local capability set (the `nrpc:` tags of
+    /// served services and the runtime's metadata stay). Returns whether it changed; a
+    /// change is announced as soon as the minimum interval since the previous announcement
+    /// allows.
     pub fn set_capabilities(&self, capabilities: CapabilitySet) -> Result<bool, AnnouncerError> {
         let changed = self.announcer().set_capabilities(capabilities)?;
+        self.changed(changed);
+        Ok(changed)
+    }
+
+    /// Sets (`None`: removes) a metadata entry the runtime maintains in the local set (it
+    /// survives [`set_capabilities`](Self::set_capabilities)).
+    pub fn set_metadata(&self, key: &str, value: Option<String>) -> Result<bool, AnnouncerError> {
+        let changed = self.announcer().set_metadata(key, value)?;
         self.changed(changed);
         Ok(changed)
     }

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use netrun_runtime::daemon::{
     ControlError, ControlOutcome, DaemonControl, DaemonHealth, DaemonHost, DaemonSnapshot,
     DaemonStats, DeliverError, Delivered, HostState, SnapshotRefusal,
@@ -40,6 +42,9 @@ pub struct DaemonArgs {
 pub enum DaemonMsg {
     /// Process one input; the reply says whether it was accepted and processed.
     Deliver(DaemonInput, RpcReplyPort<Result<Delivered, DeliverError>>),
+    /// Process one input and reply with the payloads it produced (they are published as
+    /// usual): the request/response path a served nRPC service uses.
+    Ask(DaemonInput, RpcReplyPort<Result<Answer, DeliverError>>),
     /// Process inputs in order, stopping at the first that is not processed.
     DeliverMany(Vec<DaemonInput>, RpcReplyPort<DeliveredMany>),
     /// Take a snapshot now and return it.
@@ -63,6 +68,15 @@ pub enum DaemonMsg {
     Seal,
     /// Time-based snapshot (interval timer).
     SnapshotDue,
+}
+
+/// What a [`DaemonMsg::Ask`] got: the input's place and the daemon's outputs for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Where the input and its outputs landed.
+    pub delivered: Delivered,
+    /// The payloads the daemon produced for the input, in chain order.
+    pub outputs: Vec<Bytes>,
 }
 
 /// What a [`DaemonMsg::DeliverMany`] did.
@@ -166,22 +180,23 @@ impl Actor for DaemonHostActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             DaemonMsg::Deliver(input, reply) => {
-                let result = state.deliver(std::iter::once(input), 1);
+                let result = state.deliver(std::iter::once(input), 1, None);
                 state.record.release(1);
-                let _ = reply.send(result.error.map_or_else(
-                    || {
-                        Ok(Delivered {
-                            input_seq: result.last_input_seq,
-                            outputs: result.outputs,
-                            head_seq: result.head_seq,
-                        })
-                    },
-                    Err,
-                ));
+                let _ = reply.send(result.delivered());
+            }
+            DaemonMsg::Ask(input, reply) => {
+                let mut outputs = Vec::new();
+                let result = state.deliver(std::iter::once(input), 1, Some(&mut outputs));
+                state.record.release(1);
+                let _ = reply.send(
+                    result
+                        .delivered()
+                        .map(|delivered| Answer { delivered, outputs }),
+                );
             }
             DaemonMsg::DeliverMany(inputs, reply) => {
                 let n = inputs.len();
-                let result = state.deliver(inputs.into_iter(), n);
+                let result = state.deliver(inputs.into_iter(), n, None);
                 state.record.release(n);
                 let _ = reply.send(DeliveredMany {
                     processed: result.processed,
@@ -268,9 +283,29 @@ struct Tally {
     error: Option<DeliverError>,
 }
 
+impl Tally {
+    /// The result of a one-input delivery.
+    fn delivered(&self) -> Result<Delivered, DeliverError> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(Delivered {
+                input_seq: self.last_input_seq,
+                outputs: self.outputs,
+                head_seq: self.head_seq,
+            }),
+        }
+    }
+}
+
 impl DaemonHostState {
     /// Feeds `inputs` one at a time until one is not processed; publishes the outputs.
-    fn deliver(&mut self, inputs: impl Iterator<Item = DaemonInput>, hint: usize) -> Tally {
+    /// With `answer`, the payloads the daemon produces are also appended to it.
+    fn deliver(
+        &mut self,
+        inputs: impl Iterator<Item = DaemonInput>,
+        hint: usize,
+        mut answer: Option<&mut Vec<Bytes>>,
+    ) -> Tally {
         let mut tally = Tally {
             processed: 0,
             outputs: 0,
@@ -294,6 +329,10 @@ impl DaemonHostState {
                     break;
                 };
                 let next = host.input_seq() + 1;
+                let process = |host: &mut DaemonHost| match answer.as_deref_mut() {
+                    Some(answer) => host.deliver_answering(now, event, answer),
+                    None => host.deliver(now, event),
+                };
                 let result = if sampled(next) {
                     // Its parent is the span the request arrived with (ractor carries it),
                     // so a traced delivery shows the processing inside its own trace.
@@ -304,13 +343,13 @@ impl DaemonHostState {
                         outputs = tracing::field::Empty,
                     );
                     let _entered = span.enter();
-                    let result = host.deliver(now, event);
+                    let result = process(host);
                     if let Ok(delivered) = &result {
                         span.record("outputs", span_int(delivered.outputs));
                     }
                     result
                 } else {
-                    host.deliver(now, event)
+                    process(host)
                 };
                 while let Some(output) = host.poll_output() {
                     outputs.push(output);

@@ -15,20 +15,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use netrun_messages::daemon::{
     CapabilityQuery, CapabilityReply, DaemonControlError, DaemonControlMessage, SpawnRefusal,
-    SpawnRequest, SpawnResult,
+    SpawnRequest, SpawnResult, StopRequest, StopResult,
 };
 use netrun_messages::{EntityId, Identity, NodeId, OriginHash, Subprotocol};
-use netrun_runtime::daemon::{DaemonConfig, HostConfig};
+use netrun_runtime::daemon::DaemonConfig;
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::DaemonOptions;
 use crate::wire::{SendError, Wire};
 
 /// Most requests waiting for a reply at once.
 const MAX_WAITERS: usize = 256;
-/// Spawn results remembered to answer repeated requests (one per recent request).
-const RECENT_SPAWNS: usize = 256;
+/// Answers to spawns and stops remembered to answer repeated requests (one per recent
+/// request).
+const RECENT_ANSWERS: usize = 256;
 /// Attempts per request: the first send and two re-sends.
 const ATTEMPTS: u32 = 3;
 
@@ -47,6 +49,14 @@ pub enum RemoteError {
     /// Too many requests are waiting for replies.
     #[error("too many daemon control requests in flight")]
     TooManyPending,
+    /// The remote node did not stop the daemon.
+    #[error("node {node} did not stop the daemon: {result}")]
+    NotStopped {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        result: StopResult,
+    },
     /// The remote node refused the spawn.
     #[error("node {node} refused: {refusal}")]
     Refused {
@@ -84,19 +94,20 @@ struct Waiter {
     reply: oneshot::Sender<DaemonControlMessage>,
 }
 
-/// The serving side's memory of spawn requests: in flight, and recently answered.
+/// The serving side's memory of spawn and stop requests: in flight, and recently
+/// answered.
 #[derive(Debug, Default)]
 struct Served {
     in_flight: HashSet<(NodeId, u64)>,
-    recent: VecDeque<((NodeId, u64), SpawnResult)>,
+    recent: VecDeque<((NodeId, u64), DaemonControlMessage)>,
 }
 
-/// What the serving side should do with a spawn request.
-pub(super) enum SpawnDisposition {
-    /// Spawn it (it is now in flight).
+/// What the serving side should do with a spawn or stop request.
+pub(super) enum Disposition {
+    /// Carry it out (it is now in flight).
     Start,
-    /// Already answered: send this again.
-    Answered(SpawnResult),
+    /// Already answered: send this reply again.
+    Answered(DaemonControlMessage),
     /// Being handled; its answer will go out.
     InFlight,
 }
@@ -133,18 +144,20 @@ impl DaemonClient {
         }
     }
 
-    /// Asks `peer` to host a daemon of `kind` under `identity`; returns its origin and
-    /// entity as the peer reports them.
+    /// Asks `peer` to host a daemon of `kind` under `identity`, with the host configuration
+    /// and wiring of `options` (the other options are the peer's defaults); returns its
+    /// origin and entity as the peer reports them.
     pub async fn spawn(
         &self,
         peer: NodeId,
         kind: &str,
         identity: &Identity,
         config: &DaemonConfig,
-        host: &HostConfig,
+        options: &DaemonOptions,
         timeout: Duration,
     ) -> Result<(OriginHash, EntityId), RemoteError> {
-        let settings = host
+        let settings = options
+            .host
             .to_wire()
             .map_err(|e| RemoteError::Config(e.to_string()))?;
         let seed = identity.seed();
@@ -156,6 +169,7 @@ impl DaemonClient {
                     identity_seed: seed.clone(),
                     config: Bytes::clone(config.as_bytes()),
                     host: settings,
+                    wiring: options.wiring.clone(),
                 })
             })
             .await?;
@@ -167,6 +181,29 @@ impl DaemonClient {
                     refusal,
                 }),
             },
+            _ => Err(RemoteError::Timeout(peer)),
+        }
+    }
+
+    /// Asks `peer` to stop daemon `origin`, which this node placed there. The peer stops
+    /// it with the daemon's grace period, so `timeout` should exceed that.
+    pub async fn stop(
+        &self,
+        peer: NodeId,
+        origin: OriginHash,
+        timeout: Duration,
+    ) -> Result<(), RemoteError> {
+        let reply = self
+            .request(peer, timeout, |request_id| {
+                DaemonControlMessage::Stop(StopRequest { request_id, origin })
+            })
+            .await?;
+        match reply {
+            DaemonControlMessage::StopReply(reply) if reply.result == StopResult::Stopped => Ok(()),
+            DaemonControlMessage::StopReply(reply) => Err(RemoteError::NotStopped {
+                node: peer,
+                result: reply.result,
+            }),
             _ => Err(RemoteError::Timeout(peer)),
         }
     }
@@ -255,35 +292,35 @@ impl DaemonClient {
         self.inner.malformed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Registers a spawn request about to be served (see [`SpawnDisposition`]). At most
-    /// `max_in_flight` spawns are served at once; beyond that the caller refuses.
-    pub(super) fn begin_spawn(
+    /// Registers a spawn or stop request about to be served (see [`Disposition`]). At
+    /// most `max_in_flight` are served at once; beyond that the caller refuses.
+    pub(super) fn begin_request(
         &self,
         key: (NodeId, u64),
         max_in_flight: usize,
-    ) -> Option<SpawnDisposition> {
+    ) -> Option<Disposition> {
         let mut served = lock(&self.inner.served);
-        if let Some((_, result)) = served.recent.iter().find(|(k, _)| *k == key) {
-            return Some(SpawnDisposition::Answered(result.clone()));
+        if let Some((_, reply)) = served.recent.iter().find(|(k, _)| *k == key) {
+            return Some(Disposition::Answered(reply.clone()));
         }
         if served.in_flight.contains(&key) {
-            return Some(SpawnDisposition::InFlight);
+            return Some(Disposition::InFlight);
         }
         if served.in_flight.len() >= max_in_flight {
             return None;
         }
         served.in_flight.insert(key);
-        Some(SpawnDisposition::Start)
+        Some(Disposition::Start)
     }
 
-    /// Records the answer to a served spawn request.
-    pub(super) fn finish_spawn(&self, key: (NodeId, u64), result: SpawnResult) {
+    /// Records the reply to a served spawn or stop request.
+    pub(super) fn finish_request(&self, key: (NodeId, u64), reply: DaemonControlMessage) {
         let mut served = lock(&self.inner.served);
         served.in_flight.remove(&key);
-        if served.recent.len() >= RECENT_SPAWNS {
+        if served.recent.len() >= RECENT_ANSWERS {
             served.recent.pop_front();
         }
-        served.recent.push_back((key, result));
+        served.recent.push_back((key, reply));
     }
 }
 

@@ -2,10 +2,11 @@
 //!
 //! Inbound envelopes arrive through a bounded queue (a full queue drops the newest,
 //! counted by the wire) and are pumped to the actor in batches. Requests go to the node's
-//! [`DaemonService`]; replies go to the [`DaemonClient`] waiting for them. A spawn runs in
-//! its own task (it goes through the daemons supervisor, which may be busy stopping this
-//! very actor), bounded by [`MAX_SPAWNS_IN_FLIGHT`]; its answer is remembered so that a
-//! re-sent request is answered again instead of spawning twice.
+//! [`DaemonService`]; replies go to the [`DaemonClient`] waiting for them. A spawn or a
+//! stop runs in its own task (it goes through the daemons supervisor, which may be busy
+//! stopping this very actor; a stop waits out the daemon's grace period), bounded by
+//! [`MAX_SPAWNS_IN_FLIGHT`]; its answer is remembered so that a re-sent request is answered
+//! again instead of being carried out twice.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,25 +14,30 @@ use std::sync::Arc;
 
 use netrun_messages::daemon::{
     CapabilityReply, DaemonControlMessage, SpawnRefusal, SpawnReply, SpawnRequest, SpawnResult,
+    StopReply, StopResult,
 };
-use netrun_messages::{CapabilitySet, NodeId, Subprotocol};
+use netrun_messages::{CapabilitySet, NodeId, OriginHash, Subprotocol};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
-use super::client::{DaemonClient, SpawnDisposition};
+use super::client::{DaemonClient, Disposition};
 use crate::pump::{self, Credit, Tasks};
 use crate::wire::{Inbound, Wire};
 
-/// Most remote spawns served at once; more are refused as busy.
+/// Most remote spawns and stops served at once; more are refused as busy.
 pub const MAX_SPAWNS_IN_FLIGHT: usize = 16;
 
 /// The future of one remote spawn.
 pub type SpawnFuture = Pin<Box<dyn Future<Output = SpawnResult> + Send>>;
+/// The future of one remote stop.
+pub type StopFuture = Pin<Box<dyn Future<Output = StopResult> + Send>>;
 
 /// What the node does for daemon control requests from peers.
 pub trait DaemonService: Send + Sync + 'static {
     /// Hosts the daemon `from` asked for and says how it went.
     fn spawn(&self, from: NodeId, request: SpawnRequest) -> SpawnFuture;
+    /// Stops daemon `origin` if `from` placed it here.
+    fn stop(&self, from: NodeId, origin: OriginHash) -> StopFuture;
     /// This node's capability set and its daemon load in per mille.
     fn capabilities(&self) -> (CapabilitySet, u16);
 }
@@ -131,7 +137,31 @@ impl DaemonControlState {
             }
         };
         match message {
-            DaemonControlMessage::Spawn(request) => self.on_spawn(peer, request).await,
+            DaemonControlMessage::Spawn(request) => {
+                let request_id = request.request_id;
+                let run = self.service.spawn(peer, request);
+                let busy = DaemonControlMessage::SpawnReply(SpawnReply {
+                    request_id,
+                    result: SpawnResult::Refused(SpawnRefusal::failed(
+                        "too many remote daemon requests in flight",
+                    )),
+                });
+                self.serve_request(peer, request_id, Some(busy), async move {
+                    let result = run.await;
+                    DaemonControlMessage::SpawnReply(SpawnReply { request_id, result })
+                })
+                .await;
+            }
+            DaemonControlMessage::Stop(request) => {
+                let request_id = request.request_id;
+                let run = self.service.stop(peer, request.origin);
+                // Busy: no answer; the requester re-sends within its timeout.
+                self.serve_request(peer, request_id, None, async move {
+                    let result = run.await;
+                    DaemonControlMessage::StopReply(StopReply { request_id, result })
+                })
+                .await;
+            }
             DaemonControlMessage::Query(query) => {
                 let (capabilities, load_permille) = self.service.capabilities();
                 let reply = DaemonControlMessage::QueryReply(CapabilityReply {
@@ -141,34 +171,38 @@ impl DaemonControlState {
                 });
                 send(&self.wire, peer, &reply).await;
             }
-            reply @ (DaemonControlMessage::SpawnReply(_) | DaemonControlMessage::QueryReply(_)) => {
+            reply @ (DaemonControlMessage::SpawnReply(_)
+            | DaemonControlMessage::StopReply(_)
+            | DaemonControlMessage::QueryReply(_)) => {
                 self.client.complete(peer, reply);
             }
         }
     }
 
-    async fn on_spawn(&mut self, peer: NodeId, request: SpawnRequest) {
-        let key = (peer, request.request_id);
-        let request_id = request.request_id;
-        match self.client.begin_spawn(key, MAX_SPAWNS_IN_FLIGHT) {
-            Some(SpawnDisposition::InFlight) => {}
-            Some(SpawnDisposition::Answered(result)) => {
-                let reply = DaemonControlMessage::SpawnReply(SpawnReply { request_id, result });
-                send(&self.wire, peer, &reply).await;
-            }
+    /// Carries out a spawn or stop request once: in its own task, answering a repeat
+    /// from the remembered reply (or not at all while the first is in flight). When too
+    /// many are in flight, `busy` is the answer.
+    async fn serve_request(
+        &mut self,
+        peer: NodeId,
+        request_id: u64,
+        busy: Option<DaemonControlMessage>,
+        run: impl Future<Output = DaemonControlMessage> + Send + 'static,
+    ) {
+        let key = (peer, request_id);
+        match self.client.begin_request(key, MAX_SPAWNS_IN_FLIGHT) {
+            Some(Disposition::InFlight) => {}
+            Some(Disposition::Answered(reply)) => send(&self.wire, peer, &reply).await,
             None => {
-                let result =
-                    SpawnResult::Refused(SpawnRefusal::failed("too many remote spawns in flight"));
-                let reply = DaemonControlMessage::SpawnReply(SpawnReply { request_id, result });
-                send(&self.wire, peer, &reply).await;
+                if let Some(busy) = busy {
+                    send(&self.wire, peer, &busy).await;
+                }
             }
-            Some(SpawnDisposition::Start) => {
-                let spawn = self.service.spawn(peer, request);
+            Some(Disposition::Start) => {
                 let client = self.client.clone();
                 tokio::spawn(async move {
-                    let result = spawn.await;
-                    client.finish_spawn(key, result.clone());
-                    let reply = DaemonControlMessage::SpawnReply(SpawnReply { request_id, result });
+                    let reply = run.await;
+                    client.finish_request(key, reply.clone());
                     send(client.wire(), peer, &reply).await;
                 });
             }

@@ -1,9 +1,9 @@
 //! Daemon hosting: one `DaemonHost{origin}` actor per daemon, and the actor that serves the
-//! daemon control subprotocol (remote spawns, capability queries).
+//! daemon control subprotocol (remote spawns and stops, capability queries).
 //!
 //! ```text
-//!   DaemonHandle (node) ─ Deliver / DeliverMany / Snapshot / Control / Status / Shutdown ─┐
-//!                                                                                          ▼
+//!   DaemonHandle (node) ─ Deliver / Ask / DeliverMany / Snapshot / Control / Status / Shutdown ─┐
+//!                                                                                                ▼
 //!   DaemonHostActor (one incarnation) ── locks ──▶ DaemonRecord (outlives incarnations)
 //!     │ feeds events one at a time                   ├ slot: Live(DaemonHost) | Recovering(Recovery)
 //!     │ seals batches on a timer (poll_timeout)      ├ input chain for byte inputs
@@ -13,7 +13,7 @@
 //!   supervisor (daemons subtree): backoff, crash-loop gate ────┘ restart: the next
 //!   incarnation restores the host from the slot (snapshot + replay), nothing is lost
 //!
-//!   DAEMON envelopes ─▶ DaemonControlActor ─▶ DaemonService (the node): spawn, capabilities
+//!   DAEMON envelopes ─▶ DaemonControlActor ─▶ DaemonService (the node): spawn, stop, capabilities
 //!                        replies ─▶ DaemonClient waiters (request id, sender checked)
 //! ```
 //!
@@ -33,13 +33,14 @@ mod record;
 
 use std::time::Duration;
 
+use netrun_messages::daemon::DaemonWiring;
 use netrun_runtime::daemon::HostConfig;
 
-pub use actor::{DaemonArgs, DaemonHostActor, DaemonMsg, DeliveredMany, HostStatus};
+pub use actor::{Answer, DaemonArgs, DaemonHostActor, DaemonMsg, DeliveredMany, HostStatus};
 pub use client::{DaemonClient, RemoteError};
 pub use control::{
     DaemonControlActor, DaemonControlArgs, DaemonControlMsg, DaemonService, MAX_SPAWNS_IN_FLIGHT,
-    SpawnFuture,
+    SpawnFuture, StopFuture,
 };
 pub use record::{DaemonInput, DaemonRecord, OutputSink, RecordState};
 
@@ -63,7 +64,7 @@ pub const TRACE_FIRST_EVENTS: u64 = 16;
 pub const TRACE_EVERY: u64 = 1024;
 
 /// How a node hosts one daemon.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DaemonOptions {
     /// The sans-IO host's configuration (signing, snapshot cadence, log bounds).
     pub host: HostConfig,
@@ -76,6 +77,9 @@ pub struct DaemonOptions {
     pub output_capacity: usize,
     /// Events sent and not yet handled before `deliver` is refused.
     pub queue_capacity: usize,
+    /// The nRPC services the daemon serves and the channels it reads, set up by the node
+    /// that hosts it (also when it was placed there from another node).
+    pub wiring: DaemonWiring,
 }
 
 impl Default for DaemonOptions {
@@ -86,6 +90,7 @@ impl Default for DaemonOptions {
             stop_grace: DEFAULT_STOP_GRACE,
             output_capacity: DEFAULT_OUTPUT_CAPACITY,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            wiring: DaemonWiring::default(),
         }
     }
 }

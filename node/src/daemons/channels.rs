@@ -104,8 +104,10 @@ async fn publish(node: &Node, origin: OriginHash, events: Vec<Bytes>, dropped: &
 
 impl Node {
     /// Makes daemon `origin` (hosted here) a subscriber of `channel` on `publisher`: each
-    /// event's payload becomes one input, delivered in order. The subscription ends when
-    /// the daemon stops or the publisher ends it. Errors: the daemon is unknown here
+    /// event's payload becomes one input, delivered in order. Channels are named per
+    /// publisher in netrun, so the publisher is part of the call; it may be this node (the
+    /// daemon then reads the channel locally, without a session). The subscription ends
+    /// when the daemon stops or the publisher ends it. Errors: the daemon is unknown here
     /// ([`DaemonCallError::NotFound`]) or the publisher refused
     /// ([`DaemonCallError::Subscribe`]).
     pub async fn subscribe_daemon(
@@ -114,22 +116,49 @@ impl Node {
         publisher: NodeId,
         channel: &ChannelName,
     ) -> Result<(), DaemonCallError> {
+        let entry = self
+            .daemon_registry()
+            .entry(origin)
+            .ok_or(DaemonCallError::NotFound(origin))?;
         let daemon = self
             .daemon(origin)
             .ok_or(DaemonCallError::NotFound(origin))?;
-        let mut subscription = self
-            .subscribe_channel(publisher, channel, SubscribeConfig::default())
-            .await
-            .map_err(|e: SubscribeError| DaemonCallError::Subscribe(e.to_string()))?;
-        let channel = channel.clone();
-        tokio::spawn(async move {
-            while let Some(event) = subscription.recv().await {
-                if let Err(e) = daemon.deliver(event.payload).await {
-                    tracing::debug!(%origin, channel = %channel, error = %e, "channel input not delivered; subscription ends");
-                    return;
+        let refused = |e: SubscribeError| DaemonCallError::Subscribe(e.to_string());
+        let name = channel.clone();
+        let forward = move |payload: Bytes| {
+            let daemon = daemon.clone();
+            let name = name.clone();
+            async move {
+                let delivered = daemon.deliver(payload).await;
+                if let Err(e) = &delivered {
+                    tracing::debug!(%origin, channel = %name, error = %e, "channel input not delivered; subscription ends");
                 }
+                delivered.is_ok()
             }
-        });
+        };
+        let task = if publisher == self.node_id() {
+            let mut tap = self.channel_state().tap(channel).map_err(refused)?;
+            tokio::spawn(async move {
+                while let Some(payload) = tap.recv().await {
+                    if !forward(payload).await {
+                        return;
+                    }
+                }
+            })
+        } else {
+            let mut subscription = self
+                .subscribe_channel(publisher, channel, SubscribeConfig::default())
+                .await
+                .map_err(refused)?;
+            tokio::spawn(async move {
+                while let Some(event) = subscription.recv().await {
+                    if !forward(event.payload).await {
+                        return;
+                    }
+                }
+            })
+        };
+        entry.links.add_input(task);
         Ok(())
     }
 }

@@ -46,6 +46,7 @@
 mod channels;
 mod placement;
 mod registry;
+mod wiring;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -59,10 +60,11 @@ use tokio::sync::broadcast;
 pub(crate) use channels::start as start_output_channels;
 pub use channels::{OUTPUT_QUEUE, output_channel};
 pub use netrun_actors::daemon::{
-    DEFAULT_OUTPUT_CAPACITY, DEFAULT_QUEUE_CAPACITY, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_STOP_GRACE,
-    DaemonInput, DaemonOptions, DeliveredMany, MAX_DAEMONS, OutputSink, RemoteError, TRACE_EVERY,
-    TRACE_FIRST_EVENTS,
+    Answer, DEFAULT_OUTPUT_CAPACITY, DEFAULT_QUEUE_CAPACITY, DEFAULT_SNAPSHOT_INTERVAL,
+    DEFAULT_STOP_GRACE, DaemonInput, DaemonOptions, DeliveredMany, MAX_DAEMONS, OutputSink,
+    RemoteError, TRACE_EVERY, TRACE_FIRST_EVENTS,
 };
+pub use netrun_messages::daemon::{MAX_WIRING, StopResult};
 pub use netrun_messages::{
     CapabilityFilter, CapabilitySet, CausalChain, CausalEvent, CausalLink, ChainError, ChainHead,
     GpuInfo, GpuVendor, Hardware, SignedEvent,
@@ -75,11 +77,13 @@ pub use netrun_runtime::daemon::{
     RestoreError, SignedBatch, SnapshotRefusal, VerifyError, factory, place, rank,
 };
 pub use placement::{
-    CandidatesFuture, PlacedDaemon, PlacementCandidate, PlacementCandidates, QUERY_TIMEOUT,
-    REMOTE_SPAWN_TIMEOUT, SessionCandidates,
+    CandidatesFuture, IndexCandidates, PlacedDaemon, PlacementCandidate, PlacementCandidates,
+    QUERY_TIMEOUT, REMOTE_SPAWN_TIMEOUT, REMOTE_STOP_TIMEOUT, SessionCandidates,
 };
 
 pub(crate) use registry::Daemons;
+pub use registry::LOAD_METADATA_KEY;
+pub use wiring::{ChannelInput, DaemonReply, DaemonWiring, ServedService};
 
 use crate::Node;
 use crate::{EntityId, Identity, NodeId, OriginHash};
@@ -142,6 +146,10 @@ pub enum DaemonSpawnError {
     /// A remote spawn failed.
     #[error(transparent)]
     Remote(RemoteError),
+    /// The daemon ran but its wiring could not be set up (a service already served here,
+    /// a publisher refused a subscription); it was stopped again.
+    #[error("daemon wiring: {0}")]
+    Wiring(String),
     /// The daemons supervisor refused the child.
     #[error("supervisor: {0}")]
     Supervisor(SupervisorError),
@@ -185,6 +193,12 @@ pub enum DaemonCallError {
     /// The channel's publisher refused or did not answer the subscription.
     #[error("channel subscription: {0}")]
     Subscribe(String),
+    /// The service could not be served (already served here, or an invalid name).
+    #[error("serve: {0}")]
+    Serve(String),
+    /// The remote node did not stop the daemon.
+    #[error(transparent)]
+    Remote(RemoteError),
 }
 
 /// One daemon as [`Node::daemons`] reports it.
@@ -307,6 +321,25 @@ impl DaemonHandle {
         let result = self
             .child
             .call(|reply| DaemonMsg::Deliver(input, reply), Some(CALL_TIMEOUT))
+            .await;
+        match result {
+            Ok(result) => result.map_err(DaemonCallError::Deliver),
+            Err(error) => Err(self.call_failed(error, 1)),
+        }
+    }
+
+    /// Feeds one input like [`deliver`](Self::deliver) and returns the payloads the daemon
+    /// produced for it (they are linked, signed and published as usual): request/response
+    /// over a daemon, as a served nRPC service uses it.
+    pub async fn ask(&self, input: impl Into<DaemonInput>) -> Result<Answer, DaemonCallError> {
+        self.check()?;
+        if !self.record.try_reserve(1) {
+            return Err(DaemonCallError::Full);
+        }
+        let input = input.into();
+        let result = self
+            .child
+            .call(|reply| DaemonMsg::Ask(input, reply), Some(CALL_TIMEOUT))
             .await;
         match result {
             Ok(result) => result.map_err(DaemonCallError::Deliver),
@@ -497,7 +530,7 @@ impl Node {
         options: DaemonOptions,
     ) -> Result<DaemonHandle, DaemonSpawnError> {
         self.daemon_registry()
-            .spawn_local(kind, identity, config, options, None)
+            .spawn_local(kind, identity, config, options, None, None)
             .await
     }
 
@@ -525,7 +558,7 @@ impl Node {
         options: DaemonOptions,
     ) -> Result<DaemonHandle, DaemonSpawnError> {
         self.daemon_registry()
-            .spawn_local(kind, identity, config, options, Some(snapshot))
+            .spawn_local(kind, identity, config, options, Some(snapshot), None)
             .await
     }
 

@@ -2,11 +2,12 @@
 //!
 //! 1. The daemon is built once from its factory (which must be registered here too) to
 //!    read its `requirements()`.
-//! 2. Candidates come from a [`PlacementCandidates`] provider. The default is this node
-//!    (with the capabilities given to `NodeBuilder::capabilities`, RTT zero) and every
-//!    session peer that answers a capability query within [`QUERY_TIMEOUT`] (its RTT from
-//!    the session, its load from its answer). A node-wide capability index can replace it
-//!    through [`Node::set_placement_candidates`].
+//! 2. Candidates come from a [`PlacementCandidates`] provider. The default,
+//!    [`IndexCandidates`], reads the capability index: this node (its live capability set,
+//!    RTT zero) and every node whose verified announcement meets the requirements, with
+//!    the RTT of its session if there is one and its load from the `netrun.daemon.load`
+//!    metadata it announces. [`SessionCandidates`] asks each session peer directly instead;
+//!    either can be replaced through [`Node::set_placement_candidates`].
 //! 3. [`rank`] orders the matching candidates: lowest RTT, then least saturation, then
 //!    lowest node id.
 //! 4. The daemon is spawned on the first; if that node refuses for certain (kind not
@@ -18,9 +19,13 @@
 //!    run one identity twice.
 //!
 //! A remote spawn travels in a `DAEMON` control envelope inside the session to the chosen
-//! node, identity seed included, and is limited to what one datagram carries (a
-//! configuration of a few KiB). Any session peer may ask a node to host a daemon: mesh
-//! membership (the PSK and the session handshake) is the authorization.
+//! node, identity seed and [`DaemonWiring`](super::DaemonWiring) included, and is limited
+//! to what one datagram carries (a configuration of a few KiB). The wiring makes a placed
+//! daemon reachable wherever it lands: its services are served by its host (callers find
+//! them with `call_service`) and its channel inputs are subscribed there. Any session peer
+//! may ask a node to host a daemon: mesh membership (the PSK and the session handshake) is
+//! the authorization. Only the node that placed a daemon may stop it remotely
+//! ([`Node::stop_daemon_on`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,17 +34,22 @@ use std::time::Duration;
 
 use netrun_actors::daemon::{DaemonOptions, RemoteError};
 use netrun_actors::session::PeerState;
-use netrun_messages::daemon::SpawnRefusal;
+use netrun_messages::daemon::{MAX_LOAD_PERMILLE, SpawnRefusal};
 use netrun_runtime::daemon::{Candidate, rank};
 use tracing::{Instrument, debug, info_span};
 
-use super::{DaemonHandle, DaemonSpawnError};
-use crate::{CapabilitySet, DaemonConfig, EntityId, Identity, Node, NodeId, OriginHash};
+use super::registry::LOAD_METADATA_KEY;
+use super::{DaemonCallError, DaemonHandle, DaemonSpawnError};
+use crate::{
+    CapabilityFilter, CapabilitySet, DaemonConfig, EntityId, Identity, Node, NodeId, OriginHash,
+};
 
 /// Longest a capability query or a remote spawn waits for a peer (across its attempts).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a remote spawn waits for the chosen peer (across its attempts).
 pub const REMOTE_SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a remote stop waits: the daemon's grace period (30 s by default) and a margin.
+pub const REMOTE_STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// One node that could host a daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,11 +67,16 @@ pub struct PlacementCandidate {
 /// The future a [`PlacementCandidates`] provider returns.
 pub type CandidatesFuture<'a> = Pin<Box<dyn Future<Output = Vec<PlacementCandidate>> + Send + 'a>>;
 
-/// Where placement takes its candidate nodes from (the seam the capability index plugs
-/// into).
+/// Where placement takes its candidate nodes from.
 pub trait PlacementCandidates: Send + Sync + 'static {
-    /// The nodes `node` may place a daemon on, itself included if it may host one.
-    fn candidates<'a>(&'a self, node: &'a Node) -> CandidatesFuture<'a>;
+    /// The nodes `node` may place a daemon with `requirements` on, itself included if it
+    /// may host one. Ranking filters by the requirements again, so a provider may return
+    /// nodes that do not meet them.
+    fn candidates<'a>(
+        &'a self,
+        node: &'a Node,
+        requirements: &'a CapabilityFilter,
+    ) -> CandidatesFuture<'a>;
 }
 
 /// The outcome of a placed spawn.
@@ -79,26 +94,88 @@ pub struct PlacedDaemon {
     pub local: Option<DaemonHandle>,
 }
 
-/// The default provider: this node and the session peers that answer a capability query.
+/// The default provider: this node and the nodes in the capability index that meet the
+/// requirements.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexCandidates;
+
+impl PlacementCandidates for IndexCandidates {
+    fn candidates<'a>(
+        &'a self,
+        node: &'a Node,
+        requirements: &'a CapabilityFilter,
+    ) -> CandidatesFuture<'a> {
+        Box::pin(async move {
+            let peers = up_peers(node).await;
+            let local = node.node_id();
+            let mut candidates = vec![this_node(node)];
+            let index = node.capability_state();
+            for id in index.find(requirements) {
+                if id == local {
+                    continue;
+                }
+                let Some(capabilities) = index.capabilities_of(id) else {
+                    continue;
+                };
+                let saturation = announced_load(&capabilities);
+                candidates.push(PlacementCandidate {
+                    node: id,
+                    capabilities,
+                    rtt: peers.iter().find(|p| p.node == id).and_then(|p| p.rtt),
+                    saturation,
+                });
+            }
+            candidates
+        })
+    }
+}
+
+/// This node as a candidate: its live capability set, RTT zero, its daemon load.
+fn this_node(node: &Node) -> PlacementCandidate {
+    let daemons = node.daemon_registry();
+    PlacementCandidate {
+        node: node.node_id(),
+        capabilities: daemons.capabilities(),
+        rtt: Some(Duration::ZERO),
+        saturation: f32::from(daemons.load_permille()) / 1000.0,
+    }
+}
+
+/// The session peers that are up.
+async fn up_peers(node: &Node) -> Vec<crate::PeerInfo> {
+    node.peers()
+        .await
+        .into_iter()
+        .filter(|p| p.state == PeerState::Up)
+        .collect()
+}
+
+/// The daemon load a node announces, 0.0..=1.0 (0 if it announces none or garbage).
+fn announced_load(capabilities: &CapabilitySet) -> f32 {
+    capabilities
+        .metadata
+        .get(LOAD_METADATA_KEY)
+        .and_then(|v| v.parse::<u16>().ok())
+        .map_or(0.0, |permille| {
+            f32::from(permille.min(MAX_LOAD_PERMILLE)) / 1000.0
+        })
+}
+
+/// Asks every session peer for its capabilities and load (one `DAEMON` query each); peers
+/// that do not answer within [`QUERY_TIMEOUT`] are not candidates.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionCandidates;
 
 impl PlacementCandidates for SessionCandidates {
-    fn candidates<'a>(&'a self, node: &'a Node) -> CandidatesFuture<'a> {
+    fn candidates<'a>(
+        &'a self,
+        node: &'a Node,
+        _requirements: &'a CapabilityFilter,
+    ) -> CandidatesFuture<'a> {
         Box::pin(async move {
             let daemons = node.daemon_registry();
-            let mut candidates = vec![PlacementCandidate {
-                node: node.node_id(),
-                capabilities: daemons.capabilities().clone(),
-                rtt: Some(Duration::ZERO),
-                saturation: f32::from(daemons.load_permille()) / 1000.0,
-            }];
-            let peers: Vec<_> = node
-                .peers()
-                .await
-                .into_iter()
-                .filter(|p| p.state == PeerState::Up)
-                .collect();
+            let mut candidates = vec![this_node(node)];
+            let peers = up_peers(node).await;
             // One query per peer, concurrently (a session peer count is small and bounded).
             let mut queries = tokio::task::JoinSet::new();
             for peer in &peers {
@@ -189,8 +266,8 @@ impl Node {
         };
         let provider = daemons
             .candidates()
-            .unwrap_or_else(|| Arc::new(SessionCandidates));
-        let candidates = provider.candidates(self).await;
+            .unwrap_or_else(|| Arc::new(IndexCandidates));
+        let candidates = provider.candidates(self, &requirements).await;
         let views: Vec<Candidate<'_>> = candidates
             .iter()
             .map(|c| Candidate {
@@ -209,7 +286,14 @@ impl Node {
             span.record("target", tracing::field::display(target));
             if target == self.node_id() {
                 match daemons
-                    .spawn_local(kind, identity.clone(), config.clone(), options, None)
+                    .spawn_local(
+                        kind,
+                        identity.clone(),
+                        config.clone(),
+                        options.clone(),
+                        None,
+                        None,
+                    )
                     .await
                 {
                     Ok(handle) => {
@@ -237,7 +321,7 @@ impl Node {
                     kind,
                     &identity,
                     &config,
-                    &options.host,
+                    &options,
                     REMOTE_SPAWN_TIMEOUT,
                 )
                 .await;
@@ -281,5 +365,27 @@ impl Node {
             }
         }
         Err(last)
+    }
+}
+
+impl Node {
+    /// Stops daemon `origin` on node `host`: here, like [`Node::stop_daemon`]; on another
+    /// node, through the `DAEMON` control subprotocol, which that node accepts only from
+    /// the node that placed the daemon there ([`StopResult::NotPermitted`](super::StopResult)
+    /// otherwise). The remote node waits out the daemon's grace period, so this can take
+    /// up to [`REMOTE_STOP_TIMEOUT`].
+    pub async fn stop_daemon_on(
+        &self,
+        host: NodeId,
+        origin: OriginHash,
+    ) -> Result<(), DaemonCallError> {
+        if host == self.node_id() {
+            return self.stop_daemon(origin).await.map(|_| ());
+        }
+        self.daemon_registry()
+            .client()
+            .stop(host, origin, REMOTE_STOP_TIMEOUT)
+            .await
+            .map_err(DaemonCallError::Remote)
     }
 }

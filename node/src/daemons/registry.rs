@@ -2,15 +2,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use netrun_actors::capability::CapabilityHandle;
 use netrun_actors::daemon::{
     DaemonArgs, DaemonClient, DaemonControlActor, DaemonControlArgs, DaemonHostActor, DaemonMsg,
-    DaemonOptions, DaemonRecord, DaemonService, MAX_DAEMONS, OutputSink, SpawnFuture,
+    DaemonOptions, DaemonRecord, DaemonService, MAX_DAEMONS, OutputSink, SpawnFuture, StopFuture,
 };
 use netrun_actors::wire::Wire;
-use netrun_messages::daemon::{MAX_LOAD_PERMILLE, SpawnRefusal, SpawnRequest, SpawnResult};
+use netrun_messages::daemon::{
+    MAX_LOAD_PERMILLE, SpawnRefusal, SpawnRequest, SpawnResult, StopResult,
+};
 use netrun_messages::{CapabilitySet, Identity, NodeId, OriginHash};
 use netrun_runtime::daemon::{
     DaemonConfig, DaemonFactories, DaemonFactory, DaemonHost, DaemonSnapshot, FactoryError,
@@ -21,7 +24,9 @@ use ractor::SpawnErr;
 use tracing::{Instrument, info, info_span};
 
 use super::placement::PlacementCandidates;
+use super::wiring::Links;
 use super::{DaemonHandle, DaemonSpawnError};
+use crate::node::{Inner, Node};
 
 /// Id of the daemons subtree under the root supervisor.
 const SUBTREE: &str = "daemons";
@@ -32,11 +37,18 @@ const CONTROL_CHILD: &str = "daemon_control";
 /// actor is handling.
 const FORCE_STOP_WAIT: Duration = Duration::from_secs(1);
 
+/// The metadata key under which a node announces its daemon load (per mille of
+/// [`MAX_DAEMONS`]); placement reads it from the capability index.
+pub const LOAD_METADATA_KEY: &str = "netrun.daemon.load";
+
 /// The node's daemons (shared by the node handle, the control service and the handles).
 pub(crate) struct Daemons {
     node: NodeId,
     input_origin: OriginHash,
-    capabilities: CapabilitySet,
+    /// The node's live capability set (announced; carries the daemon load).
+    capabilities: CapabilityHandle,
+    /// The node, once started (wiring a daemon serves and subscribes through it).
+    node_slot: Arc<OnceLock<Weak<Inner>>>,
     root: SupervisorHandle,
     client: DaemonClient,
     factories: Mutex<DaemonFactories>,
@@ -59,6 +71,10 @@ struct State {
 pub(crate) struct Entry {
     pub(crate) record: Arc<DaemonRecord>,
     pub(crate) child: ChildRef<DaemonMsg>,
+    /// The node that placed it here, if a peer did (only that peer may stop it remotely).
+    pub(crate) placed_by: Option<NodeId>,
+    /// Its served services and channel inputs; they end when the entry is dropped.
+    pub(crate) links: Arc<Links>,
 }
 
 /// The control service the daemon control actor calls (holds the registry weakly, so the
@@ -69,7 +85,8 @@ impl Daemons {
     /// Creates the registry and adds the daemon control actor to the daemons subtree.
     pub(crate) async fn start(
         identity: &Identity,
-        capabilities: CapabilitySet,
+        capabilities: CapabilityHandle,
+        node_slot: Arc<OnceLock<Weak<Inner>>>,
         wire: &Arc<Wire>,
         root: &SupervisorHandle,
     ) -> Result<Arc<Self>, SpawnErr> {
@@ -78,6 +95,7 @@ impl Daemons {
             node: identity.node_id(),
             input_origin: identity.origin_hash(),
             capabilities,
+            node_slot,
             root: root.clone(),
             client: client.clone(),
             factories: Mutex::new(DaemonFactories::new()),
@@ -113,9 +131,29 @@ impl Daemons {
         &self.client
     }
 
-    /// What this node offers.
-    pub(crate) fn capabilities(&self) -> &CapabilitySet {
-        &self.capabilities
+    /// What this node offers now.
+    pub(crate) fn capabilities(&self) -> CapabilitySet {
+        self.capabilities.capabilities()
+    }
+
+    /// The node, once it has started and while it runs.
+    fn node_handle(&self) -> Option<Node> {
+        self.node_slot
+            .get()
+            .and_then(Weak::upgrade)
+            .map(Node::from_inner)
+    }
+
+    /// Announces the daemon load (a change is announced within the announcer's minimum
+    /// interval, so a burst of spawns is one announcement).
+    fn announce_load(&self) {
+        let load = self.load_permille().to_string();
+        if let Err(error) = self
+            .capabilities
+            .set_metadata(LOAD_METADATA_KEY, Some(load))
+        {
+            tracing::warn!(%error, "daemon load not announced");
+        }
     }
 
     /// Daemon slots in use, per mille of [`MAX_DAEMONS`].
@@ -204,7 +242,9 @@ impl Daemons {
         Ok((factory, daemon))
     }
 
-    /// Spawns a daemon on this node: fresh from its factory, or restored from `snapshot`.
+    /// Spawns a daemon on this node: fresh from its factory, or restored from `snapshot`;
+    /// `placed_by` is the peer that asked for it, if one did. Once it runs, its wiring is
+    /// set up; if that fails the daemon is stopped again and the error returned.
     pub(crate) async fn spawn_local(
         &self,
         kind: &str,
@@ -212,6 +252,7 @@ impl Daemons {
         config: DaemonConfig,
         options: DaemonOptions,
         snapshot: Option<DaemonSnapshot>,
+        placed_by: Option<NodeId>,
     ) -> Result<DaemonHandle, DaemonSpawnError> {
         let origin = identity.origin_hash();
         let span = info_span!(
@@ -222,9 +263,19 @@ impl Daemons {
             restored = snapshot.is_some(),
         );
         async move {
-            let result = self
-                .spawn_inner(kind, identity, config, options, snapshot)
+            let wiring = options.wiring.clone();
+            let mut result = self
+                .spawn_inner(kind, identity, config, options, snapshot, placed_by)
                 .await;
+            if let Ok(handle) = &result {
+                if let Err(error) = self.wire(handle, &wiring).await {
+                    if let Some(entry) = self.entry(handle.origin_hash()) {
+                        entry.record.begin_stop();
+                        self.stop(&entry).await;
+                    }
+                    result = Err(error);
+                }
+            }
             match &result {
                 Ok(_) => info!("daemon spawned"),
                 Err(error) => info!(%error, "daemon spawn refused"),
@@ -242,6 +293,7 @@ impl Daemons {
         config: DaemonConfig,
         options: DaemonOptions,
         snapshot: Option<DaemonSnapshot>,
+        placed_by: Option<NodeId>,
     ) -> Result<DaemonHandle, DaemonSpawnError> {
         if self.is_shutting_down() {
             return Err(DaemonSpawnError::ShuttingDown);
@@ -289,8 +341,11 @@ impl Daemons {
         let entry = Entry {
             record: Arc::clone(&record),
             child: child.clone(),
+            placed_by,
+            links: Arc::new(Links::default()),
         };
         self.lock_state().hosted.insert(origin, entry);
+        self.announce_load();
         // Started from a task of its own: the actor (and every span it opens) must not
         // become a child of the caller's span, which would then stay open for as long as
         // the daemon runs.
@@ -303,6 +358,7 @@ impl Daemons {
         };
         if let Err(error) = added {
             self.lock_state().hosted.remove(&origin);
+            self.announce_load();
             return Err(error);
         }
         Ok(DaemonHandle::new(record, child, self.node, self.me.clone()))
@@ -331,8 +387,31 @@ impl Daemons {
                 state.hosted.remove(&record.origin());
             }
         }
+        self.announce_load();
         info!(origin = %record.origin(), "daemon stopped");
         final_snapshot.or_else(|| record.last_snapshot())
+    }
+
+    /// Serves the daemon's services and subscribes it to its input channels.
+    async fn wire(
+        &self,
+        handle: &DaemonHandle,
+        wiring: &netrun_messages::daemon::DaemonWiring,
+    ) -> Result<(), DaemonSpawnError> {
+        if wiring.services.is_empty() && wiring.inputs.is_empty() {
+            return Ok(());
+        }
+        let node = self.node_handle().ok_or(DaemonSpawnError::NotReady)?;
+        for service in &wiring.services {
+            node.serve_daemon(handle.origin_hash(), service.name.as_str(), service.reply)
+                .map_err(|e| DaemonSpawnError::Wiring(e.to_string()))?;
+        }
+        for input in &wiring.inputs {
+            node.subscribe_daemon(handle.origin_hash(), input.publisher, &input.channel)
+                .await
+                .map_err(|e| DaemonSpawnError::Wiring(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn reserve(&self, origin: OriginHash) -> Result<Reservation<'_>, DaemonSpawnError> {
@@ -390,10 +469,11 @@ impl DaemonService for Service {
                 let identity = Identity::from_seed(*request.identity_seed);
                 let options = DaemonOptions {
                     host,
+                    wiring: request.wiring,
                     ..DaemonOptions::default()
                 };
                 match daemons
-                    .spawn_local(&request.kind, identity, config, options, None)
+                    .spawn_local(&request.kind, identity, config, options, None, Some(from))
                     .await
                 {
                     Ok(handle) => SpawnResult::Spawned {
@@ -408,9 +488,31 @@ impl DaemonService for Service {
         })
     }
 
+    fn stop(&self, from: NodeId, origin: OriginHash) -> StopFuture {
+        let daemons = self.0.upgrade();
+        Box::pin(async move {
+            let Some(daemons) = daemons else {
+                return StopResult::NotFound;
+            };
+            let Some(entry) = daemons.entry(origin) else {
+                return StopResult::NotFound;
+            };
+            if entry.placed_by != Some(from) {
+                return StopResult::NotPermitted;
+            }
+            if entry.record.begin_stop() {
+                // Another stop is under way; it ends the daemon.
+                return StopResult::Stopped;
+            }
+            let span = info_span!("netrun.daemon.remote_stop", from = %from, origin = %origin);
+            daemons.stop(&entry).instrument(span).await;
+            StopResult::Stopped
+        })
+    }
+
     fn capabilities(&self) -> (CapabilitySet, u16) {
         match self.0.upgrade() {
-            Some(daemons) => (daemons.capabilities.clone(), daemons.load_permille()),
+            Some(daemons) => (daemons.capabilities(), daemons.load_permille()),
             None => (CapabilitySet::default(), MAX_LOAD_PERMILLE),
         }
     }

@@ -3,6 +3,8 @@
 use netrun_messages::{
     AnnouncementError, CapabilityAnnouncement, CapabilityError, CapabilitySet, Identity, NodeId,
 };
+use std::collections::{BTreeMap, BTreeSet};
+
 use thiserror::Error;
 
 use super::service_tag;
@@ -79,6 +81,19 @@ impl AnnouncerConfig {
     }
 }
 
+/// `base` with `services` among its tags and `metadata` over its metadata.
+fn compose(
+    base: &CapabilitySet,
+    services: &BTreeSet<String>,
+    metadata: &BTreeMap<String, String>,
+) -> CapabilitySet {
+    let mut set = base.clone();
+    set.tags.extend(services.iter().cloned());
+    set.metadata
+        .extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    set
+}
+
 /// The local node's announcement schedule.
 ///
 /// The [`Announcer`] holds the node's identity and current [`CapabilitySet`] and decides
@@ -99,6 +114,13 @@ impl AnnouncerConfig {
 pub struct Announcer {
     identity: Identity,
     config: AnnouncerConfig,
+    /// The set as the application gave it.
+    base: CapabilitySet,
+    /// Service tags (`nrpc:<service>`) the node adds for what it serves.
+    services: BTreeSet<String>,
+    /// Metadata entries the runtime maintains (such as the daemon load).
+    metadata: BTreeMap<String, String>,
+    /// What is announced: `base` with the service tags and the runtime's metadata.
     capabilities: CapabilitySet,
     /// Time and version of the last announcement, if any.
     last: Option<(u64, u64)>,
@@ -117,42 +139,79 @@ impl Announcer {
         Ok(Self {
             identity,
             config,
+            base: capabilities.clone(),
+            services: BTreeSet::new(),
+            metadata: BTreeMap::new(),
             capabilities,
             last: None,
             changed: false,
         })
     }
 
-    /// Replaces the capability set. Returns whether it differs from the current one (a
-    /// change schedules an announcement, rate-limited).
+    /// Replaces the application's capability set; the service tags and the runtime's
+    /// metadata stay. Returns whether the announced set changed (a change schedules an
+    /// announcement, rate-limited). A set that would not encode is refused and nothing
+    /// changes.
     pub fn set_capabilities(
         &mut self,
         capabilities: CapabilitySet,
     ) -> Result<bool, AnnouncerError> {
-        capabilities.validate()?;
-        if capabilities == self.capabilities {
-            return Ok(false);
-        }
-        self.capabilities = capabilities;
-        self.changed = true;
-        Ok(true)
+        let next = compose(&capabilities, &self.services, &self.metadata);
+        next.validate()?;
+        self.base = capabilities;
+        Ok(self.announce(next))
     }
 
     /// Adds the tag `nrpc:<service>`. Returns whether the set changed.
     pub fn add_service(&mut self, service: &str) -> Result<bool, AnnouncerError> {
-        let mut next = self.capabilities.clone();
-        next.tags.insert(service_tag(service));
-        self.set_capabilities(next)
+        let mut services = self.services.clone();
+        services.insert(service_tag(service));
+        self.set_services(services)
     }
 
     /// Removes the tag `nrpc:<service>`. Returns whether the set changed.
     pub fn remove_service(&mut self, service: &str) -> Result<bool, AnnouncerError> {
-        let mut next = self.capabilities.clone();
-        next.tags.remove(&service_tag(service));
-        self.set_capabilities(next)
+        let mut services = self.services.clone();
+        services.remove(&service_tag(service));
+        self.set_services(services)
     }
 
-    /// The current capability set.
+    /// Sets (or, with `None`, removes) a metadata entry the runtime maintains; it
+    /// overrides the application's entry of the same key. Returns whether the set changed.
+    pub fn set_metadata(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+    ) -> Result<bool, AnnouncerError> {
+        let mut metadata = self.metadata.clone();
+        match value {
+            Some(value) => metadata.insert(key.to_owned(), value),
+            None => metadata.remove(key),
+        };
+        let next = compose(&self.base, &self.services, &metadata);
+        next.validate()?;
+        self.metadata = metadata;
+        Ok(self.announce(next))
+    }
+
+    fn set_services(&mut self, services: BTreeSet<String>) -> Result<bool, AnnouncerError> {
+        let next = compose(&self.base, &services, &self.metadata);
+        next.validate()?;
+        self.services = services;
+        Ok(self.announce(next))
+    }
+
+    /// Makes `next` the announced set; whether it changed.
+    fn announce(&mut self, next: CapabilitySet) -> bool {
+        if next == self.capabilities {
+            return false;
+        }
+        self.capabilities = next;
+        self.changed = true;
+        true
+    }
+
+    /// The announced capability set.
     pub fn capabilities(&self) -> &CapabilitySet {
         &self.capabilities
     }
@@ -268,6 +327,32 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn service_tags_and_runtime_metadata_survive_a_new_set() {
+        let mut a = announcer(AnnouncerConfig::default());
+        a.add_service("echo").expect("valid");
+        a.set_metadata("netrun.load", Some("250".into()))
+            .expect("valid");
+        let mut app = CapabilitySet::new().with_tag("gpu");
+        app.metadata.insert("netrun.load".into(), "0".into());
+        app.metadata.insert("zone".into(), "eu".into());
+        assert!(a.set_capabilities(app.clone()).expect("valid"));
+        let set = a.capabilities();
+        assert!(set.has_tag("gpu") && set.has_tag("nrpc:echo"));
+        assert!(
+            !set.has_tag("role:worker"),
+            "the application's set is replaced"
+        );
+        assert_eq!(
+            set.metadata.get("netrun.load").map(String::as_str),
+            Some("250")
+        );
+        assert_eq!(set.metadata.get("zone").map(String::as_str), Some("eu"));
+        assert!(a.remove_service("echo").expect("valid"));
+        assert!(a.set_metadata("netrun.load", None).expect("valid"));
+        assert_eq!(a.capabilities(), &app, "only the application's set is left");
     }
 
     #[test]

@@ -325,6 +325,27 @@ impl DaemonHost {
     /// state is too large) the event is refused with [`DeliverError::Backpressure`]: a full
     /// log never drops an accepted event, it stops accepting.
     pub fn deliver(&mut self, now: Instant, event: CausalEvent) -> Result<Delivered, DeliverError> {
+        self.accept(now, event, None)
+    }
+
+    /// Like [`deliver`](Self::deliver), and also appends to `answer` the payloads the
+    /// daemon produced for this event, in chain order (a served nRPC request answers with
+    /// them). They are linked and published like any other outputs.
+    pub fn deliver_answering(
+        &mut self,
+        now: Instant,
+        event: CausalEvent,
+        answer: &mut Vec<Bytes>,
+    ) -> Result<Delivered, DeliverError> {
+        self.accept(now, event, Some(answer))
+    }
+
+    fn accept(
+        &mut self,
+        now: Instant,
+        event: CausalEvent,
+        answer: Option<&mut Vec<Bytes>>,
+    ) -> Result<Delivered, DeliverError> {
         match self.state {
             HostState::Running | HostState::Draining => {}
             HostState::ShuttingDown => return self.refuse(DeliverError::ShuttingDown),
@@ -364,6 +385,9 @@ impl DaemonHost {
             }
         };
         let outputs = payloads.len();
+        if let Some(answer) = answer {
+            answer.extend(payloads.iter().cloned());
+        }
         if let Err(reason) = self.link(now, payloads, None) {
             let failure = Failure {
                 stage: FailureStage::Process,
