@@ -6,7 +6,8 @@
 //!    [`IndexCandidates`], reads the capability index: this node (its live capability set,
 //!    RTT zero) and every node whose verified announcement meets the requirements, with
 //!    the RTT of its session if there is one and its load from the `netrun.daemon.load`
-//!    metadata it announces. [`SessionCandidates`] asks each session peer directly instead;
+//!    metadata it announces; a session peer whose announcement has not arrived yet is
+//!    asked directly. [`SessionCandidates`] asks every session peer directly instead;
 //!    either can be replaced through [`Node::set_placement_candidates`].
 //! 3. [`rank`] orders the matching candidates: lowest RTT, then least saturation, then
 //!    lowest node id.
@@ -94,8 +95,8 @@ pub struct PlacedDaemon {
     pub local: Option<DaemonHandle>,
 }
 
-/// The default provider: this node and the nodes in the capability index that meet the
-/// requirements.
+/// The default provider: this node, the nodes in the capability index that meet the
+/// requirements, and session peers not indexed yet (asked directly).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IndexCandidates;
 
@@ -124,6 +125,15 @@ impl PlacementCandidates for IndexCandidates {
                     rtt: peers.iter().find(|p| p.node == id).and_then(|p| p.rtt),
                     saturation,
                 });
+            }
+            // Session peers whose announcement has not arrived yet (a session that just
+            // came up) are asked directly.
+            let unindexed: Vec<_> = peers
+                .into_iter()
+                .filter(|p| index.get(p.node).is_none())
+                .collect();
+            if !unindexed.is_empty() {
+                candidates.extend(ask_peers(node, &unindexed).await);
             }
             candidates
         })
@@ -173,39 +183,45 @@ impl PlacementCandidates for SessionCandidates {
         _requirements: &'a CapabilityFilter,
     ) -> CandidatesFuture<'a> {
         Box::pin(async move {
-            let daemons = node.daemon_registry();
-            let mut candidates = vec![this_node(node)];
             let peers = up_peers(node).await;
-            // One query per peer, concurrently (a session peer count is small and bounded).
-            let mut queries = tokio::task::JoinSet::new();
-            for peer in &peers {
-                let client = daemons.client().clone();
-                let peer_node = peer.node;
-                queries.spawn(
-                    async move { (peer_node, client.query(peer_node, QUERY_TIMEOUT).await) },
-                );
-            }
-            let mut answers = Vec::with_capacity(peers.len());
-            while let Some(answer) = queries.join_next().await {
-                if let Ok(answer) = answer {
-                    answers.push(answer);
-                }
-            }
-            answers.sort_by_key(|(peer, _)| *peer);
-            for (peer, answer) in answers {
-                match answer {
-                    Ok(reply) => candidates.push(PlacementCandidate {
-                        node: peer,
-                        capabilities: reply.capabilities,
-                        rtt: peers.iter().find(|p| p.node == peer).and_then(|p| p.rtt),
-                        saturation: f32::from(reply.load_permille) / 1000.0,
-                    }),
-                    Err(error) => debug!(%peer, %error, "no capability answer; not a candidate"),
-                }
-            }
+            let mut candidates = vec![this_node(node)];
+            candidates.extend(ask_peers(node, &peers).await);
             candidates
         })
     }
+}
+
+/// Asks each of `peers` for its capabilities and load (concurrently: a session peer count
+/// is small and bounded); those that answer within [`QUERY_TIMEOUT`] are candidates,
+/// ascending by node id.
+async fn ask_peers(node: &Node, peers: &[crate::PeerInfo]) -> Vec<PlacementCandidate> {
+    let client = node.daemon_registry().client();
+    let mut queries = tokio::task::JoinSet::new();
+    for peer in peers {
+        let client = client.clone();
+        let peer_node = peer.node;
+        queries.spawn(async move { (peer_node, client.query(peer_node, QUERY_TIMEOUT).await) });
+    }
+    let mut answers = Vec::with_capacity(peers.len());
+    while let Some(answer) = queries.join_next().await {
+        if let Ok(answer) = answer {
+            answers.push(answer);
+        }
+    }
+    answers.sort_by_key(|(peer, _)| *peer);
+    let mut candidates = Vec::with_capacity(answers.len());
+    for (peer, answer) in answers {
+        match answer {
+            Ok(reply) => candidates.push(PlacementCandidate {
+                node: peer,
+                capabilities: reply.capabilities,
+                rtt: peers.iter().find(|p| p.node == peer).and_then(|p| p.rtt),
+                saturation: f32::from(reply.load_permille) / 1000.0,
+            }),
+            Err(error) => debug!(%peer, %error, "no capability answer; not a candidate"),
+        }
+    }
+    candidates
 }
 
 impl Node {

@@ -1,10 +1,13 @@
 //! A daemon that needs a GPU: spawned from a node without one, it lands on the node that
-//! has one. Both nodes run in this process and register the kind; the placing node reads
-//! the daemon's requirements from its own factory and spawns it on the GPU node through
-//! the mesh.
+//! has one, and serves the nRPC service `render` there. Both nodes run in this process and
+//! register the kind; the placing node reads the daemon's requirements from its own
+//! factory, spawns it on the GPU node through the mesh, calls it, and stops it.
 
-use netrun::daemons::{CausalEvent, DaemonConfig, DaemonError, MeshDaemon};
-use netrun::{Bytes, CapabilityFilter, CapabilitySet, GpuInfo, GpuVendor, Hardware};
+use netrun::daemons::{
+    CausalEvent, DaemonConfig, DaemonError, DaemonReply, DaemonWiring, MeshDaemon, ServedService,
+};
+use netrun::rpc::{CallOptions, ServiceName};
+use netrun::{Bytes, CapabilityFilter, CapabilitySet, DaemonOptions, GpuInfo, GpuVendor, Hardware};
 use netrun::{Identity, Node, factory};
 
 /// Pretends to render one frame per event.
@@ -60,22 +63,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect(workstation.local_addr(), workstation.public_key())
         .await?;
 
+    // Wherever it lands, the daemon answers `render`: one request, one event, one output.
+    let options = DaemonOptions {
+        wiring: DaemonWiring {
+            services: vec![ServedService {
+                name: ServiceName::new("render")?,
+                reply: DaemonReply::Last,
+            }],
+            inputs: Vec::new(),
+        },
+        ..DaemonOptions::default()
+    };
     let placed = laptop
-        .spawn_daemon_placed("renderer", Identity::generate(), DaemonConfig::empty())
+        .spawn_daemon_placed_with(
+            "renderer",
+            Identity::generate(),
+            DaemonConfig::empty(),
+            options,
+        )
         .await?;
     assert_eq!(placed.node, workstation.node_id());
     println!("renderer {} runs on {}", placed.origin_hash, placed.node);
 
-    // The daemon's handle lives on the node that hosts it.
-    let renderer = workstation
-        .daemon(placed.origin_hash)
-        .ok_or("the workstation hosts it")?;
-    let mut outputs = renderer.outputs();
-    renderer.deliver("scene-1").await?;
-    let output = outputs.recv().await?;
-    for event in output.events() {
-        println!("{}", String::from_utf8_lossy(&event.payload));
+    for scene in ["scene-1", "scene-2"] {
+        let frame = laptop
+            .call(placed.node, "render", scene, &CallOptions::default())
+            .await?;
+        println!("{}", String::from_utf8_lossy(&frame));
     }
+    // Only the node that placed it may stop it remotely.
+    laptop
+        .stop_daemon_on(placed.node, placed.origin_hash)
+        .await?;
+    assert!(workstation.daemons().await.is_empty());
     laptop.shutdown().await;
     workstation.shutdown().await;
     Ok(())
