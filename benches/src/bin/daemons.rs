@@ -13,6 +13,10 @@
 //!   daemon from its factory, snapshot restored, log replayed) answers a `deliver`; a new
 //!   daemon per sample so the supervisor's backoff (which doubles from the second crash
 //!   of a streak) never applies. With an empty log and with 1,000 logged events.
+//! - `served`: a second node on loopback calls the daemon as nRPC service
+//!   (`Node::serve_daemon`, reply `Last`): sequential round trips (p50/p99) and calls/s
+//!   with 32 concurrent callers, next to a plain `serve` echo handler on the same node so
+//!   the daemon's share is visible. Both nodes share the one runtime thread.
 //!
 //! The daemon is a counter (one 8-byte output per event) with the default host
 //! configuration (batch signing, 256 events / 2 ms, a snapshot every 1,024 events); one
@@ -23,16 +27,20 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use netrun::daemons::DaemonReply;
 use netrun::daemons::{
     CausalChain, CausalEvent, DaemonCallError, DaemonConfig, DaemonError, DaemonHandle,
     DaemonInput, DaemonOptions, MeshDaemon, factory,
 };
-use netrun::{Identity, Node};
+use netrun::rpc::{CallOptions, HandlerError, RequestContext};
+use netrun::{Identity, Node, PeerState};
 use netrun_benches::{micros, percentile};
 
 const DEFAULT_EVENTS: usize = 1_000_000;
 const SPAWN_SAMPLES: usize = 300;
 const RESTART_SAMPLES: usize = 200;
+const SERVED_CALLS: usize = 20_000;
+const SERVED_CALLERS: usize = 32;
 
 struct Counter(u64);
 
@@ -202,6 +210,72 @@ async fn restart_latency(node: &Node, logged: usize) -> anyhow::Result<serde_jso
     Ok(out)
 }
 
+/// Round trips and calls/s of `service` on `server`, called from `client`.
+async fn calls(client: &Node, server: &Node, service: &str) -> anyhow::Result<serde_json::Value> {
+    let target = server.node_id();
+    let options = CallOptions::default();
+    let body = Bytes::from_static(b"request");
+    for _ in 0..1_000 {
+        client.call(target, service, body.clone(), &options).await?;
+    }
+    let mut samples = Vec::with_capacity(SERVED_CALLS);
+    for _ in 0..SERVED_CALLS {
+        let t = Instant::now();
+        client.call(target, service, body.clone(), &options).await?;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let start = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..SERVED_CALLERS {
+        let client = client.clone();
+        let service = service.to_owned();
+        let body = body.clone();
+        callers.spawn(async move {
+            let options = CallOptions::default();
+            for _ in 0..SERVED_CALLS / SERVED_CALLERS {
+                client
+                    .call(target, &service, body.clone(), &options)
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done??;
+    }
+    let concurrent = (SERVED_CALLS / SERVED_CALLERS) * SERVED_CALLERS;
+    Ok(serde_json::json!({
+        "service": service,
+        "round_trip": summary(&samples),
+        "callers": SERVED_CALLERS,
+        "calls_per_s": concurrent as f64 / start.elapsed().as_secs_f64(),
+    }))
+}
+
+async fn served(node: &Node) -> anyhow::Result<serde_json::Value> {
+    let client = Node::builder().start().await?;
+    client.connect(node.local_addr(), node.public_key()).await?;
+    while !node
+        .peers()
+        .await
+        .iter()
+        .any(|p| p.node == client.node_id() && p.state == PeerState::Up)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _echo = node.serve("bench.echo", |request: RequestContext| async move {
+        Ok::<_, HandlerError>(request.body().clone())
+    })?;
+    let daemon = spawn(node).await?;
+    node.serve_daemon(daemon.origin_hash(), "bench.counter", DaemonReply::Last)?;
+    let echo = calls(&client, node, "bench.echo").await?;
+    let counter = calls(&client, node, "bench.counter").await?;
+    daemon.stop().await?;
+    client.shutdown().await;
+    Ok(serde_json::json!([echo, counter]))
+}
+
 async fn run(events: usize) -> anyhow::Result<serde_json::Value> {
     let node = Node::builder().start().await?;
     node.register_daemon_kind("counter", factory(|_| Ok(Box::new(Counter(0)))))?;
@@ -215,6 +289,7 @@ async fn run(events: usize) -> anyhow::Result<serde_json::Value> {
     let spawn = spawn_latency(&node).await?;
     let restart_empty = restart_latency(&node, 0).await?;
     let restart_logged = restart_latency(&node, 1000).await?;
+    let served = served(&node).await?;
     node.shutdown().await;
     Ok(serde_json::json!({
         "bench": "daemons",
@@ -224,6 +299,7 @@ async fn run(events: usize) -> anyhow::Result<serde_json::Value> {
         "deliver_many": many,
         "spawn_until_first_delivery": spawn,
         "restart_until_delivery": [restart_empty, restart_logged],
+        "served": served,
     }))
 }
 
