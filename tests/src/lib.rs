@@ -175,3 +175,21 @@ impl Drop for Relay {
         self.task.abort();
     }
 }
+
+/// Daemon state as consecutive little-endian `u64` fields (how the test daemons snapshot).
+pub fn encode_u64s(fields: &[u64]) -> netrun::Bytes {
+    fields.iter().flat_map(|n| n.to_le_bytes()).collect()
+}
+
+/// The first `N` little-endian `u64` fields of `state`; `InvalidState` if it is shorter.
+pub fn decode_u64s<const N: usize>(state: &[u8]) -> Result<[u64; N], netrun::DaemonError> {
+    let mut fields = [0; N];
+    for (i, field) in fields.iter_mut().enumerate() {
+        let bytes = state
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .ok_or_else(|| netrun::DaemonError::InvalidState("short state".into()))?;
+        *field = u64::from_le_bytes(bytes);
+    }
+    Ok(fields)
+}

@@ -14,7 +14,7 @@ use netrun::{
     Bytes, CapabilityConfig, CapabilitySet, ChannelConfig, ChannelName, GpuInfo, GpuVendor,
     Hardware, Identity, Node,
 };
-use netrun_tests::{TEST_PSK, connect, eventually};
+use netrun_tests::{TEST_PSK, connect, decode_u64s, encode_u64s, eventually};
 
 /// Adds the u64 (LE) in each input to a sum; answers `[sum, count]` (8 bytes LE each).
 /// Panics on the input `boom`. Keeps its state in snapshots.
@@ -42,21 +42,11 @@ impl MeshDaemon for Adder {
     }
 
     fn snapshot(&self) -> Option<Bytes> {
-        let mut state = self.sum.to_le_bytes().to_vec();
-        state.extend_from_slice(&self.count.to_le_bytes());
-        Some(Bytes::from(state))
+        Some(encode_u64s(&[self.sum, self.count]))
     }
 
     fn restore(&mut self, state: Bytes) -> Result<(), DaemonError> {
-        let field = |i: usize| {
-            state
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| DaemonError::InvalidState("short state".into()))
-        };
-        self.sum = field(0)?;
-        self.count = field(1)?;
+        [self.sum, self.count] = decode_u64s(&state)?;
         Ok(())
     }
 }

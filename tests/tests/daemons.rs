@@ -48,32 +48,23 @@ impl MeshDaemon for Strict {
     }
 
     fn snapshot(&self) -> Option<Bytes> {
-        let mut state = Vec::with_capacity(24);
-        for n in [self.count, self.last_seq, self.repeats] {
-            state.extend_from_slice(&n.to_le_bytes());
-        }
-        Some(Bytes::from(state))
+        Some(netrun_tests::encode_u64s(&[
+            self.count,
+            self.last_seq,
+            self.repeats,
+        ]))
     }
 
     fn restore(&mut self, state: Bytes) -> Result<(), DaemonError> {
-        let field = |i: usize| {
-            state
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| DaemonError::InvalidState("short state".into()))
-        };
-        self.count = field(0)?;
-        self.last_seq = field(1)?;
-        self.repeats = field(2)?;
+        [self.count, self.last_seq, self.repeats] = netrun_tests::decode_u64s(&state)?;
         Ok(())
     }
 }
 
 fn strict_state(snapshot: &netrun::DaemonSnapshot) -> (u64, u64, u64) {
     let state = snapshot.state.as_ref().expect("strict has state");
-    let n = |i: usize| u64::from_le_bytes(state[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    (n(0), n(1), n(2))
+    let [count, last_seq, repeats] = netrun_tests::decode_u64s(state).expect("three fields");
+    (count, last_seq, repeats)
 }
 
 async fn node() -> Node {

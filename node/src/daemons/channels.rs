@@ -116,13 +116,7 @@ impl Node {
         publisher: NodeId,
         channel: &ChannelName,
     ) -> Result<(), DaemonCallError> {
-        let entry = self
-            .daemon_registry()
-            .entry(origin)
-            .ok_or(DaemonCallError::NotFound(origin))?;
-        let daemon = self
-            .daemon(origin)
-            .ok_or(DaemonCallError::NotFound(origin))?;
+        let (entry, daemon) = self.hosted(origin)?;
         let refused = |e: SubscribeError| DaemonCallError::Subscribe(e.to_string());
         let name = channel.clone();
         let forward = move |payload: Bytes| {

@@ -54,6 +54,7 @@ use std::time::Duration;
 use netrun_actors::daemon::{DaemonMsg, DaemonRecord, HostStatus, RecordState};
 pub use netrun_messages::daemon::SpawnRefusal;
 use netrun_supervisor::{ChildRef, ChildState, SendError, SupervisorError};
+use ractor::RpcReplyPort;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
@@ -313,33 +314,29 @@ impl DaemonHandle {
         &self,
         input: impl Into<DaemonInput>,
     ) -> Result<Delivered, DaemonCallError> {
-        self.check()?;
-        if !self.record.try_reserve(1) {
-            return Err(DaemonCallError::Full);
-        }
-        let input = input.into();
-        let result = self
-            .child
-            .call(|reply| DaemonMsg::Deliver(input, reply), Some(CALL_TIMEOUT))
-            .await;
-        match result {
-            Ok(result) => result.map_err(DaemonCallError::Deliver),
-            Err(error) => Err(self.call_failed(error, 1)),
-        }
+        self.call_one(input.into(), DaemonMsg::Deliver).await
     }
 
     /// Feeds one input like [`deliver`](Self::deliver) and returns the payloads the daemon
     /// produced for it (they are linked, signed and published as usual): request/response
     /// over a daemon, as a served nRPC service uses it.
     pub async fn ask(&self, input: impl Into<DaemonInput>) -> Result<Answer, DaemonCallError> {
+        self.call_one(input.into(), DaemonMsg::Ask).await
+    }
+
+    /// Sends one input in the message `message` builds and waits for the host's answer.
+    async fn call_one<T: Send + 'static>(
+        &self,
+        input: DaemonInput,
+        message: impl FnOnce(DaemonInput, RpcReplyPort<Result<T, DeliverError>>) -> DaemonMsg,
+    ) -> Result<T, DaemonCallError> {
         self.check()?;
         if !self.record.try_reserve(1) {
             return Err(DaemonCallError::Full);
         }
-        let input = input.into();
         let result = self
             .child
-            .call(|reply| DaemonMsg::Ask(input, reply), Some(CALL_TIMEOUT))
+            .call(|reply| message(input, reply), Some(CALL_TIMEOUT))
             .await;
         match result {
             Ok(result) => result.map_err(DaemonCallError::Deliver),
@@ -564,15 +561,25 @@ impl Node {
 
     /// The daemon `origin` hosted here.
     pub fn daemon(&self, origin: OriginHash) -> Option<DaemonHandle> {
+        self.hosted(origin).ok().map(|(_, handle)| handle)
+    }
+
+    /// The registry entry and a handle of daemon `origin`, hosted here.
+    pub(crate) fn hosted(
+        &self,
+        origin: OriginHash,
+    ) -> Result<(registry::Entry, DaemonHandle), DaemonCallError> {
         let daemons = self.daemon_registry();
-        daemons.entry(origin).map(|entry| {
-            DaemonHandle::new(
-                entry.record,
-                entry.child,
-                daemons.node(),
-                Arc::downgrade(daemons),
-            )
-        })
+        let entry = daemons
+            .entry(origin)
+            .ok_or(DaemonCallError::NotFound(origin))?;
+        let handle = DaemonHandle::new(
+            Arc::clone(&entry.record),
+            entry.child.clone(),
+            daemons.node(),
+            Arc::downgrade(daemons),
+        );
+        Ok((entry, handle))
     }
 
     /// Feeds one input to daemon `origin` (see [`DaemonHandle::deliver`]).

@@ -62,13 +62,7 @@ impl Node {
         service: &str,
         reply: DaemonReply,
     ) -> Result<(), DaemonCallError> {
-        let entry = self
-            .daemon_registry()
-            .entry(origin)
-            .ok_or(DaemonCallError::NotFound(origin))?;
-        let daemon = self
-            .daemon(origin)
-            .ok_or(DaemonCallError::NotFound(origin))?;
+        let (entry, daemon) = self.hosted(origin)?;
         let handle = self
             .serve(service, move |request: RequestContext| {
                 let daemon = daemon.clone();
