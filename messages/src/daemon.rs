@@ -22,7 +22,7 @@
 //! Signing              = "PerEvent" | { "Batch": [max_events u32, max_bytes u32, max_delay_micros u32] }
 //! SpawnResult          = { "Spawned": [origin u64, entity bin 32] } | { "Refused": SpawnRefusal }
 //! SpawnRefusal         = "FactoryNotFound" | "AlreadyRunning" | "Full" | "ShuttingDown"
-//!                      | { "Invalid": str ≤ 256 } | { "Failed": str ≤ 256 }
+//!                      | "NotPermitted" | { "Invalid": str ≤ 256 } | { "Failed": str ≤ 256 }
 //! Wiring               = [services [[name str, reply Reply]] ≤ 16, inputs [[publisher u64, channel str]] ≤ 16]
 //! Reply                = "Last" | "All"
 //! StopResult           = "Stopped" | "NotFound" | "NotPermitted"
@@ -241,6 +241,8 @@ pub enum SpawnRefusal {
     Full,
     /// The node is shutting down.
     ShuttingDown,
+    /// The node does not host daemons for the requester (its remote-spawn policy).
+    NotPermitted,
     /// The request is not acceptable (bad kind name, config or host settings).
     Invalid(String),
     /// The factory or the host failed to build the daemon.
@@ -617,6 +619,7 @@ impl fmt::Display for SpawnRefusal {
             Self::AlreadyRunning => f.write_str("daemon already running"),
             Self::Full => f.write_str("node hosts its maximum of daemons"),
             Self::ShuttingDown => f.write_str("node is shutting down"),
+            Self::NotPermitted => f.write_str("node does not host daemons for this peer"),
             Self::Invalid(reason) => write!(f, "invalid request: {reason}"),
             Self::Failed(reason) => write!(f, "spawn failed: {reason}"),
         }
@@ -675,6 +678,7 @@ mod tests {
             Just(SpawnRefusal::AlreadyRunning),
             Just(SpawnRefusal::Full),
             Just(SpawnRefusal::ShuttingDown),
+            Just(SpawnRefusal::NotPermitted),
             "[a-z ]{0,40}".prop_map(SpawnRefusal::Invalid),
             "\\PC{0,60}".prop_map(SpawnRefusal::failed),
         ]

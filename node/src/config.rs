@@ -62,6 +62,10 @@
 //! min_interval_secs = 10            # changes are announced at most this often
 //! reannounce_secs = 150             # periodic re-announcement, shorter than the TTL
 //! ttl_secs = 300                    # how long peers keep an announcement
+//!
+//! [daemons]                         # who may place daemons on this node
+//! accept_remote = true              # false: only daemons spawned on this node
+//! accept_from = ["<16 hex digits>"] # if set, only these node ids may place daemons
 //! ```
 //!
 //! Invalid configuration is reported as one [`ConfigError`] naming the field, before
@@ -71,7 +75,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netrun_messages::{CapabilitySet, EntityId, GpuInfo, Hardware};
+use netrun_messages::{CapabilitySet, EntityId, GpuInfo, Hardware, NodeId};
 use netrun_runtime::capability::AnnouncerConfig;
 use serde::Deserialize;
 use thiserror::Error;
@@ -316,6 +320,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// What the node announces.
     pub capabilities: CapabilitiesConfig,
+    /// Which peers may place daemons here.
+    pub remote_spawns: crate::daemons::RemoteSpawns,
 }
 
 /// Overrides from the command line (each `None` keeps the lower layer's value).
@@ -351,6 +357,15 @@ struct FileConfig {
     discovery: FileDiscovery,
     #[serde(default)]
     capabilities: FileCapabilities,
+    #[serde(default)]
+    daemons: FileDaemons,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDaemons {
+    accept_remote: Option<bool>,
+    accept_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -638,6 +653,7 @@ impl Config {
 
         let discovery = load_discovery(file.discovery, overrides, env)?;
         let capabilities = load_capabilities(file.capabilities, env)?;
+        let remote_spawns = load_remote_spawns(file.daemons)?;
 
         Ok(Self {
             data_dir,
@@ -650,7 +666,36 @@ impl Config {
             telemetry,
             discovery,
             capabilities,
+            remote_spawns,
         })
+    }
+}
+
+/// Reads `[daemons]`: `accept_remote = false` refuses every peer; a non-empty
+/// `accept_from` lists the only node ids that may place daemons here.
+fn load_remote_spawns(file: FileDaemons) -> Result<crate::daemons::RemoteSpawns, ConfigError> {
+    use crate::daemons::RemoteSpawns;
+    match (file.accept_remote.unwrap_or(true), file.accept_from) {
+        (false, Some(_)) => Err(ConfigError::new(
+            "daemons.accept_from",
+            "cannot be set when accept_remote = false",
+        )),
+        (false, None) => Ok(RemoteSpawns::Nobody),
+        (true, None) => Ok(RemoteSpawns::AnyPeer),
+        (true, Some(nodes)) => {
+            let nodes = nodes
+                .iter()
+                .map(|text| {
+                    NodeId::parse(text).ok_or_else(|| {
+                        ConfigError::new(
+                            "daemons.accept_from",
+                            format!("{text:?} is not a node id (16 hex digits)"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(RemoteSpawns::Only(nodes))
+        }
     }
 }
 
@@ -985,6 +1030,40 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(Config::load(&over, &[]).expect_err("peer").field, "--peer");
+    }
+
+    #[test]
+    fn daemons_section_sets_who_may_place_daemons() {
+        use crate::daemons::RemoteSpawns;
+        let c = Config::load(&Overrides::default(), &[]).expect("ok");
+        assert_eq!(c.remote_spawns, RemoteSpawns::AnyPeer);
+        let dir = tempfile::tempdir().expect("tmp");
+        let load = |text: &str| {
+            let over = Overrides {
+                config_file: Some(write(dir.path(), text)),
+                ..Overrides::default()
+            };
+            Config::load(&over, &[])
+        };
+        assert_eq!(
+            load("[daemons]\naccept_remote = false\n")
+                .expect("ok")
+                .remote_spawns,
+            RemoteSpawns::Nobody
+        );
+        let only = load("[daemons]\naccept_from = [\"00000000000000ff\"]\n").expect("ok");
+        assert_eq!(
+            only.remote_spawns,
+            RemoteSpawns::Only([NodeId(0xff)].into_iter().collect())
+        );
+        assert!(only.remote_spawns.allows(NodeId(0xff)) && !only.remote_spawns.allows(NodeId(1)));
+        for bad in [
+            "[daemons]\naccept_from = [\"zz\"]\n",
+            "[daemons]\naccept_remote = false\naccept_from = []\n",
+        ] {
+            assert_eq!(load(bad).expect_err("invalid").field, "daemons.accept_from");
+        }
+        assert!(load("[daemons]\nunknown = 1\n").is_err());
     }
 
     #[test]

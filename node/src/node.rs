@@ -115,6 +115,7 @@ pub struct NodeBuilder {
     backends: Vec<BackendFactory>,
     capability_config: CapabilityConfig,
     channels: ChannelsConfig,
+    remote_spawns: crate::daemons::RemoteSpawns,
 }
 
 /// Builds a discovery backend's child spec once the node's discovery handle exists.
@@ -158,6 +159,7 @@ impl Default for NodeBuilder {
             backends: Vec::new(),
             capability_config: CapabilityConfig::default(),
             channels: ChannelsConfig::default(),
+            remote_spawns: crate::daemons::RemoteSpawns::default(),
         }
     }
 }
@@ -292,6 +294,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Which peers may place daemons on this node (default: any session peer); a refused
+    /// peer gets `SpawnRefusal::NotPermitted` and its placement tries the next node.
+    #[must_use]
+    pub fn remote_spawns(mut self, policy: crate::daemons::RemoteSpawns) -> Self {
+        self.remote_spawns = policy;
+        self
+    }
+
     /// Announcement cadence (minimum interval, re-announce interval, TTL) and capability
     /// index limits (default [`CapabilityConfig::default`]: 10 s, 150 s, 300 s).
     #[must_use]
@@ -400,6 +410,7 @@ impl NodeBuilder {
         let daemons = match Daemons::start(
             &identity,
             capabilities.clone(),
+            self.remote_spawns,
             Arc::clone(&node_slot),
             &wire,
             &tree.root,

@@ -1,13 +1,14 @@
 //! Daemons on nRPC and wiring: a hosted daemon answers a service (and a panic answers
 //! `internal` without losing the daemon), a placed daemon is served and fed where it lands,
-//! only its placer can stop it remotely, and nodes announce their daemon load.
+//! only its placer can stop it remotely, a node's remote-spawn policy is honoured, and nodes
+//! announce their daemon load.
 
 use std::time::Duration;
 
 use netrun::daemons::{
     CausalEvent, ChannelInput, DaemonCallError, DaemonConfig, DaemonError, DaemonOptions,
-    DaemonReply, DaemonWiring, LOAD_METADATA_KEY, MeshDaemon, RemoteError, ServedService,
-    StopResult, factory,
+    DaemonReply, DaemonSpawnError, DaemonWiring, LOAD_METADATA_KEY, MeshDaemon, RemoteError,
+    RemoteSpawns, ServedService, SpawnRefusal, StopResult, factory,
 };
 use netrun::rpc::{CallOptions, RetryPolicy, RpcError, ServiceName, Status};
 use netrun::{
@@ -370,4 +371,76 @@ async fn a_node_announces_its_daemon_load() {
     eventually("the load drops", || load(&watcher).as_deref() == Some("0")).await;
     watcher.shutdown().await;
     host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_refuses_remote_spawns_is_skipped() {
+    let gpu = || {
+        CapabilitySet::new().with_hardware(Hardware::new(8, 32).with_gpu(GpuInfo::new(
+            GpuVendor::Amd,
+            "w7900",
+            48,
+        )))
+    };
+    let placer = start(CapabilitySet::new()).await;
+    let closed = Node::builder()
+        .psk(TEST_PSK)
+        .capabilities(gpu())
+        .remote_spawns(RemoteSpawns::Nobody)
+        .start()
+        .await
+        .expect("node starts");
+    connect(&placer, &closed).await;
+    for node in [&placer, &closed] {
+        node.register_daemon_kind(
+            "gpu-adder",
+            factory(|_| {
+                Ok(Box::new(Needs {
+                    inner: Adder::default(),
+                }))
+            }),
+        )
+        .expect("register");
+    }
+    let refused = placer
+        .spawn_daemon_placed("gpu-adder", Identity::generate(), DaemonConfig::empty())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(DaemonSpawnError::Remote(RemoteError::Refused {
+                refusal: SpawnRefusal::NotPermitted,
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert!(closed.daemons().await.is_empty());
+
+    // A second GPU node that accepts this placer: the closed one is skipped.
+    let open = Node::builder()
+        .psk(TEST_PSK)
+        .capabilities(gpu())
+        .remote_spawns(RemoteSpawns::Only([placer.node_id()].into_iter().collect()))
+        .start()
+        .await
+        .expect("node starts");
+    connect(&placer, &open).await;
+    open.register_daemon_kind(
+        "gpu-adder",
+        factory(|_| {
+            Ok(Box::new(Needs {
+                inner: Adder::default(),
+            }))
+        }),
+    )
+    .expect("register");
+    let placed = placer
+        .spawn_daemon_placed("gpu-adder", Identity::generate(), DaemonConfig::empty())
+        .await
+        .expect("placed on the open node");
+    assert_eq!(placed.node, open.node_id());
+    for node in [placer, closed, open] {
+        node.shutdown().await;
+    }
 }

@@ -108,6 +108,7 @@ async fn run_node(config: Config, identity: Identity) -> u8 {
         .pingwave(config.pingwave)
         .discovery(config.discovery.clone())
         .capabilities(config.capabilities.set.clone())
+        .remote_spawns(config.remote_spawns.clone())
         .capability_config(netrun::CapabilityConfig {
             announcer: config.capabilities.timing,
             ..netrun::CapabilityConfig::default()

@@ -83,7 +83,7 @@ pub use placement::{
 };
 
 pub(crate) use registry::Daemons;
-pub use registry::LOAD_METADATA_KEY;
+pub use registry::{LOAD_METADATA_KEY, RemoteSpawns};
 pub use wiring::{ChannelInput, DaemonReply, DaemonWiring, ServedService};
 
 use crate::Node;

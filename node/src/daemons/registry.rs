@@ -41,9 +41,35 @@ const FORCE_STOP_WAIT: Duration = Duration::from_secs(1);
 /// [`MAX_DAEMONS`]); placement reads it from the capability index.
 pub const LOAD_METADATA_KEY: &str = "netrun.daemon.load";
 
+/// Which peers may place daemons on this node (`[daemons]` in the config,
+/// `NodeBuilder::remote_spawns`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RemoteSpawns {
+    /// Any session peer: mesh membership (PSK and handshake) is the authorization.
+    #[default]
+    AnyPeer,
+    /// No peer: daemons run here only when spawned locally.
+    Nobody,
+    /// Only these nodes.
+    Only(BTreeSet<NodeId>),
+}
+
+impl RemoteSpawns {
+    /// Whether `peer` may place a daemon here.
+    pub fn allows(&self, peer: NodeId) -> bool {
+        match self {
+            Self::AnyPeer => true,
+            Self::Nobody => false,
+            Self::Only(nodes) => nodes.contains(&peer),
+        }
+    }
+}
+
 /// The node's daemons (shared by the node handle, the control service and the handles).
 pub(crate) struct Daemons {
     node: NodeId,
+    /// Which peers may place daemons here.
+    remote_spawns: RemoteSpawns,
     input_origin: OriginHash,
     /// The node's live capability set (announced; carries the daemon load).
     capabilities: CapabilityHandle,
@@ -86,6 +112,7 @@ impl Daemons {
     pub(crate) async fn start(
         identity: &Identity,
         capabilities: CapabilityHandle,
+        remote_spawns: RemoteSpawns,
         node_slot: Arc<OnceLock<Weak<Inner>>>,
         wire: &Arc<Wire>,
         root: &SupervisorHandle,
@@ -93,6 +120,7 @@ impl Daemons {
         let client = DaemonClient::new(Arc::clone(wire));
         let daemons = Arc::new_cyclic(|me| Self {
             node: identity.node_id(),
+            remote_spawns,
             input_origin: identity.origin_hash(),
             capabilities,
             node_slot,
@@ -455,6 +483,9 @@ impl DaemonService for Service {
             };
             let span = info_span!("netrun.daemon.remote_spawn", from = %from, kind = %request.kind);
             async move {
+                if !daemons.remote_spawns.allows(from) {
+                    return SpawnResult::Refused(SpawnRefusal::NotPermitted);
+                }
                 if !daemons.has_kind(&request.kind) {
                     return SpawnResult::Refused(SpawnRefusal::FactoryNotFound);
                 }
