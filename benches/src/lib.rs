@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-/// Percentile of a sorted slice of durations (nearest rank).
+/// The `p`th percentile (`p` in percent, 0–100, not a fraction) of a sorted slice of
+/// durations (nearest rank).
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

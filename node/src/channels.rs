@@ -4,7 +4,7 @@
 //! behind `netrun channel …` and `netrun caps`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,10 +20,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::control::MAX_SUBSCRIPTIONS;
 use crate::node::Node;
 
-/// Subscriptions the control socket holds for `netrun channel subscribe` clients.
-const MAX_CONTROL_SUBSCRIPTIONS: usize = 64;
 /// A control subscription nobody polled for this long is dropped (its client is gone).
 const CONTROL_IDLE: Duration = Duration::from_secs(60);
 /// Longest a control poll waits for an event.
@@ -45,10 +44,13 @@ pub(crate) struct NodeChannels {
     taps: Mutex<HashMap<ChannelName, Vec<mpsc::Sender<Bytes>>>>,
 }
 
+/// The control socket's subscriptions and the slots claimed for subscribe requests still
+/// waiting for their publisher; both count against [`MAX_SUBSCRIPTIONS`].
 #[derive(Debug, Default)]
 struct ControlSubscriptions {
     next: u64,
     subs: HashMap<u64, ControlSubscription>,
+    claimed: usize,
 }
 
 #[derive(Debug)]
@@ -73,9 +75,7 @@ impl NodeChannels {
             return Err(SubscribeError::UnknownChannel);
         }
         let (tx, rx) = mpsc::channel(LOCAL_TAP_QUEUE);
-        self.taps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.taps)
             .entry(name.clone())
             .or_default()
             .push(tx);
@@ -86,7 +86,7 @@ impl NodeChannels {
     /// as dropped), a gone one is forgotten.
     fn feed_taps(&self, name: &ChannelName, events: &[Bytes]) -> PublishReport {
         let mut report = PublishReport::default();
-        let mut taps = self.taps.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taps = lock(&self.taps);
         let Some(readers) = taps.get_mut(name) else {
             return report;
         };
@@ -106,8 +106,8 @@ impl NodeChannels {
         report
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, ControlSubscriptions> {
-        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    fn control(&self) -> MutexGuard<'_, ControlSubscriptions> {
+        lock(&self.control)
     }
 }
 
@@ -466,24 +466,14 @@ async fn subscribe(node: &Node, request: &Value) -> Result<Value, String> {
         .ok_or("missing or invalid \"publisher\" (16 hex digits)")?;
     let state = node.channel_state();
     reap(state);
-    if state.control().subs.len() >= MAX_CONTROL_SUBSCRIPTIONS {
-        return Err("too many control subscriptions".into());
-    }
+    // Claimed before the subscribe goes out: a request refused here touches no membership.
+    let slot = SlotClaim::claim(&state.control).ok_or("too many control subscriptions")?;
     let subscription = node
         .subscribe_channel(publisher, &name, SubscribeConfig::new())
         .await
         .map_err(|e| e.to_string())?;
     let granted = subscription.granted();
-    let mut control = state.control();
-    control.next += 1;
-    let id = control.next;
-    control.subs.insert(
-        id,
-        ControlSubscription {
-            subscription: Arc::new(tokio::sync::Mutex::new(subscription)),
-            last_poll: Instant::now(),
-        },
-    );
+    let id = slot.fill(subscription);
     Ok(json!({
         "subscription": id,
         "publisher": publisher.to_string(),
@@ -566,6 +556,64 @@ async fn unsubscribe(node: &Node, request: &Value) -> Result<Value, String> {
     Ok(json!({}))
 }
 
+/// A slot of [`MAX_SUBSCRIPTIONS`] held for one subscribe request while it waits for
+/// the publisher. [`SlotClaim::fill`] turns it into a held subscription; dropping it unfilled
+/// (the subscribe failed, or the request was cancelled) frees the slot.
+#[derive(Debug)]
+struct SlotClaim<'a> {
+    control: &'a Mutex<ControlSubscriptions>,
+    filled: bool,
+}
+
+impl<'a> SlotClaim<'a> {
+    /// Claims a slot, or `None` when held subscriptions and claimed slots reach the bound.
+    /// The check and the claim happen under one lock, so concurrent requests cannot
+    /// overshoot it.
+    fn claim(control: &'a Mutex<ControlSubscriptions>) -> Option<Self> {
+        let mut guard = lock(control);
+        if guard.subs.len() + guard.claimed >= MAX_SUBSCRIPTIONS {
+            return None;
+        }
+        guard.claimed += 1;
+        Some(Self {
+            control,
+            filled: false,
+        })
+    }
+
+    /// Holds `subscription` in the claimed slot; returns its control subscription id.
+    fn fill(mut self, subscription: ChannelSubscription) -> u64 {
+        let mut guard = lock(self.control);
+        guard.claimed -= 1;
+        guard.next += 1;
+        let id = guard.next;
+        guard.subs.insert(
+            id,
+            ControlSubscription {
+                subscription: Arc::new(tokio::sync::Mutex::new(subscription)),
+                last_poll: Instant::now(),
+            },
+        );
+        self.filled = true;
+        id
+    }
+}
+
+impl Drop for SlotClaim<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            lock(self.control).claimed -= 1;
+        }
+    }
+}
+
+/// Locks the control subscriptions or the local taps; a panic elsewhere leaves either
+/// consistent (every update is a single insert, remove, push or counter step), so a
+/// poisoned lock is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Drops control subscriptions nobody polled recently (dropping one unsubscribes).
 fn reap(state: &NodeChannels) {
     let now = Instant::now();
@@ -573,4 +621,24 @@ fn reap(state: &NodeChannels) {
         .control()
         .subs
         .retain(|_, sub| now.duration_since(sub.last_poll) < CONTROL_IDLE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_stop_at_the_bound_and_a_dropped_claim_frees_its_slot() {
+        let control = Mutex::new(ControlSubscriptions::default());
+        let mut claims: Vec<SlotClaim<'_>> = (0..MAX_SUBSCRIPTIONS)
+            .map(|_| SlotClaim::claim(&control).expect("below the bound"))
+            .collect();
+        assert!(SlotClaim::claim(&control).is_none(), "bound reached");
+        claims.pop();
+        let again = SlotClaim::claim(&control);
+        assert!(again.is_some(), "a dropped claim frees its slot");
+        drop(again);
+        drop(claims);
+        assert_eq!(lock(&control).claimed, 0);
+    }
 }

@@ -33,6 +33,11 @@ use crate::{DiscoverySource, FoundPeer, NodeId, OriginHash};
 /// Name of the control socket inside a node's data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
+/// Channel subscriptions the control socket holds at once for `netrun channel subscribe`
+/// clients, counting subscribe requests still waiting for their publisher; a request beyond
+/// it is refused.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+
 #[derive(Debug, Deserialize)]
 struct Request {
     op: String,

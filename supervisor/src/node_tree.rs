@@ -331,11 +331,12 @@ pub async fn spawn(args: NodeTreeArgs) -> Result<NodeTree, SpawnErr> {
 }
 
 /// Policy of the daemons subtree: one_for_one with the default backoff (doubling to 60 s)
-/// and crash-loop gate (5 crashes in 60 s) per daemon, and a restart intensity high enough
-/// that only those per-daemon policies ever apply. The subtree's children are added at run
-/// time and would be lost if it escalated and restarted, so its intensity allows every
-/// daemon of a full node to crash as often as its gate lets it within one period (the gate
-/// admits at most five crashes per window, a few more around a cooldown's end: eight).
+/// and crash-loop gate (the sixth crash within 60 s gates restarts) per daemon, and a
+/// restart intensity high enough that only those per-daemon policies ever apply. The
+/// subtree's children are added at run time and would be lost if it escalated and
+/// restarted, so its intensity allows every daemon of a full node to crash as often as its
+/// gate lets it within one period (the gate admits at most six crashes per window, five
+/// restarted and the sixth gated, and a few more around a cooldown's end: eight).
 pub fn daemons_config() -> SupervisorConfig {
     let per_daemon = 8;
     SupervisorConfig {

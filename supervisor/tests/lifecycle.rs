@@ -244,7 +244,7 @@ async fn failed_restarts_count_as_crashes_until_the_gate_holds_them() {
         .unwrap();
     fail.store(true, Ordering::SeqCst);
     f.send(WorkerMsg::Crash).unwrap();
-    // The crash and four failed starts make five crashes: the gate engages.
+    // The crash and five failed starts make six crashes: the gate engages.
     let tree = common::wait_for_tree(&sup, "gated", |t| {
         matches!(child(t, "f").state, ChildState::Gated { .. })
     })

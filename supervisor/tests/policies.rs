@@ -75,7 +75,7 @@ async fn migration_of_a_permanent_child_is_never_a_crash() {
             period: Duration::from_secs(60),
         },
         gate: CrashLoopConfig {
-            max_crashes: 2,
+            max_crashes: 1,
             ..CrashLoopConfig::default()
         },
         backoff: BackoffConfig {
@@ -148,7 +148,7 @@ async fn backoff_doubles_up_to_the_cap() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn crash_loop_gate_engages_on_fifth_crash_and_releases_after_cooldown() {
+async fn crash_loop_gate_engages_on_sixth_crash_and_releases_after_cooldown() {
     let probe = Probe::default();
     let config = SupervisorConfig {
         backoff: BackoffConfig::none(),
@@ -158,31 +158,33 @@ async fn crash_loop_gate_engages_on_fifth_crash_and_releases_after_cooldown() {
     let args = SupervisorArgs::new("g", config).child(worker("w", &probe));
     let (sup, _) = netrun_supervisor::spawn(args).await.unwrap();
     let w = sup.child_ref::<WorkerMsg>("w").await.unwrap();
-    for generation in 1..=4u64 {
+    // Crashes one to five within the window are each restarted.
+    for generation in 1..=5u64 {
         tokio::time::sleep(Duration::from_secs(5)).await;
         w.send(WorkerMsg::Crash).unwrap();
         wait_for("restarted", || w.generation() == Some(generation + 1)).await;
     }
+    assert_eq!(sup.tree().await.unwrap().stats.gates_engaged, 0);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let fifth = Instant::now();
+    let sixth = Instant::now();
     w.send(WorkerMsg::Crash).unwrap();
     let tree = wait_for_tree(&sup, "gated", |t| {
         matches!(child(t, "w").state, ChildState::Gated { .. })
     })
     .await;
     assert_eq!(tree.stats.gates_engaged, 1);
-    tokio::time::sleep_until(fifth + Duration::from_secs(59)).await;
+    tokio::time::sleep_until(sixth + Duration::from_secs(59)).await;
     assert_eq!(w.generation(), None, "still gated after 59 s");
     let tree = sup.tree().await.unwrap();
     assert!(
         matches!(child(&tree, "w").state, ChildState::Gated { remaining_ms } if remaining_ms <= 1_000)
     );
-    wait_for("released", || w.generation() == Some(6)).await;
-    assert_eq!(fifth.elapsed().as_secs(), 60);
+    wait_for("released", || w.generation() == Some(7)).await;
+    assert_eq!(sixth.elapsed().as_secs(), 60);
     // After release the history is empty: another crash restarts at once.
     w.send(WorkerMsg::Crash).unwrap();
     let t = Instant::now();
-    wait_for("restarted after release", || w.generation() == Some(7)).await;
+    wait_for("restarted after release", || w.generation() == Some(8)).await;
     assert_eq!(t.elapsed(), Duration::ZERO);
     sup.shutdown().await.unwrap();
     assert_eq!(probe.live(), 0);

@@ -1,10 +1,12 @@
 //! Channels between real nodes on 127.0.0.1: token-gated subscribes, the expiry sweep,
 //! issuer revocation, canonical names, reliable fan-out under injected loss, idempotent
-//! unsubscribe, roster bounds and capability visibility.
+//! unsubscribe, roster bounds, capability visibility and the control socket's bound on
+//! subscriptions under concurrent requests.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use netrun::control;
 use netrun::{
     AuthConfig, CapabilityConfig, CapabilityFilter, CapabilitySet, ChannelConfig, ChannelName,
     ChannelsConfig, Identity, Node, PeerState, PermissionToken, RegisterError, RegistryConfig,
@@ -552,4 +554,65 @@ async fn best_effort_subscribers_and_publisher_restart() {
     let event = recv(&mut sub).await;
     assert_eq!(&event.payload[..], b"after restart");
     assert_eq!(event.seq, 1, "sequence numbers continue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_control_subscribes_never_exceed_the_bound() {
+    // Requests in flight at once: fewer than the control socket's connection limit (32).
+    const CONCURRENT: usize = 24;
+    // Filled one by one first, so that the concurrent requests straddle the bound.
+    let held = control::MAX_SUBSCRIPTIONS - CONCURRENT / 2;
+    let publisher = start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let subscriber = Node::builder()
+        .psk(TEST_PSK)
+        .channel_config(channel_config())
+        .control_socket(dir.path().join(control::CONTROL_SOCKET))
+        .start()
+        .await
+        .expect("node starts");
+    connect(&subscriber, &publisher).await;
+    let names: Vec<ChannelName> = (0..held + CONCURRENT)
+        .map(|i| name(&format!("bound.{i}")))
+        .collect();
+    for channel in &names {
+        publisher
+            .register_channel(ChannelConfig::new(channel.clone()))
+            .await
+            .expect("registers");
+    }
+    let publisher_id = publisher.node_id().to_string();
+    let subscribe = |channel: &ChannelName| {
+        let request = serde_json::json!({
+            "op": "channel_subscribe",
+            "publisher": publisher_id,
+            "name": channel.as_str(),
+        });
+        let data_dir = dir.path().to_path_buf();
+        async move { control::request_json(&data_dir, &request).await }
+    };
+    for channel in &names[..held] {
+        subscribe(channel).await.expect("below the bound");
+    }
+
+    let mut requests = tokio::task::JoinSet::new();
+    for channel in &names[held..] {
+        requests.spawn(subscribe(channel));
+    }
+    let mut accepted = 0;
+    while let Some(answer) = requests.join_next().await {
+        match answer.expect("request task") {
+            Ok(_) => accepted += 1,
+            Err(control::ClientError::Refused(e)) => {
+                assert_eq!(e, "too many control subscriptions");
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(held + accepted, control::MAX_SUBSCRIPTIONS);
+    assert_eq!(
+        subscriber.subscriptions().await.len(),
+        control::MAX_SUBSCRIPTIONS,
+        "a refused request subscribes to nothing"
+    );
 }

@@ -202,7 +202,7 @@ async fn a_panicking_daemon_restarts_from_its_snapshot_without_losing_or_repeati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_crash_loop_gate_engages_on_the_fifth_crash_within_a_minute() {
+async fn the_crash_loop_gate_engages_on_the_sixth_crash_within_a_minute() {
     let node = node().await;
     node.register_daemon_kind(
         "strict",
@@ -221,18 +221,37 @@ async fn the_crash_loop_gate_engages_on_the_fifth_crash_within_a_minute() {
         .expect("spawn");
     daemon.deliver("fine").await.expect("processed");
 
-    // Crash it over and over (backoff 0, 10, 20, 40 ms): the fifth crash within the
-    // window gates restarts for 60 s.
+    // Crash it over and over (backoff 0, 10, 20, 40, 80 ms): crashes one to five within the
+    // window are restarted, the sixth gates restarts for 60 s.
     let deadline = Instant::now() + WAIT;
-    let mut crashes = 0;
-    while crashes < 5 {
-        assert!(Instant::now() < deadline, "only {crashes} crashes");
-        match daemon.deliver("boom").await {
-            Err(DaemonCallError::Deliver(DeliverError::Processing { .. })) => crashes += 1,
-            Err(DaemonCallError::NotRunning) => {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+    for crash in 1..=6u32 {
+        loop {
+            assert!(Instant::now() < deadline, "stuck before crash {crash}");
+            match daemon.deliver("boom").await {
+                Err(DaemonCallError::Deliver(DeliverError::Processing { .. })) => break,
+                Err(DaemonCallError::NotRunning) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                other => panic!("unexpected {other:?}"),
             }
-            other => panic!("unexpected {other:?}"),
+        }
+        if crash == 5 {
+            let restarted = async {
+                loop {
+                    let info = node.daemons().await;
+                    if info[0].restarts == 5 {
+                        return info[0].state;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            let state = tokio::time::timeout(WAIT, restarted)
+                .await
+                .expect("restarted after the fifth crash");
+            assert!(
+                !matches!(state, DaemonState::CrashLoop { .. }),
+                "not gated after five crashes: {state:?}"
+            );
         }
     }
     let gated = async {
@@ -246,7 +265,7 @@ async fn the_crash_loop_gate_engages_on_the_fifth_crash_within_a_minute() {
     };
     let (info, remaining) = tokio::time::timeout(WAIT, gated).await.expect("gated");
     assert!(remaining > Duration::from_secs(50), "{remaining:?}");
-    assert_eq!(info.restarts, 4, "restarted after crashes one to four only");
+    assert_eq!(info.restarts, 5, "restarted after crashes one to five only");
     assert_eq!(info.events_processed, 1);
     assert!(matches!(
         daemon.deliver("fine").await,

@@ -89,7 +89,7 @@ async fn main() -> Result<()> {
         println!(
             "{}",
             json!({"bench": "pingpong", "transport": transport, "msg": PING, "iterations": samples.len(),
-                   "p50_us": micros(percentile(samples, 0.50)), "p99_us": micros(percentile(samples, 0.99))})
+                   "p50_us": micros(percentile(samples, 50.0)), "p99_us": micros(percentile(samples, 99.0))})
         );
     }
     println!(

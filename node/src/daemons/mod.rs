@@ -31,7 +31,7 @@
 //! - **Hosting**: one `DaemonHost{origin}` actor per daemon in the node's daemons subtree
 //!   (see `netrun_actors::daemon`). A panic or error in `process` fails the actor, not the
 //!   node; the supervisor restarts it after its backoff (doubling to 60 s) from the last
-//!   snapshot plus a replay of the events since, unless the daemon crashed five times
+//!   snapshot plus a replay of the events since, unless it is the daemon's sixth crash
 //!   within 60 s (crash loop: restarts are gated for 60 s, visible in [`Node::daemons`]).
 //! - **Outputs**: every output is linked into the daemon's causal chain and signed (one
 //!   signed head per batch by default); [`DaemonHandle::outputs`] is a bounded local
@@ -255,7 +255,7 @@ pub enum DaemonState {
         /// Time left before the restart.
         remaining: Duration,
     },
-    /// Crashed five times within 60 s: restarts are gated for the cooldown.
+    /// Crashed a sixth time within 60 s: restarts are gated for the cooldown.
     CrashLoop {
         /// Time left in the cooldown.
         remaining: Duration,
