@@ -22,7 +22,7 @@ mod key;
 mod lookup;
 mod store;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use netrun_messages::NodeId;
@@ -170,6 +170,9 @@ pub struct Dht {
     lookups: HashMap<LookupId, Running>,
     /// By request id, so timeouts are handled (and retries numbered) in send order.
     pending: BTreeMap<u64, Pending>,
+    /// `(sent_at + request_timeout, request id)` of every entry in `pending`, and nothing
+    /// else: the first element is the next request timeout.
+    deadlines: BTreeSet<(Instant, u64)>,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<DhtEvent>,
     next_request: u64,
@@ -189,6 +192,7 @@ impl Dht {
             local,
             lookups: HashMap::new(),
             pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             next_request: 1,
@@ -298,6 +302,8 @@ impl Dht {
                 return; // a response id echoed by the wrong peer is ignored
             }
             self.pending.remove(&message.request_id);
+            self.deadlines
+                .remove(&(p.sent_at + self.config.request_timeout, message.request_id));
             self.seen(now, from);
             let Some(lid) = p.lookup else {
                 return;
@@ -398,6 +404,8 @@ impl Dht {
                 sent_at: now,
             },
         );
+        self.deadlines
+            .insert((now + self.config.request_timeout, request_id));
         self.outbox.push_back(Outgoing {
             to: to.entry,
             message: DhtMessage { request_id, body },
@@ -418,15 +426,20 @@ impl Dht {
 
     /// Times out requests, expires records and starts due bucket refreshes.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let timeout = self.config.request_timeout;
-        let expired: Vec<(u64, Pending)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.sent_at) >= timeout)
-            .map(|(r, p)| (*r, *p))
-            .collect();
-        for (request, p) in expired {
-            self.pending.remove(&request);
+        let mut expired = Vec::new();
+        while let Some(&(deadline, request)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            expired.push(request);
+        }
+        // In send order, so retries are numbered the same way on every run.
+        expired.sort_unstable();
+        for request in expired {
+            let Some(p) = self.pending.remove(&request) else {
+                continue;
+            };
             self.table.remove(&p.to);
             if let Some(lid) = p.lookup {
                 if let Some(run) = self.lookups.get_mut(&lid) {
@@ -457,13 +470,9 @@ impl Dht {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let requests = self
-            .pending
-            .values()
-            .map(|p| p.sent_at + self.config.request_timeout)
-            .min();
+        let request = self.deadlines.first().map(|(deadline, _)| *deadline);
         let refresh = self.refresh_checked_at + self.config.refresh_interval / 4;
-        [requests, self.store.poll_timeout(), Some(refresh)]
+        [request, self.store.poll_timeout(), Some(refresh)]
             .into_iter()
             .flatten()
             .min()
@@ -578,4 +587,65 @@ impl Dht {
 pub fn contact_record(node: NodeId, value: &[u8]) -> Option<PeerEntry> {
     let (entry, used) = PeerEntry::decode_prefix(value).ok()?;
     (used == value.len() && entry.node_id() == node).then_some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_clock::t0;
+    use netrun_messages::Identity;
+
+    fn entry(seed: u8) -> PeerEntry {
+        PeerEntry {
+            public_key: Identity::from_seed([seed; 32]).entity_id(),
+            addrs: vec![format!("10.0.0.{seed}:7000").parse().expect("addr")],
+        }
+    }
+
+    #[test]
+    fn request_deadlines_follow_answers_and_timeouts() {
+        let now = t0();
+        let config = DhtConfig::default();
+        let mut dht = Dht::new(config, entry(1), now);
+        for seed in 2..6 {
+            dht.add_contact(now, entry(seed));
+        }
+        dht.find_node(now, DhtId([7; 32])).expect("starts");
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| dht.poll_transmit()).collect();
+        assert_eq!(sent.len(), config.alpha);
+        assert_eq!(dht.deadlines.len(), dht.pending.len());
+        assert_eq!(dht.poll_timeout(), Some(now + config.request_timeout));
+
+        // One answer (with no closer contacts) settles its request and its deadline.
+        let later = now + Duration::from_millis(500);
+        let answered = &sent[0];
+        dht.handle_message(
+            later,
+            answered.to.clone(),
+            DhtMessage {
+                request_id: answered.message.request_id,
+                body: DhtBody::Nodes {
+                    contacts: Vec::new(),
+                },
+            },
+        );
+        assert!(!dht.pending.contains_key(&answered.message.request_id));
+        assert_eq!(dht.deadlines.len(), dht.pending.len());
+
+        // The answer let the lookup query the fourth contact. The first queries time out
+        // at their deadline, not before; then only the later query's deadline is left.
+        dht.handle_timeout(now + config.request_timeout - Duration::from_millis(1));
+        assert_eq!(dht.pending.len(), config.alpha);
+        dht.handle_timeout(now + config.request_timeout);
+        assert_eq!(dht.deadlines.len(), dht.pending.len());
+        assert!(dht.pending.values().all(|p| p.sent_at == later));
+        assert_eq!(dht.poll_timeout(), Some(later + config.request_timeout));
+        dht.handle_timeout(later + config.request_timeout);
+        assert!(dht.pending.is_empty() && dht.deadlines.is_empty());
+        assert_eq!(
+            dht.poll_timeout(),
+            Some(now + config.refresh_interval / 4),
+            "only the refresh check is left"
+        );
+    }
 }

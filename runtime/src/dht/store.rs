@@ -1,6 +1,10 @@
 //! Bounded record storage with expiry.
+//!
+//! Records are kept by key; their expiries are also kept in an ordered set of
+//! `(expires_at, key)`, updated on every put and removal, so the next expiry is the set's
+//! first element and a sweep visits only the records that expired.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use netrun_messages::discovery::{DhtId, MAX_DHT_VALUE_LEN};
@@ -54,6 +58,8 @@ pub struct RecordStore {
     config: StoreConfig,
     /// By key, so hand-offs to a newcomer go out in one order on every run.
     records: BTreeMap<DhtId, Record>,
+    /// `(expires_at, key)` of every record in `records`, and nothing else.
+    expiries: BTreeSet<(Instant, DhtId)>,
     bytes: usize,
 }
 
@@ -63,6 +69,7 @@ impl RecordStore {
         Self {
             config,
             records: BTreeMap::new(),
+            expiries: BTreeSet::new(),
             bytes: 0,
         }
     }
@@ -87,10 +94,13 @@ impl RecordStore {
                 return Err(StoreError::Full);
             }
         }
-        let old = self.records.get(&key).map_or(0, |r| r.value.len());
-        self.bytes = self.bytes - old + value.len();
         let expires_at = now + ttl.min(self.config.max_ttl);
-        self.records.insert(key, Record { value, expires_at });
+        self.bytes += value.len();
+        if let Some(old) = self.records.insert(key, Record { value, expires_at }) {
+            self.bytes -= old.value.len();
+            self.expiries.remove(&(old.expires_at, key));
+        }
+        self.expiries.insert((expires_at, key));
         Ok(())
     }
 
@@ -116,24 +126,25 @@ impl RecordStore {
             .map(|(k, r)| (*k, r.value.as_slice(), r.expires_at))
     }
 
-    /// Drops expired records; returns how many.
+    /// Drops expired records; returns how many. Visits only the records that expired.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.records.len();
-        let mut freed = 0;
-        self.records.retain(|_, r| {
-            let live = r.expires_at > now;
-            if !live {
-                freed += r.value.len();
+        let mut dropped = 0;
+        while let Some(&(expires_at, key)) = self.expiries.first() {
+            if expires_at > now {
+                break;
             }
-            live
-        });
-        self.bytes -= freed;
-        before - self.records.len()
+            self.expiries.pop_first();
+            if let Some(record) = self.records.remove(&key) {
+                self.bytes -= record.value.len();
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// The earliest expiry.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.records.values().map(|r| r.expires_at).min()
+        self.expiries.first().map(|(expires_at, _)| *expires_at)
     }
 
     /// Records held (live or not yet swept).
@@ -149,5 +160,93 @@ impl RecordStore {
     /// Value bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_clock::t0;
+    use proptest::prelude::*;
+
+    fn key(n: u8) -> DhtId {
+        DhtId([n; 32])
+    }
+
+    fn config(max_records: usize, max_bytes: usize) -> StoreConfig {
+        StoreConfig {
+            max_records,
+            max_bytes,
+            max_ttl: Duration::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn a_replaced_record_keeps_only_its_new_expiry() {
+        let now = t0();
+        let at = |secs| now + Duration::from_secs(secs);
+        let mut store = RecordStore::new(config(8, 1024));
+        store
+            .put(now, key(1), vec![1; 10], Duration::from_secs(10))
+            .expect("fits");
+        store
+            .put(now, key(2), vec![2; 10], Duration::from_secs(20))
+            .expect("fits");
+        assert_eq!(store.poll_timeout(), Some(at(10)));
+        store
+            .put(now, key(1), vec![1; 4], Duration::from_secs(30))
+            .expect("fits");
+        assert_eq!(store.poll_timeout(), Some(at(20)));
+        assert_eq!(store.bytes(), 14);
+        assert_eq!(store.expire(at(25)), 1);
+        assert_eq!(store.get(at(25), &key(1)), Some(&[1; 4][..]));
+        assert_eq!(store.poll_timeout(), Some(at(30)));
+        assert_eq!(store.expire(at(30)), 1);
+        assert!(store.is_empty());
+        assert_eq!((store.bytes(), store.poll_timeout()), (0, None));
+    }
+
+    proptest! {
+        /// Against a model: the same records, bytes and next expiry after any mix of puts
+        /// (new and replacing, some refused) and sweeps.
+        #[test]
+        fn matches_a_model(
+            ops in proptest::collection::vec((0u8..3, 0u8..6, 0usize..40, 0u64..150, 0u64..60), 1..60)
+        ) {
+            let t0 = t0();
+            let mut store = RecordStore::new(config(4, 100));
+            let mut model: BTreeMap<DhtId, (usize, Instant)> = BTreeMap::new();
+            for (op, k, len, ttl, at) in ops {
+                let now = t0 + Duration::from_secs(at);
+                if op == 0 {
+                    store.expire(now);
+                    model.retain(|_, (_, exp)| *exp > now);
+                } else {
+                    let ttl = Duration::from_secs(ttl);
+                    let fits = |model: &BTreeMap<DhtId, (usize, Instant)>| {
+                        let old = model.get(&key(k)).map(|(len, _)| *len);
+                        let bytes: usize = model.values().map(|(len, _)| len).sum();
+                        (old.is_some() || model.len() < 4) && bytes - old.unwrap_or(0) + len <= 100
+                    };
+                    let expect = if ttl.is_zero() {
+                        false
+                    } else if fits(&model) {
+                        true
+                    } else {
+                        model.retain(|_, (_, exp)| *exp > now);
+                        fits(&model)
+                    };
+                    let stored = store.put(now, key(k), vec![k; len], ttl).is_ok();
+                    prop_assert_eq!(stored, expect);
+                    if stored {
+                        model.insert(key(k), (len, now + ttl.min(Duration::from_secs(100))));
+                    }
+                }
+                prop_assert_eq!(store.len(), model.len());
+                prop_assert_eq!(store.bytes(), model.values().map(|(len, _)| len).sum::<usize>());
+                prop_assert_eq!(store.poll_timeout(), model.values().map(|(_, exp)| *exp).min());
+                prop_assert_eq!(store.expiries.len(), store.records.len());
+            }
+        }
     }
 }

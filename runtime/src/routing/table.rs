@@ -1,6 +1,11 @@
 //! The routing table and the snapshot it publishes.
+//!
+//! Every candidate's expiry is also kept in one ordered set, `(expires_at, destination,
+//! next hop)`, updated wherever a candidate is added, refreshed or withdrawn, so the next
+//! deadline is the set's first element and a timeout visits only the candidates that
+//! expired.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -122,6 +127,9 @@ pub struct RoutingTable {
     local: NodeId,
     config: RoutingConfig,
     entries: HashMap<NodeId, Entry>,
+    /// `(expires_at, destination, next hop)` of every candidate in `entries`, and nothing
+    /// else: the first element is the next deadline.
+    expiries: BTreeSet<(Instant, NodeId, NodeId)>,
     snapshot: RoutingSnapshot,
     dirty: bool,
     refused: u64,
@@ -134,6 +142,7 @@ impl RoutingTable {
             local,
             config,
             entries: HashMap::new(),
+            expiries: BTreeSet::new(),
             snapshot: RoutingSnapshot::default(),
             dirty: false,
             refused: 0,
@@ -157,7 +166,7 @@ impl RoutingTable {
         }
         let max = self.config.max_candidates.max(1);
         let entry = self.entries.entry(dst).or_default();
-        if let Some(c) = entry
+        let replaced = if let Some(c) = entry
             .candidates
             .iter_mut()
             .find(|c| c.next_hop == route.next_hop)
@@ -165,9 +174,10 @@ impl RoutingTable {
             if c.source == RouteSource::Direct && route.source != RouteSource::Direct {
                 return false;
             }
-            *c = route;
+            Some(std::mem::replace(c, route))
         } else if entry.candidates.len() < max {
             entry.candidates.push(route);
+            None
         } else {
             let worst = entry
                 .candidates
@@ -177,10 +187,17 @@ impl RoutingTable {
                 .max_by_key(|(_, c)| (c.metric, std::cmp::Reverse(c.expires_at)))
                 .map(|(i, c)| (i, c.metric));
             match worst {
-                Some((i, metric)) if route.metric < metric => entry.candidates[i] = route,
+                Some((i, metric)) if route.metric < metric => {
+                    Some(std::mem::replace(&mut entry.candidates[i], route))
+                }
                 _ => return false,
             }
+        };
+        if let Some(old) = replaced {
+            self.expiries.remove(&(old.expires_at, dst, old.next_hop));
         }
+        self.expiries
+            .insert((route.expires_at, dst, route.next_hop));
         let changed = entry.reselect();
         self.dirty |= changed;
         changed
@@ -194,9 +211,35 @@ impl RoutingTable {
     }
 
     /// Drops expired candidates and reselects. Returns the destinations whose installed
-    /// route changed.
+    /// route changed, ascending. Visits only the candidates that expired.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<NodeId> {
-        self.withdraw(|c| c.expires_at > now)
+        let mut touched = Vec::new();
+        while let Some(&(expires_at, dst, hop)) = self.expiries.first() {
+            if expires_at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if let Some(entry) = self.entries.get_mut(&dst) {
+                entry.candidates.retain(|c| c.next_hop != hop);
+                touched.push(dst);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut changed = Vec::new();
+        for dst in touched {
+            let Some(entry) = self.entries.get_mut(&dst) else {
+                continue;
+            };
+            if entry.reselect() {
+                changed.push(dst);
+            }
+            if entry.candidates.is_empty() {
+                self.entries.remove(&dst);
+            }
+        }
+        self.dirty |= !changed.is_empty();
+        changed
     }
 
     /// Keeps only the candidates `keep` accepts, reselects where any went and forgets
@@ -204,9 +247,16 @@ impl RoutingTable {
     /// changed, ascending.
     fn withdraw(&mut self, mut keep: impl FnMut(&Route) -> bool) -> Vec<NodeId> {
         let mut changed = Vec::new();
+        let expiries = &mut self.expiries;
         self.entries.retain(|dst, entry| {
             let before = entry.candidates.len();
-            entry.candidates.retain(&mut keep);
+            entry.candidates.retain(|c| {
+                let kept = keep(c);
+                if !kept {
+                    expiries.remove(&(c.expires_at, *dst, c.next_hop));
+                }
+                kept
+            });
             if entry.candidates.len() != before && entry.reselect() {
                 changed.push(*dst);
             }
@@ -219,10 +269,7 @@ impl RoutingTable {
 
     /// The earliest candidate expiry, when [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .flat_map(|e| e.candidates.iter().map(|c| c.expires_at))
-            .min()
+        self.expiries.first().map(|(expires_at, ..)| *expires_at)
     }
 
     /// The installed route to `dst`.
@@ -287,16 +334,20 @@ mod tests {
     proptest! {
         #[test]
         fn installed_is_always_a_best_candidate_and_snapshot_agrees(
-            ops in proptest::collection::vec((0u8..4, 1u64..6, 2u64..8, 1u32..6, 0u64..40), 1..80)
+            ops in proptest::collection::vec(
+                (0u8..4, 1u64..6, 2u64..8, 1u32..6, 0u64..40, 1u64..20),
+                1..80,
+            )
         ) {
             let t0 = t0();
             let mut t = RoutingTable::new(NodeId(1), RoutingConfig { max_candidates: 3, max_destinations: 8 });
-            for (op, dst, hop, metric, at) in ops {
+            for (op, dst, hop, metric, at, ttl) in ops {
                 let now = t0 + Duration::from_secs(at);
+                let source = if op == 0 { RouteSource::Direct } else { RouteSource::Discovery };
                 match op {
                     0 | 1 => { t.handle_route(now, NodeId(dst), Route {
-                        next_hop: NodeId(hop), metric, expires_at: now + Duration::from_secs(10),
-                        source: RouteSource::Discovery,
+                        next_hop: NodeId(hop), metric, expires_at: now + Duration::from_secs(ttl),
+                        source,
                     }); }
                     2 => { t.handle_peer_down(NodeId(hop)); }
                     _ => { t.handle_timeout(now); }
@@ -313,6 +364,15 @@ mod tests {
                     prop_assert_eq!(t.lookup(NodeId(d)).map(|r| r.metric), best);
                     prop_assert_eq!(snap.lookup(NodeId(d)), t.lookup(NodeId(d)).map(|r| r.next_hop));
                 }
+                // The expiry index holds exactly the candidates' expiries.
+                let mut held: Vec<(Instant, NodeId, NodeId)> = t
+                    .entries
+                    .iter()
+                    .flat_map(|(d, e)| e.candidates.iter().map(move |c| (c.expires_at, *d, c.next_hop)))
+                    .collect();
+                held.sort_unstable();
+                prop_assert_eq!(t.poll_timeout(), held.first().map(|h| h.0));
+                prop_assert_eq!(held, t.expiries.iter().copied().collect::<Vec<_>>());
             }
         }
     }
@@ -366,6 +426,36 @@ mod tests {
         );
         assert!(t.is_empty());
         assert!(t.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_refresh_moves_the_deadline_and_timeouts_take_only_what_expired() {
+        let now = t0();
+        let mut t = RoutingTable::new(NodeId(1), RoutingConfig::default());
+        let at = |secs| now + Duration::from_secs(secs);
+        let with_expiry = |hop, metric, secs| Route {
+            expires_at: at(secs),
+            ..route(hop, metric, now)
+        };
+        t.handle_route(now, NodeId(9), with_expiry(2, 1, 10));
+        t.handle_route(now, NodeId(9), with_expiry(3, 2, 20));
+        t.handle_route(now, NodeId(8), with_expiry(3, 1, 30));
+        assert_eq!(t.poll_timeout(), Some(at(10)));
+        // Refreshing the route through hop 2 replaces its old deadline.
+        t.handle_route(now, NodeId(9), with_expiry(2, 1, 40));
+        assert_eq!(t.poll_timeout(), Some(at(20)));
+        assert!(t.handle_timeout(at(19)).is_empty());
+        assert!(
+            t.handle_timeout(at(20)).is_empty(),
+            "a backup expired, the installed route stays"
+        );
+        assert_eq!(t.candidates(NodeId(9)).len(), 1);
+        assert_eq!(t.poll_timeout(), Some(at(30)));
+        assert_eq!(t.handle_timeout(at(35)), vec![NodeId(8)]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.handle_timeout(at(40)), vec![NodeId(9)]);
+        assert!(t.is_empty());
+        assert_eq!(t.poll_timeout(), None);
     }
 
     #[test]
