@@ -22,12 +22,16 @@
 //!
 //! Decoding ([`MembershipMessage::decode`]) is total and typed: the body is bounded by the
 //! envelope limit, nesting is capped, nothing may follow the message, the channel name is
-//! validated and canonicalized, the token chain holds at most [`MAX_TOKEN_CHAIN`] tokens and
+//! validated and canonicalized, the token chain holds at most [`MAX_TOKEN_CHAIN`] tokens
+//! (checked against the list's declared count before anything is reserved or kept) and
 //! every token must be a well-formed [`PermissionToken`] (signatures are the publisher's
 //! job, after its rate limiter). Layout and rules: `docs/protocol/channel.md`.
 
+use std::fmt;
+
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use super::{ChannelName, ChannelNameError};
@@ -244,8 +248,18 @@ enum RawMessage {
 struct RawSubscribe {
     nonce: u64,
     channel: String,
-    tokens: Vec<Bytes>,
+    tokens: RawTokens,
     options: SubscribeOptions,
+}
+
+/// The wire token list, bounded while it is read: nothing is reserved or collected beyond
+/// [`MAX_TOKEN_CHAIN`] entries. A list that declares more is stepped over without keeping
+/// its entries (the body bounds how many there can be) and reported by its length.
+struct RawTokens {
+    /// The first entries, at most [`MAX_TOKEN_CHAIN`]; empty when the list declared more.
+    tokens: Vec<Bytes>,
+    /// How many entries the list holds.
+    len: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -261,18 +275,70 @@ struct RawAck {
     result: AckResult,
 }
 
+impl Serialize for RawTokens {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.tokens.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTokens {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(RawTokensVisitor)
+    }
+}
+
+struct RawTokensVisitor;
+
+impl<'de> Visitor<'de> for RawTokensVisitor {
+    type Value = RawTokens;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of token byte strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawTokens, A::Error> {
+        // The declared count is checked before anything is reserved or kept.
+        let declared = seq.size_hint();
+        let keep = declared.is_none_or(|n| n <= MAX_TOKEN_CHAIN);
+        let mut tokens = Vec::with_capacity(if keep {
+            declared.unwrap_or(0).min(MAX_TOKEN_CHAIN)
+        } else {
+            0
+        });
+        let mut len = 0;
+        loop {
+            let more = if keep && len < MAX_TOKEN_CHAIN {
+                seq.next_element::<Bytes>()?.map(|token| tokens.push(token))
+            } else {
+                seq.next_element::<IgnoredAny>()?.map(drop)
+            };
+            if more.is_none() {
+                break;
+            }
+            len += 1;
+        }
+        if len > MAX_TOKEN_CHAIN {
+            tokens.clear();
+        }
+        Ok(RawTokens { tokens, len })
+    }
+}
+
 impl From<&MembershipMessage> for RawMessage {
     fn from(message: &MembershipMessage) -> Self {
         match message {
             MembershipMessage::Subscribe(m) => Self::Subscribe(RawSubscribe {
                 nonce: m.nonce,
                 channel: m.channel.as_str().to_owned(),
-                tokens: m
-                    .tokens
-                    .as_slice()
-                    .iter()
-                    .map(|t| Bytes::copy_from_slice(&t.to_bytes()))
-                    .collect(),
+                tokens: RawTokens {
+                    tokens: m
+                        .tokens
+                        .as_slice()
+                        .iter()
+                        .map(|t| Bytes::copy_from_slice(&t.to_bytes()))
+                        .collect(),
+                    len: m.tokens.len(),
+                },
                 options: m.options,
             }),
             MembershipMessage::Unsubscribe(m) => Self::Unsubscribe(RawUnsubscribe {
@@ -294,11 +360,12 @@ impl TryFrom<RawMessage> for MembershipMessage {
     fn try_from(raw: RawMessage) -> Result<Self, Self::Error> {
         Ok(match raw {
             RawMessage::Subscribe(m) => {
-                if m.tokens.len() > MAX_TOKEN_CHAIN {
-                    return Err(MembershipError::TokenChainTooLong(m.tokens.len()));
+                if m.tokens.len > MAX_TOKEN_CHAIN {
+                    return Err(MembershipError::TokenChainTooLong(m.tokens.len));
                 }
                 let channel = ChannelName::new(&m.channel)?;
                 let tokens = m
+                    .tokens
                     .tokens
                     .iter()
                     .map(|bytes| PermissionToken::from_bytes(bytes))
@@ -464,7 +531,10 @@ mod tests {
             rmp_serde::to_vec(&RawMessage::Subscribe(RawSubscribe {
                 nonce: 1,
                 channel: channel.into(),
-                tokens,
+                tokens: RawTokens {
+                    len: tokens.len(),
+                    tokens,
+                },
                 options: SubscribeOptions::default(),
             }))
             .expect("encodes")
@@ -516,13 +586,60 @@ mod tests {
         ));
     }
 
+    /// A Subscribe body `{"Subscribe": [1, "a.b", <tokens>, [false]]}` with the token list
+    /// given as raw msgpack.
+    fn subscribe_with_raw_tokens(tokens: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x81, 0xa9];
+        body.extend_from_slice(b"Subscribe");
+        body.extend_from_slice(&[0x94, 0x01, 0xa3, b'a', b'.', b'b']);
+        body.extend_from_slice(tokens);
+        body.extend_from_slice(&[0x91, 0xc2]);
+        body
+    }
+
+    #[test]
+    fn token_counts_are_checked_before_entries_are_kept() {
+        // The shape is right: an empty list decodes.
+        assert!(MembershipMessage::decode(&subscribe_with_raw_tokens(&[0x90])).is_ok());
+        // A list declaring more entries than the chain bound is refused for its length
+        // whatever the entries are: they are stepped over, never decoded as tokens.
+        let five_nils = subscribe_with_raw_tokens(&[0x95, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0]);
+        assert!(matches!(
+            MembershipMessage::decode(&five_nils),
+            Err(MembershipError::TokenChainTooLong(5))
+        ));
+        // Within the bound, every entry must be a token's bytes.
+        let one_nil = subscribe_with_raw_tokens(&[0x91, 0xc0]);
+        assert!(matches!(
+            MembershipMessage::decode(&one_nil),
+            Err(MembershipError::Decode(DecodeError::Body(_)))
+        ));
+        // Thirty thousand empty entries (as many as fit in a body) are counted, not kept.
+        let mut many = vec![0xdc];
+        many.extend_from_slice(&30_000u16.to_be_bytes());
+        many.extend(std::iter::repeat_n([0xc4, 0x00], 30_000).flatten());
+        assert!(matches!(
+            MembershipMessage::decode(&subscribe_with_raw_tokens(&many)),
+            Err(MembershipError::TokenChainTooLong(30_000))
+        ));
+        // A hostile count with nothing behind it: refused, nothing reserved for it.
+        let hostile = subscribe_with_raw_tokens(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            MembershipMessage::decode(&hostile),
+            Err(MembershipError::Decode(DecodeError::Body(_)))
+        ));
+    }
+
     #[test]
     fn options_default_when_absent() {
         // A sender whose options array is empty (fields it does not know): defaults apply.
         let body = rmp_serde::to_vec(&RawMessage::Subscribe(RawSubscribe {
             nonce: 3,
             channel: "x".into(),
-            tokens: vec![],
+            tokens: RawTokens {
+                tokens: vec![],
+                len: 0,
+            },
             options: SubscribeOptions::default(),
         }))
         .expect("encodes");
