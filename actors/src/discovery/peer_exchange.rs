@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  PeerEvent::Up{peer} ─▶ our list (session peers but `peer`) ─sign─▶ PEER_EXCHANGE ─▶ peer
-//!  Tick (interval)     ─▶ the same, to the next session peer in turn
+//!  Tick (interval)     ─▶ the same, to the next session peer in turn; expired hints dropped
 //!  PEER_EXCHANGE envelope ─▶ decode ─▶ PeerExchange::handle_list (signer == sender,
 //!        signature, bounded hints) ─▶ Found{source: PeerExchange} ─▶ coordinator
 //! ```
@@ -10,7 +10,8 @@
 //! A list names at most [`MAX_PEER_LIST_ENTRIES`] peers (one datagram); with more sessions
 //! than that, successive lists rotate through them. Entries are hints only: the coordinator
 //! connects, and the handshake proves the key. A hint is forgotten once a session with its
-//! node comes up or goes down, so a later list can report it again.
+//! node comes up or goes down, or when its TTL (`hint_ttl`, ten minutes by default) has
+//! passed, checked on every tick and every list, so a later list can report it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use netrun_messages::envelope::Subprotocol;
 use netrun_messages::{Identity, NodeId};
 use netrun_runtime::peer_exchange::{PeerExchange, PeerExchangeConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::{BackendStatus, DiscoveredPeer, DiscoveryEvent, DiscoveryHandle, DiscoverySource};
@@ -151,6 +153,7 @@ impl Actor for PeerExchangeActor {
             }
             PeerExchangeMsg::Peer(_) => {}
             PeerExchangeMsg::Tick => {
+                state.core.handle_timeout(Instant::now().into_std());
                 let mut peers: Vec<NodeId> =
                     state.args.wire.peers().iter().map(|k| k.node).collect();
                 if !peers.is_empty() {
@@ -229,7 +232,8 @@ impl PeerExchangeState {
                 return;
             }
         };
-        let hints = match self.core.handle_list(inbound.peer, &list) {
+        let now = Instant::now().into_std();
+        let hints = match self.core.handle_list(now, inbound.peer, &list) {
             Ok(hints) => hints,
             Err(e) => {
                 debug!(peer = %inbound.peer, error = %e, "peer list refused");
@@ -265,11 +269,12 @@ impl PeerExchangeState {
                 found: c.found,
                 errors: c.malformed + c.refused + c.send_errors,
                 detail: format!(
-                    "lists sent {} received {}; {} hints held ({} dropped); malformed {} refused {}",
+                    "lists sent {} received {}; {} hints held ({} dropped, {} expired); malformed {} refused {}",
                     c.lists_sent,
                     c.lists_received,
                     self.core.len(),
                     self.core.dropped(),
+                    self.core.expired(),
                     c.malformed,
                     c.refused
                 ),
