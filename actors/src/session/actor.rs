@@ -461,15 +461,15 @@ impl SessionState {
                     continue;
                 }
                 PacketKind::Control => {
+                    // The receive loop hands every other subprotocol straight to its
+                    // `Wire::serve` queue (counting envelopes nobody serves) and drops
+                    // undecodable ones, so a session is given only its STREAM envelopes.
                     let wire = &self.args.wire;
                     match Envelope::decode(&frame.payload) {
                         Ok(envelope) if envelope.subprotocol == Subprotocol::STREAM => {
                             self.streams.on_control(wire, &envelope);
                         }
-                        Ok(envelope) => {
-                            wire.dispatch(self.args.peer_node, &envelope, &frame.payload)
-                        }
-                        Err(_) => TransportStats::bump(&wire.stats().envelope_malformed),
+                        _ => TransportStats::bump(&wire.stats().envelope_malformed),
                     }
                     continue;
                 }

@@ -41,7 +41,8 @@ use crate::wire::Wire;
 /// A sealed, authenticated packet for a session, opened by the receive loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlFrame {
-    /// Heartbeat, Control or Stream.
+    /// Heartbeat, Control (always a `STREAM` envelope: the receive loop hands every other
+    /// subprotocol to its `Wire::serve` queue) or Stream.
     pub kind: PacketKind,
     /// The header's stream field (for heartbeats: `probe << 1 | is_reply`).
     pub stream: u64,
