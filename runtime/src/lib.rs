@@ -14,8 +14,8 @@
 //! - [`routing`]: the routing table, its read-only snapshot and the per-packet relay decision.
 //! - [`pingwave`]: hop-bounded probes that build the proximity graph and feed routes.
 //! - [`peer_exchange`]: signed peer lists from session peers, taken as connect hints only.
-//! - [`discovery`]: what discovery backends report and the coordinator's peer table
-//!   (de-duplication, sources, connect backoff).
+//! - [`discovery`]: what discovery backends report, the coordinator's peer table
+//!   (de-duplication, sources, connect backoff) and the MQTT backend's announce table.
 //! - [`dht`]: the Kademlia table, iterative lookups and bounded record storage.
 //! - [`stream`]: per-peer streams: credit windows, backpressure, reliable retransmit.
 //! - [`rpc`]: nRPC call and dispatch tables, retry / hedge / circuit breaker, node

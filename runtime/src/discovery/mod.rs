@@ -1,7 +1,8 @@
-//! Discovery rules that do not depend on how peers are found: the vocabulary every
-//! discovery backend reports in, and the coordinator's peer [`table`] (de-duplication,
-//! sources, connect schedule). The backends and the coordinator are actors in
-//! `netrun-actors`; what they decide lives here, with time as an input.
+//! Discovery rules: the vocabulary every discovery backend reports in, the coordinator's
+//! peer [`table`] (de-duplication, sources, connect schedule), and the [`mqtt`] backend's
+//! announce table (topics, validation, incarnations, staleness). The backends and the
+//! coordinator are actors in `netrun-actors`; what they decide lives here, with time as an
+//! input.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use netrun_messages::{EntityId, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub mod mqtt;
 pub mod table;
 
 /// How a peer was found.

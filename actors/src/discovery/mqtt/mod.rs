@@ -30,8 +30,10 @@
 //! same on the peer's behalf. Receivers refuse announces older than `peer_ttl` and report a
 //! peer lost when its announce has not been refreshed for `peer_ttl`, which covers a lost
 //! will.
-
-mod table;
+//!
+//! The topics and the peer table (validation, incarnations, staleness) are a sans-IO core,
+//! [`netrun_runtime::discovery::mqtt`]; this module owns the broker connection and drives
+//! it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,16 +43,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::mqtt_announce::{AnnounceKind, MqttAnnounce};
-use netrun_messages::{Identity, MeshFingerprint, NodeId};
+use netrun_messages::{Identity, MeshFingerprint};
 use rand_core::{OsRng, RngCore};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use netrun_runtime::discovery::mqtt::{Outcome, PeerTable};
+
 use super::{BackendStatus, DiscoveryBackend, DiscoveryError, DiscoveryEvent, DiscoverySource};
 use crate::clock::unix_millis;
-use table::{Outcome, PeerTable};
+
+pub use netrun_runtime::discovery::mqtt::{announce_topic, goodbye_topic};
 
 /// Backend name in `netrun discovery` and in errors.
 const NAME: &str = "mqtt";
@@ -65,8 +70,6 @@ const REQUEST_QUEUE: usize = 64;
 /// that a stray large message on our topics is refused by us (and counted) instead of
 /// tearing the connection down in the client.
 const MAX_PACKET: usize = 64 * 1024;
-/// How far in the future an announce's timestamp may be (clock skew between hosts).
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// How long a clean stop waits for the goodbye and the disconnect to reach the broker.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -261,7 +264,7 @@ impl MqttBackend {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> MqttStats {
-        let c = self.peers.counters;
+        let c = self.peers.counters();
         MqttStats {
             connected: self.shared.connected.load(Ordering::Relaxed),
             connects: self.shared.connects.load(Ordering::Relaxed),
@@ -278,7 +281,7 @@ impl MqttBackend {
     }
 
     fn handle_inbound(&mut self, msg: Inbound) {
-        let now = Instant::now();
+        let now = Instant::now().into_std();
         match self
             .peers
             .handle(now, unix_millis(), &msg.topic, &msg.payload)
@@ -315,7 +318,7 @@ impl MqttBackend {
         }
         if now >= self.next_sweep {
             self.next_sweep = now + sweep_period(self.config.peer_ttl);
-            for node in self.peers.expire(now) {
+            for node in self.peers.expire(now.into_std()) {
                 self.pending.push_back(DiscoveryEvent::Lost {
                     node,
                     source: DiscoverySource::Mqtt,
@@ -571,16 +574,6 @@ async fn drive(
     }
 }
 
-/// The announce topic of `node` in `mesh`.
-pub fn announce_topic(mesh: &MeshFingerprint, node: NodeId) -> String {
-    format!("netrun/{mesh}/nodes/{node}/announce")
-}
-
-/// The goodbye topic of `node` in `mesh`.
-pub fn goodbye_topic(mesh: &MeshFingerprint, node: NodeId) -> String {
-    format!("netrun/{mesh}/nodes/{node}/goodbye")
-}
-
 /// Splits a broker URL into host and port.
 fn parse_broker(url: &str) -> Result<(String, u16), DiscoveryError> {
     let url = url.trim();
@@ -641,7 +634,6 @@ fn sweep_period(ttl: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::table::parse_topic;
     use super::*;
 
     fn mesh() -> MeshFingerprint {
@@ -692,22 +684,5 @@ mod tests {
         let mut c = base();
         c.addrs = vec!["10.0.0.1:1".parse().expect("addr"); 9];
         assert!(MqttBackend::new(c).is_err());
-    }
-
-    #[test]
-    fn topics_round_trip() {
-        let node = NodeId(0x0123_4567_89ab_cdef);
-        let t = announce_topic(&mesh(), node);
-        assert_eq!(
-            parse_topic(&t),
-            Some((mesh(), node, AnnounceKind::Announce))
-        );
-        let t = goodbye_topic(&mesh(), node);
-        assert_eq!(parse_topic(&t), Some((mesh(), node, AnnounceKind::Goodbye)));
-        assert_eq!(parse_topic(&format!("{t}/extra")), None);
-        assert_eq!(
-            parse_topic("netrun/zz/nodes/0123456789abcdef/announce"),
-            None
-        );
     }
 }

@@ -1,38 +1,72 @@
-//! The MQTT peer table: validates received publishes and tracks incarnations, without
-//! I/O (time is an argument).
+//! MQTT discovery rules: the topics, and the table that validates received publishes and
+//! tracks each node's incarnation, without I/O (time is an argument). The MQTT backend in
+//! `netrun-actors` owns the broker connection and drives this table.
+//!
+//! ```text
+//!  netrun/<mesh>/nodes/<node>/announce   retained, signed MqttAnnounce
+//!  netrun/<mesh>/nodes/<node>/goodbye    retained, signed goodbye (also the last will)
+//!
+//!  publish(topic, payload) ─▶ PeerTable::handle(now, now_ms, …)
+//!      topic parse ─ decode ─ signature, node and kind == topic ─ mesh ─ not us
+//!      ─ freshness (within the TTL, at most MAX_CLOCK_SKEW ahead) ─ incarnation
+//!      ─▶ Outcome::{Found, Lost, Ignored}   (every refusal counted)
+//!  timer ─▶ PeerTable::expire(now) ─▶ peers whose announce was not refreshed: lost
+//! ```
+//!
+//! - The same announce again (same incarnation, same addresses) is a refresh, not news;
+//!   new addresses or a new, later incarnation are reported as found.
+//! - A goodbye ends the live incarnation it names; the ended incarnation is remembered, so
+//!   its retained announce, delivered before or after the goodbye, cannot bring it back.
+//! - A live peer not refreshed for the TTL is reported lost; an ended one is forgotten one
+//!   TTL later. The table holds at most `max` nodes, live or ended; more are refused and
+//!   counted.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netrun_messages::mqtt_announce::{AnnounceKind, MAX_MQTT_ANNOUNCE_LEN, MqttAnnounce};
 use netrun_messages::{MeshFingerprint, NodeId};
-use tokio::time::Instant;
 
-use super::{MAX_CLOCK_SKEW, announce_topic};
-use crate::discovery::{DiscoveredPeer, DiscoverySource};
+use super::{DiscoveredPeer, DiscoverySource};
+
+/// How far in the future an announce's timestamp may be (clock skew between hosts).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// What one received publish amounts to.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub enum Outcome {
     /// A new peer, a new incarnation, or new addresses.
     Found(DiscoveredPeer),
-    /// A live incarnation said goodbye; `clear` names its retained announce to delete.
-    Lost { node: NodeId, clear: Option<String> },
+    /// A live incarnation said goodbye.
+    Lost {
+        /// The node that left.
+        node: NodeId,
+        /// Its retained announce topic, to delete on its behalf (when the table is set to
+        /// clear retained announces on goodbye).
+        clear: Option<String>,
+    },
     /// Nothing to report (a refresh, a duplicate, our own message, or a counted rejection).
     Ignored,
 }
 
 /// Rejection and event counters of the table.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Counters {
-    pub(super) found: u64,
-    pub(super) lost: u64,
-    pub(super) malformed: u64,
-    pub(super) forged: u64,
-    pub(super) foreign_mesh: u64,
-    pub(super) stale: u64,
-    pub(super) table_full: u64,
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Found outcomes.
+    pub found: u64,
+    /// Peers lost, by goodbye or by expiry.
+    pub lost: u64,
+    /// Payloads that did not decode, or arrived on a malformed topic.
+    pub malformed: u64,
+    /// Payloads whose signature, key-derived node id, topic node or topic kind was wrong.
+    pub forged: u64,
+    /// Validly signed payloads for another mesh.
+    pub foreign_mesh: u64,
+    /// Announces too old (or too far in the future), replayed, or of an ended incarnation.
+    pub stale: u64,
+    /// New nodes refused because the table was full.
+    pub table_full: u64,
 }
 
 /// What the table knows about one node.
@@ -47,18 +81,22 @@ struct Entry {
 }
 
 /// The MQTT peer table: validates publishes and tracks incarnations.
-pub(super) struct PeerTable {
+#[derive(Debug)]
+pub struct PeerTable {
     mesh: MeshFingerprint,
     own: NodeId,
     ttl: Duration,
     max: usize,
     clear_on_goodbye: bool,
     entries: HashMap<NodeId, Entry>,
-    pub(super) counters: Counters,
+    counters: Counters,
 }
 
 impl PeerTable {
-    pub(super) fn new(
+    /// A table for node `own` in `mesh`: announces older than `ttl` are refused and a
+    /// peer not refreshed for `ttl` is lost; at most `max` nodes are remembered; with
+    /// `clear_on_goodbye`, a goodbye's outcome names the retained announce to delete.
+    pub fn new(
         mesh: MeshFingerprint,
         own: NodeId,
         ttl: Duration,
@@ -76,18 +114,18 @@ impl PeerTable {
         }
     }
 
-    pub(super) fn live(&self) -> usize {
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Live peers held.
+    pub fn live(&self) -> usize {
         self.entries.values().filter(|e| e.live).count()
     }
 
     /// Handles one publish on `topic` at local time `now` and wall-clock time `now_ms`.
-    pub(super) fn handle(
-        &mut self,
-        now: Instant,
-        now_ms: u64,
-        topic: &str,
-        payload: &[u8],
-    ) -> Outcome {
+    pub fn handle(&mut self, now: Instant, now_ms: u64, topic: &str, payload: &[u8]) -> Outcome {
         let Some((mesh, topic_node, topic_kind)) = parse_topic(topic) else {
             self.counters.malformed += 1;
             return Outcome::Ignored;
@@ -211,9 +249,9 @@ impl PeerTable {
         }
     }
 
-    /// Reports live peers whose announce was not refreshed within the TTL, and forgets
-    /// gone ones after another TTL.
-    pub(super) fn expire(&mut self, now: Instant) -> Vec<NodeId> {
+    /// Reports live peers whose announce was not refreshed within the TTL (ascending), and
+    /// forgets gone ones after another TTL.
+    pub fn expire(&mut self, now: Instant) -> Vec<NodeId> {
         let ttl = self.ttl;
         let mut lost = Vec::new();
         self.entries.retain(|node, e| {
@@ -247,8 +285,18 @@ impl Entry {
     }
 }
 
+/// The announce topic of `node` in `mesh`.
+pub fn announce_topic(mesh: &MeshFingerprint, node: NodeId) -> String {
+    format!("netrun/{mesh}/nodes/{node}/announce")
+}
+
+/// The goodbye topic of `node` in `mesh`.
+pub fn goodbye_topic(mesh: &MeshFingerprint, node: NodeId) -> String {
+    format!("netrun/{mesh}/nodes/{node}/goodbye")
+}
+
 /// Parses `netrun/<mesh>/nodes/<node>/<announce|goodbye>`.
-pub(super) fn parse_topic(topic: &str) -> Option<(MeshFingerprint, NodeId, AnnounceKind)> {
+pub fn parse_topic(topic: &str) -> Option<(MeshFingerprint, NodeId, AnnounceKind)> {
     let mut parts = topic.split('/');
     let (Some("netrun"), Some(mesh), Some("nodes"), Some(node), Some(kind), None) = (
         parts.next(),
@@ -276,7 +324,7 @@ pub(super) fn parse_topic(topic: &str) -> Option<(MeshFingerprint, NodeId, Annou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::mqtt::goodbye_topic;
+    use crate::test_clock::t0;
     use netrun_messages::Identity;
 
     const TTL: Duration = Duration::from_secs(120);
@@ -311,7 +359,7 @@ mod tests {
     #[test]
     fn announce_then_goodbye_then_no_resurrection() {
         let mut t = table(16);
-        let now = Instant::now();
+        let now = t0();
         let peer = Identity::from_seed([1; 32]);
         let (topic, payload) = signed(&peer, AnnounceKind::Announce, 5, NOW_MS);
         let Outcome::Found(found) = t.handle(now, NOW_MS, &topic, &payload) else {
@@ -348,7 +396,7 @@ mod tests {
     #[test]
     fn a_retained_goodbye_before_its_announce_keeps_the_peer_gone() {
         let mut t = table(16);
-        let now = Instant::now();
+        let now = t0();
         let peer = Identity::from_seed([1; 32]);
         // A late subscriber gets both retained messages, goodbye first.
         let (gt, bye) = signed(&peer, AnnounceKind::Goodbye, 5, NOW_MS - 60_000);
@@ -370,7 +418,7 @@ mod tests {
     #[test]
     fn forgeries_are_counted_not_reported() {
         let mut t = table(16);
-        let now = Instant::now();
+        let now = t0();
         let honest = Identity::from_seed([1; 32]);
         let forger = Identity::from_seed([2; 32]);
         // The forger's valid announce published on the honest node's topic.
@@ -414,7 +462,7 @@ mod tests {
     #[test]
     fn foreign_stale_own_and_full_are_refused() {
         let mut t = table(1);
-        let now = Instant::now();
+        let now = t0();
         let peer = Identity::from_seed([1; 32]);
         // Signed for another mesh, published in ours.
         let other = MeshFingerprint::from_psk(&[8; 32]);
@@ -451,7 +499,7 @@ mod tests {
     #[test]
     fn unrefreshed_peers_expire_then_are_forgotten() {
         let mut t = table(16);
-        let now = Instant::now();
+        let now = t0();
         let peer = Identity::from_seed([1; 32]);
         let (topic, payload) = signed(&peer, AnnounceKind::Announce, 1, NOW_MS);
         assert!(matches!(
@@ -464,5 +512,22 @@ mod tests {
         assert_eq!(t.entries.len(), 1);
         assert!(t.expire(now + TTL * 2).is_empty());
         assert!(t.entries.is_empty());
+    }
+
+    #[test]
+    fn topics_round_trip() {
+        let node = NodeId(0x0123_4567_89ab_cdef);
+        let t = announce_topic(&mesh(), node);
+        assert_eq!(
+            parse_topic(&t),
+            Some((mesh(), node, AnnounceKind::Announce))
+        );
+        let t = goodbye_topic(&mesh(), node);
+        assert_eq!(parse_topic(&t), Some((mesh(), node, AnnounceKind::Goodbye)));
+        assert_eq!(parse_topic(&format!("{t}/extra")), None);
+        assert_eq!(
+            parse_topic("netrun/zz/nodes/0123456789abcdef/announce"),
+            None
+        );
     }
 }
