@@ -217,6 +217,32 @@ impl<'a> Envelope<'a> {
         out.extend_from_slice(self.body);
     }
 
+    /// Appends an envelope for `subprotocol` whose body `write_body` appends to `out` in
+    /// place: a body that is itself an encoding (a frame) is written once, straight after
+    /// the header, instead of into a buffer that is then copied. A body over
+    /// [`MAX_BODY_LEN`] is refused and `out` is left as it was.
+    pub fn encode_with(
+        subprotocol: Subprotocol,
+        trace: Option<TraceContext>,
+        out: &mut Vec<u8>,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        // The header of an empty body; its length field, the header's last four bytes,
+        // is filled in once the body is written.
+        Envelope::new(subprotocol, trace, &[])?.encode_into(out);
+        let body_start = out.len();
+        write_body(out);
+        let len = out.len() - body_start;
+        if len > MAX_BODY_LEN {
+            out.truncate(start);
+            return Err(EncodeError::TooLong(len));
+        }
+        // At most MAX_BODY_LEN, so it fits in u32.
+        out[body_start - 4..body_start].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(())
+    }
+
     /// The encoding as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
@@ -348,9 +374,49 @@ mod tests {
         }
 
         #[test]
+        fn encode_with_writes_what_encode_into_does(
+            sub in known(),
+            traced: bool,
+            prefix in proptest::collection::vec(any::<u8>(), 0..8),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let trace = traced.then_some(TraceContext { trace_id: [3; 16], span_id: [4; 8], flags: 1 });
+            let mut expected = prefix.clone();
+            Envelope::new(sub, trace, &body).expect("valid").encode_into(&mut expected);
+            let mut out = prefix.clone();
+            Envelope::encode_with(sub, trace, &mut out, |out| out.extend_from_slice(&body))
+                .expect("valid");
+            prop_assert_eq!(out, expected);
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = Envelope::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn encode_with_refuses_what_encode_refuses() {
+        let mut out = vec![9];
+        assert!(matches!(
+            Envelope::encode_with(Subprotocol::RPC, None, &mut out, |out| {
+                out.resize(out.len() + MAX_BODY_LEN + 1, 0);
+            }),
+            Err(EncodeError::TooLong(len)) if len == MAX_BODY_LEN + 1
+        ));
+        assert!(matches!(
+            Envelope::encode_with(Subprotocol(0x7777), None, &mut out, |_| {}),
+            Err(EncodeError::UnknownSubprotocol(0x7777))
+        ));
+        assert_eq!(out, vec![9], "left as it was");
+        Envelope::encode_with(Subprotocol::RPC, None, &mut out, |out| {
+            out.resize(out.len() + MAX_BODY_LEN, 1);
+        })
+        .expect("the largest body fits");
+        assert_eq!(
+            Envelope::decode(&out[1..]).expect("decodes").body.len(),
+            MAX_BODY_LEN
+        );
     }
 
     #[test]
