@@ -70,8 +70,8 @@ pub struct RpcState {
     loopback: VecDeque<(RpcFrame<Bytes>, Option<TraceContext>)>,
     timer: Option<(Instant, JoinHandle<()>)>,
     _pump: Tasks,
-    frame_buf: Vec<u8>,
-    /// Envelopes of this turn, back to back; `outbox` says where each goes.
+    /// Envelopes of this turn, back to back (each frame encoded straight into its
+    /// envelope); `outbox` says where each goes.
     arena: Vec<u8>,
     outbox: Vec<Outgoing>,
     /// Call events being carried out (kept for its capacity).
@@ -197,7 +197,6 @@ impl Actor for RpcActor {
             loopback: VecDeque::new(),
             timer: None,
             _pump: Tasks::new([pump]),
-            frame_buf: Vec::new(),
             arena: Vec::new(),
             outbox: Vec::new(),
             events: Vec::new(),
@@ -826,16 +825,14 @@ impl RpcState {
             self.loopback.push_back((frame, trace));
             return;
         }
-        self.frame_buf.clear();
-        frame.encode_into(&mut self.frame_buf);
         let start = self.arena.len();
-        match Envelope::new(Subprotocol::RPC, trace, &self.frame_buf) {
-            Ok(envelope) => envelope.encode_into(&mut self.arena),
-            // Unreachable: frames are bounded below the envelope limit.
-            Err(_) => {
-                self.counters.send_failed += 1;
-                return;
-            }
+        let encoded = Envelope::encode_with(Subprotocol::RPC, trace, &mut self.arena, |out| {
+            frame.encode_into(out);
+        });
+        // Frames are bounded below the envelope limit, so this does not fail.
+        if encoded.is_err() {
+            self.counters.send_failed += 1;
+            return;
         }
         self.outbox.push(Outgoing {
             peer,
