@@ -1,7 +1,7 @@
 //! `Session{peer}`: one actor per peer.
 //!
 //! The actor drives the handshake (as initiator) and the liveness core for one peer,
-//! publishes the established keys in the [`Wire`](crate::wire::Wire) for the data path,
+//! publishes the established keys in the [`Wire`] for the data path,
 //! answers heartbeats, and emits `PeerUp / PeerSuspected / PeerRecovered / PeerDown`.
 //! The responder side of a handshake runs in the Sessions actor, which hands the
 //! established keys to a new session actor (or to the existing one, for a rotation).
