@@ -444,3 +444,37 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemons_output_channel_lives_and_ends_with_it() {
+    let host = start(CapabilitySet::new()).await;
+    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
+        .expect("register");
+    let daemon = host
+        .spawn_daemon("adder", Identity::generate(), DaemonConfig::empty())
+        .await
+        .expect("spawn");
+    // Registered at spawn, so it can be read before the first output.
+    let channel = daemon.output_channel();
+    assert!(host.channels().iter().any(|c| c.name == channel));
+    let mut reader = host.read_channel(&channel).expect("read locally");
+    daemon.deliver(le(4)).await.expect("deliver");
+    daemon.stop().await.expect("stop");
+    // The outputs sealed by the stop come first; then the channel is unregistered and the
+    // reader ends.
+    let mut verifier = netrun::ChainVerifier::new(daemon.entity());
+    let mut payloads = Vec::new();
+    while let Ok(Some(bytes)) = tokio::time::timeout(Duration::from_secs(10), reader.recv()).await {
+        let output = netrun::Output::from_bytes(&bytes).expect("an output");
+        verifier.verify(&output).expect("verifies");
+        payloads.extend(output.events().iter().map(|e| num(&e.payload)));
+    }
+    assert_eq!(
+        payloads,
+        [4, 1],
+        "sum and count, then the end of the channel"
+    );
+    assert!(!host.channels().iter().any(|c| c.name == channel));
+    assert!(host.read_channel(&channel).is_err());
+    host.shutdown().await;
+}

@@ -303,7 +303,7 @@ async fn a_verifying_subscriber_rejects_forged_outputs() {
         .expect("spawn");
     let mut outputs = daemon.outputs();
     daemon
-        .deliver_many((0..3).map(|i| format!("e{i}").into()).collect())
+        .deliver_many((0..3).map(|i| format!("e{i}")))
         .await
         .expect("delivered");
     let genuine = tokio::time::timeout(WAIT, outputs.recv())
@@ -781,14 +781,10 @@ async fn a_daemon_reads_a_channel_and_publishes_on_its_output_channel() {
         .await
         .expect("spawn");
     let origin = daemon.origin_hash();
-    // The first output registers the output channel.
-    daemon.deliver("hello").await.expect("deliver");
-    let out = netrun::daemons::output_channel(origin);
-    let deadline = Instant::now() + WAIT;
-    while !a.channels().iter().any(|c| c.name == out) {
-        assert!(Instant::now() < deadline, "output channel registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The output channel is registered at spawn.
+    let out = daemon.output_channel();
+    assert_eq!(out, netrun::daemons::output_channel(origin));
+    assert!(a.channels().iter().any(|c| c.name == out));
     let mut outputs = b
         .subscribe_channel(a.node_id(), &out, netrun::SubscribeConfig::default())
         .await
