@@ -1107,12 +1107,13 @@ mod tests {
             RemoteSpawns::Only([NodeId(0xff)].into_iter().collect())
         );
         assert!(only.remote_spawns.allows(NodeId(0xff)) && !only.remote_spawns.allows(NodeId(1)));
-        for bad in [
-            "[daemons]\naccept_from = [\"zz\"]\n",
-            "[daemons]\naccept_remote = false\naccept_from = []\n",
-        ] {
-            assert_eq!(load(bad).expect_err("invalid").field, "daemons.accept_from");
-        }
+        assert_each_fails_at(&[
+            ("[daemons]\naccept_from = [\"zz\"]\n", "daemons.accept_from"),
+            (
+                "[daemons]\naccept_remote = false\naccept_from = []\n",
+                "daemons.accept_from",
+            ),
+        ]);
         assert!(load("[daemons]\nunknown = 1\n").is_err());
     }
 
