@@ -12,10 +12,12 @@ use netrun::daemons::{
 };
 use netrun::rpc::{CallOptions, RetryPolicy, RpcError, ServiceName, Status};
 use netrun::{
-    Bytes, CapabilityConfig, CapabilitySet, ChannelConfig, ChannelName, GpuInfo, GpuVendor,
-    Hardware, Identity, Node,
+    Bytes, CapabilitySet, ChannelConfig, ChannelName, GpuInfo, GpuVendor, Hardware, Identity, Node,
 };
-use netrun_tests::{TEST_PSK, connect, decode_u64s, encode_u64s, eventually};
+use netrun_tests::{
+    WAIT, builder, connect, decode_u64s, encode_u64s, eventually, eventually_async,
+    node_announcing, start,
+};
 
 /// Adds the u64 (LE) in each input to a sum; answers `[sum, count]` (8 bytes LE each).
 /// Panics on the input `boom`. Keeps its state in snapshots.
@@ -60,17 +62,6 @@ fn num(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
 
-/// A node whose capability changes are announced within a second.
-async fn start(capabilities: CapabilitySet) -> Node {
-    Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(capabilities)
-        .capability_config(CapabilityConfig::with_timing(1, 2, 4))
-        .start()
-        .await
-        .expect("node starts")
-}
-
 fn no_retry() -> CallOptions {
     CallOptions {
         retry: Some(RetryPolicy::never()),
@@ -88,8 +79,8 @@ fn service(name: &str, reply: DaemonReply) -> ServedService {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_daemon_answers_nrpc_and_a_panic_answers_internal() {
-    let caller = start(CapabilitySet::new()).await;
-    let host = start(CapabilitySet::new()).await;
+    let caller = node_announcing(CapabilitySet::new()).await;
+    let host = node_announcing(CapabilitySet::new()).await;
     connect(&caller, &host).await;
     host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
         .expect("register");
@@ -192,9 +183,9 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     let gpu = CapabilitySet::new()
         .with_tag("gpu")
         .with_hardware(Hardware::new(8, 32).with_gpu(GpuInfo::new(GpuVendor::Nvidia, "l4", 24)));
-    let placer = start(CapabilitySet::new()).await;
-    let gpu_node = start(gpu).await;
-    let other = start(CapabilitySet::new()).await;
+    let placer = node_announcing(CapabilitySet::new()).await;
+    let gpu_node = node_announcing(gpu).await;
+    let other = node_announcing(CapabilitySet::new()).await;
     connect(&placer, &gpu_node).await;
     connect(&other, &gpu_node).await;
     for node in [&placer, &gpu_node] {
@@ -260,13 +251,10 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
         }
     }
     assert_eq!(published, 2, "the daemon subscribed to frames");
-    for _ in 0..500 {
-        if hosted.status().await.expect("status").events_processed == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(hosted.status().await.expect("status").events_processed, 2);
+    eventually_async(WAIT, "the daemon to process both frames", || async {
+        hosted.status().await.expect("status").events_processed == 2
+    })
+    .await;
 
     // Its service, from the node that placed it, found through the index.
     eventually("the placer indexes gpu.add", || {
@@ -343,8 +331,8 @@ impl MeshDaemon for Needs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_announces_its_daemon_load() {
-    let watcher = start(CapabilitySet::new()).await;
-    let host = start(CapabilitySet::new()).await;
+    let watcher = node_announcing(CapabilitySet::new()).await;
+    let host = node_announcing(CapabilitySet::new()).await;
     connect(&watcher, &host).await;
     host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
         .expect("register");
@@ -382,14 +370,13 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
             48,
         )))
     };
-    let placer = start(CapabilitySet::new()).await;
-    let closed = Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(gpu())
-        .remote_spawns(RemoteSpawns::Nobody)
-        .start()
-        .await
-        .expect("node starts");
+    let placer = node_announcing(CapabilitySet::new()).await;
+    let closed = start(
+        builder()
+            .capabilities(gpu())
+            .remote_spawns(RemoteSpawns::Nobody),
+    )
+    .await;
     connect(&placer, &closed).await;
     for node in [&placer, &closed] {
         node.register_daemon_kind(
@@ -418,13 +405,12 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
     assert!(closed.daemons().await.is_empty());
 
     // A second GPU node that accepts this placer: the closed one is skipped.
-    let open = Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(gpu())
-        .remote_spawns(RemoteSpawns::Only([placer.node_id()].into_iter().collect()))
-        .start()
-        .await
-        .expect("node starts");
+    let open = start(
+        builder()
+            .capabilities(gpu())
+            .remote_spawns(RemoteSpawns::Only([placer.node_id()].into_iter().collect())),
+    )
+    .await;
     connect(&placer, &open).await;
     open.register_daemon_kind(
         "gpu-adder",
@@ -447,7 +433,7 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemons_output_channel_lives_and_ends_with_it() {
-    let host = start(CapabilitySet::new()).await;
+    let host = node_announcing(CapabilitySet::new()).await;
     host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
         .expect("register");
     let daemon = host
