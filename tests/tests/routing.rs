@@ -56,6 +56,19 @@ async fn chain(n: usize, timing: SessionTiming, ring: bool) -> Vec<Node> {
     nodes
 }
 
+/// Opens a routed session from `from` to `to` and waits until `to` holds it too.
+async fn connect_routed(from: &Node, to: &Node) {
+    let peer = timeout(WAIT, from.connect_routed(to.public_key()))
+        .await
+        .expect("routed handshake in time")
+        .expect("routed session");
+    assert_eq!(peer, to.node_id());
+    eventually_async(WAIT, "the far end to hold the routed session", || {
+        has_up_peer(to, from.node_id())
+    })
+    .await;
+}
+
 async fn next_hop(node: &Node, dst: NodeId) -> Option<(NodeId, u32)> {
     node.routes()
         .await
@@ -167,12 +180,7 @@ async fn line_of_five_a_routed_session_runs_through_three_relays_that_hold_no_ke
     assert_eq!(status.malformed, 0);
     assert_eq!((status.nodes, status.edges), (4, 1));
 
-    let peer = timeout(WAIT, a.connect_routed(e.public_key()))
-        .await
-        .expect("routed handshake in time")
-        .expect("routed session");
-    assert_eq!(peer, e.node_id());
-    eventually_async(WAIT, "E holds the session", || has_up_peer(e, a.node_id())).await;
+    connect_routed(a, e).await;
 
     exchange(a, e, 100).await;
     exchange(e, a, 100).await;
@@ -233,11 +241,7 @@ async fn killing_a_relay_in_a_ring_reroutes_a_live_routed_session() {
         },
     )
     .await;
-    timeout(WAIT, a.connect_routed(e.public_key()))
-        .await
-        .expect("routed handshake in time")
-        .expect("routed session");
-    eventually_async(WAIT, "E holds the session", || has_up_peer(e, a.node_id())).await;
+    connect_routed(a, e).await;
     exchange(a, e, 20).await;
     exchange(e, a, 20).await;
     let epoch = |peers: Vec<netrun::PeerInfo>, of: NodeId| {
@@ -365,11 +369,7 @@ async fn a_killed_router_restarts_with_its_transport_and_relaying_carries_on() {
         every_node_routes_to_every_other(&nodes)
     })
     .await;
-    timeout(WAIT, a.connect_routed(c.public_key()))
-        .await
-        .expect("routed handshake in time")
-        .expect("routed session");
-    eventually_async(WAIT, "C holds the session", || has_up_peer(c, a.node_id())).await;
+    connect_routed(a, c).await;
     exchange(a, c, 10).await;
 
     let router = &b.supervision().router;
