@@ -53,7 +53,14 @@ async fn start() -> Node {
     start_with(Identity::generate(), CapabilitySet::new()).await
 }
 
-fn token(issuer: &Identity, subject: &Node, channel: &ChannelName, ttl: u64) -> TokenChain {
+/// Subscribe settings carrying a token that `issuer` grants `subject` for `channel`, valid
+/// for `ttl` seconds from now.
+fn with_token(
+    issuer: &Identity,
+    subject: &Node,
+    channel: &ChannelName,
+    ttl: u64,
+) -> SubscribeConfig {
     let token = PermissionToken::try_issue(
         issuer,
         subject.public_key(),
@@ -65,7 +72,21 @@ fn token(issuer: &Identity, subject: &Node, channel: &ChannelName, ttl: u64) -> 
         rand::random(),
     )
     .expect("issues");
-    TokenChain::single(token)
+    SubscribeConfig::new().with_tokens(TokenChain::single(token))
+}
+
+/// A publisher (and the identity it signs tokens with) that requires a token to subscribe
+/// to `channel`, and a subscriber with a session to it.
+async fn token_gated(channel: &ChannelName) -> (Identity, Node, Node) {
+    let publisher_id = Identity::generate();
+    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
+        .await
+        .expect("registers");
+    (publisher_id, publisher, subscriber)
 }
 
 async fn recv(sub: &mut netrun::ChannelSubscription) -> netrun::ChannelEvent {
@@ -84,15 +105,8 @@ async fn silent(sub: &mut netrun::ChannelSubscription, quiet: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_gated_channel_needs_a_valid_token() {
-    let publisher_id = Identity::generate();
-    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
-    let subscriber = start().await;
-    connect(&subscriber, &publisher).await;
     let channel = name("alerts.high");
-    publisher
-        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
-        .await
-        .expect("registers");
+    let (publisher_id, publisher, subscriber) = token_gated(&channel).await;
     let p = publisher.node_id();
 
     // No token: Unauthorized.
@@ -106,7 +120,7 @@ async fn token_gated_channel_needs_a_valid_token() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&stranger, &subscriber, &channel, 60)),
+            with_token(&stranger, &subscriber, &channel, 60),
         )
         .await;
     assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
@@ -115,7 +129,7 @@ async fn token_gated_channel_needs_a_valid_token() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &publisher, &channel, 60)),
+            with_token(&publisher_id, &publisher, &channel, 60),
         )
         .await;
     assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
@@ -125,7 +139,7 @@ async fn token_gated_channel_needs_a_valid_token() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 60)),
+            with_token(&publisher_id, &subscriber, &channel, 60),
         )
         .await
         .expect("subscribes with a token");
@@ -163,21 +177,14 @@ async fn token_gated_channel_needs_a_valid_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
-    let publisher_id = Identity::generate();
-    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
-    let subscriber = start().await;
-    connect(&subscriber, &publisher).await;
     let channel = name("metrics");
-    publisher
-        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
-        .await
-        .expect("registers");
+    let (publisher_id, publisher, subscriber) = token_gated(&channel).await;
     let p = publisher.node_id();
     let mut sub = subscriber
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 2)),
+            with_token(&publisher_id, &subscriber, &channel, 2),
         )
         .await
         .expect("subscribes");
@@ -209,7 +216,7 @@ async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 60)),
+            with_token(&publisher_id, &subscriber, &channel, 60),
         )
         .await
         .expect("renews");

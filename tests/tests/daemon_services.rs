@@ -70,6 +70,14 @@ fn no_retry() -> CallOptions {
     }
 }
 
+/// Why a remote stop did not happen, if that is how `result` failed.
+fn stop_refusal<T>(result: &Result<T, DaemonCallError>) -> Option<StopResult> {
+    match result {
+        Err(DaemonCallError::Remote(RemoteError::NotStopped { result, .. })) => Some(*result),
+        _ => None,
+    }
+}
+
 fn service(name: &str, reply: DaemonReply) -> ServedService {
     ServedService {
         name: ServiceName::new(name).expect("service name"),
@@ -271,14 +279,9 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     let refused = other
         .stop_daemon_on(gpu_node.node_id(), identity.origin_hash())
         .await;
-    assert!(
-        matches!(
-            refused,
-            Err(DaemonCallError::Remote(RemoteError::NotStopped {
-                result: StopResult::NotPermitted,
-                ..
-            }))
-        ),
+    assert_eq!(
+        stop_refusal(&refused),
+        Some(StopResult::NotPermitted),
         "{refused:?}"
     );
     assert_eq!(gpu_node.daemons().await.len(), 1);
@@ -295,14 +298,9 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     let again = placer
         .stop_daemon_on(gpu_node.node_id(), identity.origin_hash())
         .await;
-    assert!(
-        matches!(
-            again,
-            Err(DaemonCallError::Remote(RemoteError::NotStopped {
-                result: StopResult::NotFound,
-                ..
-            }))
-        ),
+    assert_eq!(
+        stop_refusal(&again),
+        Some(StopResult::NotFound),
         "{again:?}"
     );
     for node in [placer, gpu_node, other] {
