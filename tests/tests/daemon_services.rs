@@ -62,6 +62,17 @@ fn num(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
 
+/// A node that hosts the `adder` kind, and a peer that opened a session to it; both
+/// announce their capabilities quickly.
+async fn adder_host_and_peer() -> (Node, Node) {
+    let peer = node_announcing(CapabilitySet::new()).await;
+    let host = node_announcing(CapabilitySet::new()).await;
+    connect(&peer, &host).await;
+    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
+        .expect("register");
+    (host, peer)
+}
+
 fn no_retry() -> CallOptions {
     CallOptions {
         retry: Some(RetryPolicy::never()),
@@ -87,11 +98,7 @@ fn service(name: &str, reply: DaemonReply) -> ServedService {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_daemon_answers_nrpc_and_a_panic_answers_internal() {
-    let caller = node_announcing(CapabilitySet::new()).await;
-    let host = node_announcing(CapabilitySet::new()).await;
-    connect(&caller, &host).await;
-    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
-        .expect("register");
+    let (host, caller) = adder_host_and_peer().await;
     let daemon = host
         .spawn_daemon("adder", Identity::generate(), DaemonConfig::empty())
         .await
@@ -329,11 +336,7 @@ impl MeshDaemon for Needs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_announces_its_daemon_load() {
-    let watcher = node_announcing(CapabilitySet::new()).await;
-    let host = node_announcing(CapabilitySet::new()).await;
-    connect(&watcher, &host).await;
-    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
-        .expect("register");
+    let (host, watcher) = adder_host_and_peer().await;
     let mut daemons = Vec::new();
     for _ in 0..3 {
         daemons.push(

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use netrun::{ConnectError, Identity, IdentityFile, Node, PeerEvent, PeerState};
+use netrun::{ConnectError, Identity, IdentityFile, PeerEvent, PeerState};
 use netrun_tests::{
-    Relay, TEST_PSK, connected_pair, eventually, eventually_async, fast_timing, has_up_peer,
-    next_datagram, node, node_with,
+    Relay, TEST_PSK, builder, connected_pair, eventually, eventually_async, fast_timing,
+    has_up_peer, next_datagram, node, node_with, start,
 };
 use tokio::time::timeout;
 
@@ -154,14 +154,13 @@ async fn node_restarted_from_its_identity_file_is_readmitted() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("identity.key");
     let a = node().await;
-    let b_identity = Identity::load_or_create(&path).expect("identity");
-    let b = Node::builder()
-        .identity(b_identity)
-        .psk(TEST_PSK)
-        .peer(a.local_addr(), a.public_key())
-        .start()
-        .await
-        .expect("b starts");
+    // B keeps its identity in `path` and has A as its static peer.
+    let b_with = |identity: Identity| {
+        builder()
+            .identity(identity)
+            .peer(a.local_addr(), a.public_key())
+    };
+    let b = start(b_with(Identity::load_or_create(&path).expect("identity"))).await;
     let b_addr = b.local_addr();
     let b_id = b.node_id();
     let mut events = a.events();
@@ -170,14 +169,7 @@ async fn node_restarted_from_its_identity_file_is_readmitted() {
 
     // Same identity file, same address: B comes back and initiates again; A accepts the
     // fresh ephemeral from the same static key as a rotation.
-    let b2 = Node::builder()
-        .identity(Identity::load(&path).expect("reload"))
-        .bind(b_addr)
-        .psk(TEST_PSK)
-        .peer(a.local_addr(), a.public_key())
-        .start()
-        .await
-        .expect("b restarts");
+    let b2 = start(b_with(Identity::load(&path).expect("reload")).bind(b_addr)).await;
     assert_eq!(b2.node_id(), b_id);
     eventually_async(WAIT, "b2 to re-establish the session", || {
         has_up_peer(&b2, a.node_id())
