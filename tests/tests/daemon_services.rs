@@ -204,15 +204,7 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     connect(&placer, &gpu_node).await;
     connect(&other, &gpu_node).await;
     for node in [&placer, &gpu_node] {
-        node.register_daemon_kind(
-            "gpu-adder",
-            factory(|_| {
-                Ok(Box::new(Needs {
-                    inner: Adder::default(),
-                }))
-            }),
-        )
-        .expect("register");
+        register_gpu_adder(node);
     }
     let frames = ChannelName::new("frames").expect("name");
     gpu_node
@@ -316,6 +308,7 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
 }
 
 /// [`Adder`] that needs a GPU.
+#[derive(Default)]
 struct Needs {
     inner: Adder,
 }
@@ -332,6 +325,12 @@ impl MeshDaemon for Needs {
     fn process(&mut self, event: &CausalEvent) -> Result<Vec<Bytes>, DaemonError> {
         self.inner.process(event)
     }
+}
+
+/// Registers the kind `gpu-adder`, a fresh [`Needs`] per incarnation, on `node`.
+fn register_gpu_adder(node: &Node) {
+    node.register_daemon_kind("gpu-adder", factory(|_| Ok(Box::<Needs>::default())))
+        .expect("register");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,15 +379,7 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
     .await;
     connect(&placer, &closed).await;
     for node in [&placer, &closed] {
-        node.register_daemon_kind(
-            "gpu-adder",
-            factory(|_| {
-                Ok(Box::new(Needs {
-                    inner: Adder::default(),
-                }))
-            }),
-        )
-        .expect("register");
+        register_gpu_adder(node);
     }
     let refused = placer
         .spawn_daemon_placed("gpu-adder", Identity::generate(), DaemonConfig::empty())
@@ -413,15 +404,7 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
     )
     .await;
     connect(&placer, &open).await;
-    open.register_daemon_kind(
-        "gpu-adder",
-        factory(|_| {
-            Ok(Box::new(Needs {
-                inner: Adder::default(),
-            }))
-        }),
-    )
-    .expect("register");
+    register_gpu_adder(&open);
     let placed = placer
         .spawn_daemon_placed("gpu-adder", Identity::generate(), DaemonConfig::empty())
         .await
