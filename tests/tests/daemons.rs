@@ -192,17 +192,7 @@ async fn a_panicking_daemon_restarts_from_its_snapshot_without_losing_or_repeati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crash_loop_gate_engages_on_the_sixth_crash_within_a_minute() {
     let node = node().await;
-    node.register_daemon_kind(
-        "strict",
-        factory(|_| {
-            Ok(Box::new(Strict {
-                count: 0,
-                last_seq: 0,
-                repeats: 0,
-            }))
-        }),
-    )
-    .expect("register");
+    register_strict(&node);
     let daemon = node
         .spawn_daemon("strict", Identity::generate(), DaemonConfig::empty())
         .await
