@@ -446,3 +446,75 @@ async fn daemons_are_listed_snapshotted_and_stopped_from_the_cli() {
     assert!(err.contains("no daemon"), "{err}");
     node.shutdown().await;
 }
+
+/// Needs the tag `host`, so placement puts it on the one node that has it.
+struct Tagged;
+
+impl netrun::MeshDaemon for Tagged {
+    fn name(&self) -> &str {
+        "tagged"
+    }
+
+    fn requirements(&self) -> netrun::CapabilityFilter {
+        netrun::CapabilityFilter::new().require_tag("host")
+    }
+
+    fn process(
+        &mut self,
+        _: &netrun::CausalEvent,
+    ) -> Result<Vec<netrun::Bytes>, netrun::DaemonError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_daemon_is_stopped_on_its_host_from_the_placers_cli() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let placer = netrun::Node::builder()
+        .control_socket(dir.path().join(netrun::control::CONTROL_SOCKET))
+        .start()
+        .await
+        .expect("placer");
+    let host = netrun::Node::builder()
+        .capabilities(netrun::CapabilitySet::new().with_tag("host"))
+        .start()
+        .await
+        .expect("host");
+    for node in [&placer, &host] {
+        node.register_daemon_kind("tagged", netrun::factory(|_| Ok(Box::new(Tagged))))
+            .expect("register");
+    }
+    placer
+        .connect(host.local_addr(), host.public_key())
+        .await
+        .expect("connect");
+    let placed = placer
+        .spawn_daemon_placed(
+            "tagged",
+            netrun::Identity::generate(),
+            netrun::DaemonConfig::empty(),
+        )
+        .await
+        .expect("placed");
+    assert_eq!(placed.node, host.node_id());
+    let origin = placed.origin_hash.to_string();
+    let host_id = host.node_id().to_string();
+
+    let out = netrun_async(&["daemon", "stop", &origin, "--node", "zz"], dir.path()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed node id is a usage error"
+    );
+    let out = netrun_async(
+        &["daemon", "stop", &origin, "--node", &host_id, "--json"],
+        dir.path(),
+    )
+    .await;
+    let stopped = success_json(&out);
+    assert_eq!(stopped["stopped"], true);
+    assert_eq!(stopped["node"], host_id.as_str());
+    assert!(host.daemons().await.is_empty());
+    placer.shutdown().await;
+    host.shutdown().await;
+}

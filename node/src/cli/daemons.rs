@@ -1,8 +1,9 @@
-//! Client subcommands for daemons: `daemons`, `daemon stop <origin>`,
+//! Client subcommands for daemons: `daemons`, `daemon stop <origin> [--node NODE]`,
 //! `daemon snapshot <origin> [--out FILE]`.
 
 use std::path::PathBuf;
 
+use netrun::NodeId;
 use netrun::control::parse_origin;
 use serde_json::{Value, json};
 
@@ -14,7 +15,7 @@ use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 pub(crate) enum DaemonAction {
     /// Stop a daemon: it gets Shutdown with its grace period and a final snapshot is
     /// taken; a daemon that does not stop within the grace period is stopped by force.
-    Stop(OriginArgs),
+    Stop(StopArgs),
     /// Take a snapshot of a daemon now.
     Snapshot(SnapshotArgs),
 }
@@ -26,6 +27,17 @@ pub(crate) struct OriginArgs {
     origin: String,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+/// Arguments of `netrun daemon stop`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StopArgs {
+    #[command(flatten)]
+    target: OriginArgs,
+    /// The node hosting the daemon, when the node this command talks to placed it there
+    /// (16 hex digits); only the placing node may stop it remotely.
+    #[arg(long)]
+    node: Option<String>,
 }
 
 /// Arguments of `netrun daemon snapshot`.
@@ -72,7 +84,7 @@ pub(crate) fn list(args: ClientArgs) -> u8 {
 
 pub(crate) fn run(action: DaemonAction) -> u8 {
     let origin = match &action {
-        DaemonAction::Stop(args) => &args.origin,
+        DaemonAction::Stop(args) => &args.target.origin,
         DaemonAction::Snapshot(args) => &args.target.origin,
     };
     if parse_origin(origin).is_none() {
@@ -83,9 +95,22 @@ pub(crate) fn run(action: DaemonAction) -> u8 {
     }
     match action {
         DaemonAction::Stop(args) => {
-            let request = json!({"op": "daemon_stop", "origin": args.origin});
-            call_value(&args.client, request, |v| {
-                println!("stopped {}", text(v, "origin"));
+            if let Some(node) = args.node.as_deref().filter(|n| NodeId::parse(n).is_none()) {
+                return fail(
+                    EXIT_USAGE,
+                    format!("{node:?} is not a node id (16 hex digits, see `netrun peers`)"),
+                );
+            }
+            let request = json!({
+                "op": "daemon_stop",
+                "origin": args.target.origin,
+                "node": args.node,
+            });
+            call_value(&args.target.client, request, |v| {
+                match v.get("node").and_then(Value::as_str) {
+                    Some(node) => println!("stopped {} on {node}", text(v, "origin")),
+                    None => println!("stopped {}", text(v, "origin")),
+                }
                 if let Some(s) = v.get("snapshot").filter(|s| !s.is_null()) {
                     println!(
                         "final snapshot at chain seq {}, input seq {}",
