@@ -75,11 +75,13 @@ impl NodeChannels {
             return Err(SubscribeError::UnknownChannel);
         }
         let (tx, rx) = mpsc::channel(LOCAL_TAP_QUEUE);
-        lock(&self.taps)
-            .entry(name.clone())
-            .or_default()
-            .push(tx);
+        lock(&self.taps).entry(name.clone()).or_default().push(tx);
         Ok(rx)
+    }
+
+    /// Ends the local readers of `name` (the channel is no longer published).
+    fn close_taps(&self, name: &ChannelName) {
+        lock(&self.taps).remove(name);
     }
 
     /// Hands `events` to the local readers of `name`; a full reader misses them (counted
@@ -108,6 +110,19 @@ impl NodeChannels {
 
     fn control(&self) -> MutexGuard<'_, ControlSubscriptions> {
         lock(&self.control)
+    }
+}
+
+/// A reader, on the publishing node, of one of its channels ([`Node::read_channel`]).
+#[derive(Debug)]
+pub struct ChannelReader {
+    events: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelReader {
+    /// The next event's payload; `None` once the channel is unregistered.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.events.recv().await
     }
 }
 
@@ -147,7 +162,19 @@ impl Node {
         if let Ok(channels) = self.supervision().root.child_supervisor("channels").await {
             let _ = channels.remove_child(&child_id(name)).await;
         }
+        self.channel_state().close_taps(name);
         handle.release(name)
+    }
+
+    /// Reads channel `name`, which this node publishes, on this node: every event
+    /// published from now on, in order, without a session or a token. A reader more than
+    /// 1,024 events behind misses the next ones (counted as dropped in the publish
+    /// report); it ends when the channel is unregistered. `UnknownChannel` if this node
+    /// does not publish `name`.
+    pub fn read_channel(&self, name: &ChannelName) -> Result<ChannelReader, SubscribeError> {
+        self.channel_state()
+            .tap(name)
+            .map(|events| ChannelReader { events })
     }
 
     /// Publishes one event on `name` to every current subscriber; see

@@ -532,21 +532,7 @@ impl Config {
             None => None,
         };
 
-        let mut peers = Vec::new();
-        for (i, p) in file.peers.iter().enumerate() {
-            peers.push(PeerConfig {
-                addr: parse_addr(&format!("peers[{i}].addr"), &p.addr)?,
-                public_key: parse_key(&format!("peers[{i}].public_key"), &p.public_key)?,
-            });
-        }
-        if let Some(list) = env.var("NETRUN_PEERS") {
-            for item in list.split(',').filter(|s| !s.trim().is_empty()) {
-                peers.push(parse_peer("NETRUN_PEERS", item)?);
-            }
-        }
-        for item in &overrides.peers {
-            peers.push(parse_peer("--peer", item)?);
-        }
+        let peers = STATIC_PEERS.merge(&file.peers, env, &overrides.peers)?;
 
         let defaults = SessionTiming::default();
         let ms =
@@ -706,8 +692,12 @@ fn load_capabilities(
 ) -> Result<CapabilitiesConfig, ConfigError> {
     let mut set = CapabilitySet::new();
     let env_tags = env.var("NETRUN_TAGS").unwrap_or_default();
-    let env_tags = env_tags.split(',').map(str::trim).filter(|t| !t.is_empty());
-    for tag in file.tags.iter().map(String::as_str).chain(env_tags) {
+    for tag in file
+        .tags
+        .iter()
+        .map(String::as_str)
+        .chain(comma_list(&env_tags))
+    {
         set = set.with_tag(tag);
     }
     set.metadata = file.metadata;
@@ -746,27 +736,16 @@ fn load_discovery(
     overrides: &Overrides,
     env: &impl Env,
 ) -> Result<DiscoveryConfig, ConfigError> {
-    let mut d = DiscoveryConfig::default();
-    for (i, p) in file.seeds.iter().enumerate() {
-        d.seeds.push(PeerConfig {
-            addr: parse_addr(&format!("discovery.seeds[{i}].addr"), &p.addr)?,
-            public_key: parse_key(&format!("discovery.seeds[{i}].public_key"), &p.public_key)?,
-        });
-    }
-    if let Some(list) = env.var("NETRUN_SEEDS") {
-        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
-            d.seeds.push(parse_peer("NETRUN_SEEDS", item)?);
-        }
-    }
-    for item in &overrides.seeds {
-        d.seeds.push(parse_peer("--seed", item)?);
-    }
+    let mut d = DiscoveryConfig {
+        seeds: SEEDS.merge(&file.seeds, env, &overrides.seeds)?,
+        ..DiscoveryConfig::default()
+    };
     if let Some(ms) = file.reannounce_ms {
         d.reannounce = bounded_ms("discovery.reannounce_ms", ms)?;
     }
     match env.var("NETRUN_ADVERTISE") {
         Some(list) => {
-            for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+            for item in comma_list(&list) {
                 d.advertise.push(parse_addr("NETRUN_ADVERTISE", item)?);
             }
         }
@@ -916,6 +895,65 @@ fn parse_key(field: &str, text: &str) -> Result<EntityId, ConfigError> {
         .ok_or_else(|| ConfigError::new(field, "expected a 64-hex-character ed25519 public key"))
 }
 
+/// Where one list of peers comes from: `[[table]]` entries in the file, the environment
+/// variable `var` (comma-separated `ADDR=PUBKEY`) and the repeatable flag `flag`. Each
+/// source also names the field an error points at.
+struct PeerSources {
+    table: &'static str,
+    var: &'static str,
+    flag: &'static str,
+}
+
+/// Static peers: `[[peers]]`, `NETRUN_PEERS`, `--peer`.
+const STATIC_PEERS: PeerSources = PeerSources {
+    table: "peers",
+    var: "NETRUN_PEERS",
+    flag: "--peer",
+};
+
+/// Discovery seeds: `[[discovery.seeds]]`, `NETRUN_SEEDS`, `--seed`.
+const SEEDS: PeerSources = PeerSources {
+    table: "discovery.seeds",
+    var: "NETRUN_SEEDS",
+    flag: "--seed",
+};
+
+impl PeerSources {
+    /// The file's peers, then the environment's, then the flags' — all of them, in that
+    /// order.
+    fn merge(
+        &self,
+        file: &[FilePeer],
+        env: &impl Env,
+        flags: &[String],
+    ) -> Result<Vec<PeerConfig>, ConfigError> {
+        let table = self.table;
+        let mut peers = Vec::new();
+        for (i, p) in file.iter().enumerate() {
+            peers.push(PeerConfig {
+                addr: parse_addr(&format!("{table}[{i}].addr"), &p.addr)?,
+                public_key: parse_key(&format!("{table}[{i}].public_key"), &p.public_key)?,
+            });
+        }
+        if let Some(list) = env.var(self.var) {
+            for item in comma_list(&list) {
+                peers.push(parse_peer(self.var, item)?);
+            }
+        }
+        for item in flags {
+            peers.push(parse_peer(self.flag, item)?);
+        }
+        Ok(peers)
+    }
+}
+
+/// The non-empty items of a comma-separated list, trimmed.
+fn comma_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
 /// Parses `ADDR=PUBKEY`.
 pub fn parse_peer(field: &str, text: &str) -> Result<PeerConfig, ConfigError> {
     let (addr, key) = text.trim().split_once('=').ok_or_else(|| {
@@ -984,21 +1022,40 @@ mod tests {
         let err = Config::load(&over, &env).expect_err("bad psk");
         assert_eq!(err.field, "psk");
         let psk = "cd".repeat(32);
-        let env = [("NETRUN_DATA_DIR", "/env"), ("NETRUN_PSK", psk.as_str())];
+        let env_peers = format!(" , 127.0.0.1:5000={key} ,");
+        let env = [
+            ("NETRUN_DATA_DIR", "/env"),
+            ("NETRUN_PSK", psk.as_str()),
+            ("NETRUN_PEERS", env_peers.as_str()),
+        ];
         let c = Config::load(&over, &env).expect("ok");
         assert_eq!(c.bind.port(), 3000);
         assert!(!c.bind_is_default);
         assert_eq!(c.data_dir, PathBuf::from("/env"));
         assert_eq!(c.psk, Some([0xcd; 32]));
-        assert_eq!(c.peers.len(), 2);
+        let ports: Vec<u16> = c.peers.iter().map(|p| p.addr.port()).collect();
+        assert_eq!(ports, vec![2000, 5000, 4000], "file, env, flags");
         assert_eq!(c.session.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.pingwave.interval, Duration::from_millis(250));
         assert_eq!(c.pingwave.radius, 6);
     }
 
+    /// Loads each `(file text, field)` case as a config file and checks that loading fails
+    /// naming that field.
+    fn assert_each_fails_at(cases: &[(&str, &str)]) {
+        let dir = tempfile::tempdir().expect("tmp");
+        for &(text, field) in cases {
+            let over = Overrides {
+                config_file: Some(write(dir.path(), text)),
+                ..Overrides::default()
+            };
+            let err = Config::load(&over, &[]).expect_err(text);
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+    }
+
     #[test]
     fn errors_name_the_field() {
-        let dir = tempfile::tempdir().expect("tmp");
         let cases = [
             (
                 "[session]\nheartbeat_interval_ms = 0\n",
@@ -1017,14 +1074,7 @@ mod tests {
                 "peers[0].public_key",
             ),
         ];
-        for (text, field) in cases {
-            let over = Overrides {
-                config_file: Some(write(dir.path(), text)),
-                ..Overrides::default()
-            };
-            let err = Config::load(&over, &[]).expect_err(text);
-            assert_eq!(err.field, field, "{text}: {err}");
-        }
+        assert_each_fails_at(&cases);
         let over = Overrides {
             peers: vec!["127.0.0.1:1".into()],
             ..Overrides::default()
@@ -1057,12 +1107,13 @@ mod tests {
             RemoteSpawns::Only([NodeId(0xff)].into_iter().collect())
         );
         assert!(only.remote_spawns.allows(NodeId(0xff)) && !only.remote_spawns.allows(NodeId(1)));
-        for bad in [
-            "[daemons]\naccept_from = [\"zz\"]\n",
-            "[daemons]\naccept_remote = false\naccept_from = []\n",
-        ] {
-            assert_eq!(load(bad).expect_err("invalid").field, "daemons.accept_from");
-        }
+        assert_each_fails_at(&[
+            ("[daemons]\naccept_from = [\"zz\"]\n", "daemons.accept_from"),
+            (
+                "[daemons]\naccept_remote = false\naccept_from = []\n",
+                "daemons.accept_from",
+            ),
+        ]);
         assert!(load("[daemons]\nunknown = 1\n").is_err());
     }
 
@@ -1099,22 +1150,16 @@ mod tests {
         );
         assert_eq!(caps.timing.reannounce_interval_secs, 20);
 
-        let bad = |text: &str| {
-            let path = write(dir.path(), text);
-            let over = Overrides {
-                config_file: Some(path),
-                ..Overrides::default()
-            };
-            Config::load(&over, &[]).expect_err("invalid").field
-        };
-        assert_eq!(
-            bad("[capabilities]\ngpu = { vendor = \"acme\" }\n"),
-            "capabilities.gpu.vendor"
-        );
-        assert_eq!(
-            bad("[capabilities]\nreannounce_secs = 300\nttl_secs = 300\n"),
-            "capabilities.reannounce_secs"
-        );
+        assert_each_fails_at(&[
+            (
+                "[capabilities]\ngpu = { vendor = \"acme\" }\n",
+                "capabilities.gpu.vendor",
+            ),
+            (
+                "[capabilities]\nreannounce_secs = 300\nttl_secs = 300\n",
+                "capabilities.reannounce_secs",
+            ),
+        ]);
     }
 
     #[test]
@@ -1167,7 +1212,6 @@ mod tests {
 
     #[test]
     fn discovery_errors_name_the_field() {
-        let dir = tempfile::tempdir().expect("tmp");
         let cases = [
             (
                 "[[discovery.seeds]]\naddr = \"x\"\npublic_key = \"00\"\n",
@@ -1195,14 +1239,7 @@ mod tests {
             ),
             ("[discovery]\nbogus = 1\n", "bogus"),
         ];
-        for (text, field) in cases {
-            let over = Overrides {
-                config_file: Some(write(dir.path(), text)),
-                ..Overrides::default()
-            };
-            let err = Config::load(&over, &[]).expect_err(text);
-            assert_eq!(err.field, field, "{text}: {err}");
-        }
+        assert_each_fails_at(&cases);
         let err = Config::load(&Overrides::default(), &[("NETRUN_PEER_EXCHANGE", "maybe")])
             .expect_err("bad toggle");
         assert_eq!(err.field, "NETRUN_PEER_EXCHANGE");

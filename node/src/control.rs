@@ -1,7 +1,8 @@
 //! The control protocol: JSON lines over the node's Unix socket.
 //!
 //! Request: `{"op": "status"}`, `{"op": "peers"}`, `{"op": "streams"}`,
-//! `{"op": "discovery"}`, `{"op": "daemons"}`, or `{"op": "daemon_stop", "origin": "…"}` /
+//! `{"op": "discovery"}`, `{"op": "daemons"}`, or `{"op": "daemon_stop", "origin": "…"}`
+//! (with `"node": "…"` to stop a daemon this node placed on another node) /
 //! `{"op": "daemon_snapshot", "origin": "…"}` (origin: 16 hex digits). Response:
 //! `{"ok": true, "result": …}` or `{"ok": false, "error": "…"}`. `{"op": "rpc_call", "node":
 //! "<16 hex>", "service": "…", "body": <json>, "timeout_ms": n}` makes an nRPC call with the
@@ -44,6 +45,9 @@ struct Request {
     /// The daemon an op is about (`daemon_stop`, `daemon_snapshot`): 16 hex digits.
     #[serde(default)]
     origin: Option<String>,
+    /// `daemon_stop` only: the node hosting the daemon, when this node placed it there.
+    #[serde(default)]
+    node: Option<String>,
 }
 
 /// The control service of a node (holds only a weak reference to it).
@@ -62,9 +66,7 @@ pub(crate) fn service(node: Arc<OnceLock<Weak<Inner>>>) -> ControlService {
                     "streams" => json!({"ok": true, "result": streams(&node).await}),
                     "discovery" => json!({"ok": true, "result": discovery(&node).await}),
                     "daemons" => json!({"ok": true, "result": daemons(&node).await}),
-                    "daemon_stop" | "daemon_snapshot" => {
-                        daemon_op(&node, &req.op, req.origin.as_deref()).await
-                    }
+                    "daemon_stop" | "daemon_snapshot" => daemon_op(&node, &req).await,
                     "rpc_call" => match serde_json::from_str::<RpcCall>(&line) {
                         Ok(call) => match rpc_call(&node, call).await {
                             Ok(result) => json!({"ok": true, "result": result}),
@@ -391,12 +393,28 @@ pub async fn daemons(node: &Node) -> Value {
 /// are described without their bytes so one answer line stays small.
 pub const MAX_SNAPSHOT_HEX_BYTES: usize = 1024 * 1024;
 
-/// `daemon_stop` and `daemon_snapshot`: the answer for daemon `origin`.
-async fn daemon_op(node: &Node, op: &str, origin: Option<&str>) -> Value {
-    let Some(origin) = origin.and_then(parse_origin) else {
+/// `daemon_stop` and `daemon_snapshot`: the answer for daemon `origin` (stopped on another
+/// node when `node` names one this node placed it on).
+async fn daemon_op(node: &Node, req: &Request) -> Value {
+    let Some(origin) = req.origin.as_deref().and_then(parse_origin) else {
         return json!({"ok": false, "error": "`origin` must be 16 hex digits"});
     };
-    let result = if op == "daemon_stop" {
+    let host = match req.node.as_deref().map(NodeId::parse) {
+        None => None,
+        Some(Some(host)) if host != node.node_id() => Some(host),
+        Some(Some(_)) => None,
+        Some(None) => return json!({"ok": false, "error": "`node` must be 16 hex digits"}),
+    };
+    let result = if let Some(host) = host.filter(|_| req.op == "daemon_stop") {
+        node.stop_daemon_on(host, origin).await.map(|()| {
+            json!({
+                "origin": origin.to_string(),
+                "node": host.to_string(),
+                "stopped": true,
+                "snapshot": null,
+            })
+        })
+    } else if req.op == "daemon_stop" {
         node.stop_daemon(origin).await.map(|snapshot| {
             json!({
                 "origin": origin.to_string(),

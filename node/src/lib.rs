@@ -53,6 +53,7 @@ pub use daemons::{
 };
 
 pub use bytes::Bytes;
+pub use channels::ChannelReader;
 pub use identity_file::{IdentityFile, IdentityFileError};
 // Capability sets, filters and hardware come with the daemons' exports above.
 pub use netrun_messages::{

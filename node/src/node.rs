@@ -44,6 +44,7 @@ use netrun_runtime::routing::RoutingConfig;
 use netrun_runtime::stream::{StreamConfig, StreamStats};
 use netrun_supervisor::ChildSpec;
 use netrun_supervisor::node_tree::{self, DiscoveryTreeArgs, NodeTree, NodeTreeArgs};
+use ractor::RpcReplyPort;
 use ractor::rpc::CallResult;
 use thiserror::Error;
 use tokio::sync::{Mutex, broadcast, mpsc};
@@ -570,21 +571,12 @@ impl Node {
         addr: SocketAddr,
         public_key: EntityId,
     ) -> Result<NodeId, ConnectError> {
-        let connect = |reply| SessionsMsg::Connect {
+        self.open_session(|reply| SessionsMsg::Connect {
             addr,
             peer: public_key,
             reply,
-        };
-        match self
-            .inner
-            .tree
-            .sessions
-            .call(connect, Some(CONNECT_TIMEOUT))
-            .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(ConnectError::Closed),
-        }
+        })
+        .await
     }
 
     /// Opens a session with the node whose public key is `public_key` through relays: no
@@ -593,20 +585,26 @@ impl Node {
     /// forward them without being able to open them. Waits until the session is
     /// established, or fails with [`ConnectError::Unreachable`] when no answer comes.
     pub async fn connect_routed(&self, public_key: EntityId) -> Result<NodeId, ConnectError> {
-        let connect = |reply| SessionsMsg::ConnectRouted {
+        self.open_session(|reply| SessionsMsg::ConnectRouted {
             peer: public_key,
             reply,
-        };
-        match self
-            .inner
+        })
+        .await
+    }
+
+    /// Sends the sessions actor a connect request built by `connect` and waits up to
+    /// [`CONNECT_TIMEOUT`] for the outcome; a sessions actor that is gone or does not
+    /// answer reads as [`ConnectError::Closed`].
+    async fn open_session(
+        &self,
+        connect: impl FnOnce(RpcReplyPort<Result<NodeId, ConnectError>>) -> SessionsMsg,
+    ) -> Result<NodeId, ConnectError> {
+        self.inner
             .tree
             .sessions
             .call(connect, Some(CONNECT_TIMEOUT))
             .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(ConnectError::Closed),
-        }
+            .unwrap_or(Err(ConnectError::Closed))
     }
 
     /// Every installed route: destination, next hop, metric, source, remaining lifetime.

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use netrun_actors::capability::CapabilityHandle;
 use netrun_actors::rpc::RpcHandle;
+use netrun_messages::TraceContext;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, Span, field};
@@ -63,13 +64,7 @@ impl Node {
         let node = self.node_id();
         self.rpc().serve(name, move |request: RequestContext| {
             let span = telemetry::serve_span(node, &request);
-            let run = handler(request);
-            async move {
-                let result = run.await;
-                record_served(&result);
-                result
-            }
-            .instrument(span)
+            served(span, handler(request))
         })
     }
 
@@ -118,13 +113,7 @@ impl Node {
         self.rpc()
             .serve_streaming(name, move |request: RequestContext, sink: StreamSink| {
                 let span = telemetry::serve_span(node, &request);
-                let run = handler(request, sink);
-                async move {
-                    let result = run.await;
-                    record_served(&result);
-                    result
-                }
-                .instrument(span)
+                served(span, handler(request, sink))
             })
     }
 
@@ -138,17 +127,10 @@ impl Node {
         body: impl Into<Bytes>,
         options: &CallOptions,
     ) -> Result<Bytes, RpcError> {
-        let name = service_name(service)?;
-        let span = call_span(&name, Some(node));
-        let trace = telemetry::outbound_context(&span);
-        let started = tokio::time::Instant::now();
-        let result = self
-            .rpc()
-            .call(node, &name, body.into(), options, trace)
-            .instrument(span.clone())
-            .await;
-        record_call(&span, started, None, &result);
-        result
+        let (name, span, trace) = outbound(service, Some(node))?;
+        let call = self.rpc().call(node, &name, body.into(), options, trace);
+        // The span names the target already.
+        measured(span, async { (None, call.await) }).await
     }
 
     /// [`Node::call`] with rmp-serde bodies (requests encoded with field names).
@@ -177,17 +159,9 @@ impl Node {
         body: impl Into<Bytes>,
         options: &CallOptions,
     ) -> Result<Bytes, RpcError> {
-        let name = service_name(service)?;
-        let span = call_span(&name, None);
-        let trace = telemetry::outbound_context(&span);
-        let started = tokio::time::Instant::now();
-        let (target, result) = self
-            .rpc()
-            .call_service(&name, body.into(), options, trace)
-            .instrument(span.clone())
-            .await;
-        record_call(&span, started, target, &result);
-        result
+        let (name, span, trace) = outbound(service, None)?;
+        let call = self.rpc().call_service(&name, body.into(), options, trace);
+        measured(span, call).await
     }
 
     /// [`Node::call_service`] with rmp-serde bodies.
@@ -215,9 +189,7 @@ impl Node {
         body: impl Into<Bytes>,
         options: &CallOptions,
     ) -> Result<CallStream, RpcError> {
-        let name = service_name(service)?;
-        let span = call_span(&name, Some(node));
-        let trace = telemetry::outbound_context(&span);
+        let (name, _span, trace) = outbound(service, Some(node))?;
         self.rpc()
             .call_streaming(node, &name, body.into(), options, trace)
     }
@@ -275,6 +247,30 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
     })
 }
 
+/// What every outbound call starts with: the checked service name, the call's
+/// `netrun.rpc.call` span, and the trace context that carries the span to the server.
+fn outbound(
+    service: &str,
+    target: Option<NodeId>,
+) -> Result<(ServiceName, Span, Option<TraceContext>), RpcError> {
+    let name = service_name(service)?;
+    let span = call_span(&name, target);
+    let trace = telemetry::outbound_context(&span);
+    Ok((name, span, trace))
+}
+
+/// Runs a unary call inside its span and records on the span the call's latency, its
+/// status and — when the call picked it — the node that answered.
+async fn measured(
+    span: Span,
+    call: impl Future<Output = (Option<NodeId>, Result<Bytes, RpcError>)>,
+) -> Result<Bytes, RpcError> {
+    let started = tokio::time::Instant::now();
+    let (target, result) = call.instrument(span.clone()).await;
+    record_call(&span, started, target, &result);
+    result
+}
+
 fn call_span(service: &ServiceName, target: Option<NodeId>) -> Span {
     tracing::info_span!(
         "netrun.rpc.call",
@@ -304,6 +300,19 @@ fn record_call(
         Ok(_) => span.record("rpc.status", "ok"),
         Err(e) => span.record("rpc.status", e.kind().as_str()),
     };
+}
+
+/// Runs a served request inside its `netrun.rpc.serve` span and records its status there.
+fn served<T>(
+    span: Span,
+    run: impl Future<Output = Result<T, HandlerError>>,
+) -> impl Future<Output = Result<T, HandlerError>> {
+    async move {
+        let result = run.await;
+        record_served(&result);
+        result
+    }
+    .instrument(span)
 }
 
 fn record_served<T>(result: &Result<T, HandlerError>) {

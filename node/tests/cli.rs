@@ -1,87 +1,51 @@
 //! Drives the `netrun` binary as a user would.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_netrun");
-const PSK: &str = "4242424242424242424242424242424242424242424242424242424242424242";
-
-struct Running {
-    child: Child,
-    hello: Value,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{
+    BIN, Running, json_of, launch, netrun, signal, start_command, success_json, wait_exit,
+    write_config,
+};
 
 fn start(data_dir: &Path, extra: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env("NETRUN_PSK", PSK)
-        .env("NETRUN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn netrun start");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let hello: Value = serde_json::from_str(&line).expect("first stdout line is JSON");
-    Running { child, hello }
-}
-
-fn netrun(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run netrun")
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    launch(start_command(data_dir).args(extra))
 }
 
 fn peers_of(data_dir: &Path) -> Vec<Value> {
-    let out = netrun(&["peers", "--json"], data_dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .expect("json")
+    json_of(&["peers", "--json"], data_dir)
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// Waits until `a` and `b` each list the other as up; returns their peer lists.
+fn wait_peered(
+    (a, a_dir): (&Running, &Path),
+    (b, b_dir): (&Running, &Path),
+    within: Duration,
+) -> (Vec<Value>, Vec<Value>) {
+    let up = |list: &[Value], node: &Running| {
+        list.iter()
+            .any(|p| p["node_id"] == node.hello["node_id"] && p["state"] == "up")
+    };
+    let deadline = Instant::now() + within;
+    loop {
+        let (on_a, on_b) = (peers_of(a_dir), peers_of(b_dir));
+        if up(&on_b, a) && up(&on_a, b) {
+            return (on_a, on_b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peers never came up: a={on_a:?} b={on_b:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -96,30 +60,8 @@ fn two_node_processes_peer_and_stop_cleanly() {
             a.hello
         );
     }
-    let peer = format!(
-        "{}={}",
-        a.hello["addr"].as_str().expect("addr"),
-        a.hello["public_key"].as_str().expect("key")
-    );
-    let mut b = start(&b_dir, &["--peer", &peer]);
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let on_b = peers_of(&b_dir);
-        let on_a = peers_of(&a_dir);
-        let up = |list: &[Value], id: &Value| {
-            list.iter()
-                .any(|p| &p["node_id"] == id && p["state"] == "up")
-        };
-        if up(&on_b, &a.hello["node_id"]) && up(&on_a, &b.hello["node_id"]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "peers never came up: a={on_a:?} b={on_b:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut b = start(&b_dir, &["--peer", &a.contact()]);
+    wait_peered((&a, &a_dir), (&b, &b_dir), Duration::from_secs(10));
 
     let out = netrun(&["peers"], &a_dir);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -128,9 +70,7 @@ fn two_node_processes_peer_and_stop_cleanly() {
         "{text}"
     );
 
-    let out = netrun(&["status", "--json"], &a_dir);
-    assert!(out.status.success());
-    let status: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let status = json_of(&["status", "--json"], &a_dir);
     assert_eq!(status["node_id"], a.hello["node_id"]);
     assert_eq!(status["tree"]["name"], "root");
     let subtrees: Vec<&str> = status["tree"]["children"]
@@ -152,7 +92,7 @@ fn two_node_processes_peer_and_stop_cleanly() {
     }
 
     for node in [&mut a, &mut b] {
-        sigterm(&node.child);
+        signal(&node.child, "TERM");
         let status = wait_exit(&mut node.child, Duration::from_secs(1));
         assert_eq!(status.code(), Some(0), "graceful exit");
     }
@@ -174,8 +114,7 @@ fn user_errors_get_one_line_and_an_exit_code() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
-    let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[session]\nheartbeat_interval_ms = 0\n").expect("write");
+    let config = write_config(dir.path(), "[session]\nheartbeat_interval_ms = 0\n");
     let out = Command::new(BIN)
         .args(["start", "--config"])
         .arg(&config)
@@ -207,12 +146,7 @@ fn user_errors_get_one_line_and_an_exit_code() {
 fn a_second_node_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let _first = start(dir.path(), &[]);
-    let out = Command::new(BIN)
-        .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("NETRUN_PSK", PSK)
-        .output()
-        .expect("run");
+    let out = start_command(dir.path()).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running"), "{err}");
@@ -225,15 +159,8 @@ fn identity_new_then_show_and_never_replace() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("netrun identity new"));
 
-    let out = netrun(&["identity", "new", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let out = netrun(&["identity", "show", "--json"], dir.path());
-    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let created = json_of(&["identity", "new", "--json"], dir.path());
+    let shown = json_of(&["identity", "show", "--json"], dir.path());
     assert_eq!(created["node_id"], shown["node_id"]);
     assert_eq!(created["public_key"], shown["public_key"]);
 
@@ -247,12 +174,6 @@ fn identity_new_then_show_and_never_replace() {
     // The node started on this data directory uses the same identity.
     let node = start(dir.path(), &[]);
     assert_eq!(node.hello["node_id"], shown["node_id"]);
-}
-
-/// [`netrun_async`] with owned arguments.
-async fn netrun_owned(args: Vec<String>, data_dir: &Path) -> Output {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    netrun_async(&args, data_dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,63 +230,46 @@ async fn rpc_call_through_a_running_node() {
         args
     };
 
-    let out = netrun_owned(
-        call("echo", r#"{"hello":[1,2,3],"n":null}"#, false),
+    let out = netrun_async(
+        &call("echo", r#"{"hello":[1,2,3],"n":null}"#, false),
         dir.path(),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body: Value = serde_json::from_slice(&out.stdout).expect("json body");
+    let body = success_json(&out);
     assert_eq!(body, serde_json::json!({"hello": [1, 2, 3], "n": null}));
 
-    let out = netrun_owned(call("math.add", r#"{"a":40,"b":2}"#, true), dir.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("json result");
+    let out = netrun_async(&call("math.add", r#"{"a":40,"b":2}"#, true), dir.path()).await;
+    let result = success_json(&out);
     assert_eq!(result["body"], serde_json::json!({"sum": 42}));
     assert_eq!(result["node"], id.as_str());
     assert!(result["latency_us"].is_u64());
 
-    let out = netrun_owned(call("math.add", r#""not an Add""#, false), dir.path()).await;
+    let out = netrun_async(&call("math.add", r#""not an Add""#, false), dir.path()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid_argument"), "{err}");
 
-    let out = netrun_owned(call("nothing", "{}", false), dir.path()).await;
+    let out = netrun_async(&call("nothing", "{}", false), dir.path()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not_found"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
-    let out = netrun_owned(call("echo", "{not json", false), dir.path()).await;
+    let out = netrun_async(&call("echo", "{not json", false), dir.path()).await;
     assert_eq!(out.status.code(), Some(2));
-    let out = netrun_owned(
-        ["rpc", "call", "xyz", "echo", "{}"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        dir.path(),
-    )
-    .await;
+    let out = netrun_async(&["rpc", "call", "xyz", "echo", "{}"], dir.path()).await;
     assert_eq!(out.status.code(), Some(2));
-    let out = netrun_owned(call("echo", "{}", false), &dir.path().join("elsewhere")).await;
+    let out = netrun_async(&call("echo", "{}", false), &dir.path().join("elsewhere")).await;
     assert_eq!(out.status.code(), Some(3), "no node running there");
 
-    let out = netrun_owned(vec!["status".into(), "--json".into()], dir.path()).await;
+    let out = netrun_async(&["status", "--json"], dir.path()).await;
     let status: Value = serde_json::from_slice(&out.stdout).expect("status json");
     assert_eq!(status["rpc"]["outbound"]["echo"]["calls"], 1);
     assert_eq!(
         status["rpc"]["outbound"]["math.add"]["errors"]["server_error"],
         1
     );
-    let out = netrun_owned(vec!["status".into()], dir.path()).await;
+    let out = netrun_async(&["status"], dir.path()).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("called echo"), "{text}");
     a.shutdown().await;
@@ -377,30 +281,9 @@ fn peers_show_how_they_were_found_and_discovery_shows_the_backends() {
     let dir = tempfile::tempdir().expect("tmp");
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let a = start(&a_dir, &[]);
-    let seed = format!(
-        "{}={}",
-        a.hello["addr"].as_str().expect("addr"),
-        a.hello["public_key"].as_str().expect("key")
-    );
-    let b = start(&b_dir, &["--seed", &seed]);
+    let b = start(&b_dir, &["--seed", &a.contact()]);
     let (a_id, b_id) = (&a.hello["node_id"], &b.hello["node_id"]);
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (on_a, on_b) = loop {
-        let (on_a, on_b) = (peers_of(&a_dir), peers_of(&b_dir));
-        let up = |list: &[Value], id: &Value| {
-            list.iter()
-                .any(|p| &p["node_id"] == id && p["state"] == "up")
-        };
-        if up(&on_b, a_id) && up(&on_a, b_id) {
-            break (on_a, on_b);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the seed never connected: a={on_a:?} b={on_b:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (on_a, on_b) = wait_peered((&a, &a_dir), (&b, &b_dir), Duration::from_secs(20));
     let entry = |list: &[Value], id: &Value| {
         list.iter()
             .find(|p| &p["node_id"] == id)
@@ -414,13 +297,7 @@ fn peers_show_how_they_were_found_and_discovery_shows_the_backends() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SOURCE") && text.contains("seed"), "{text}");
 
-    let out = netrun(&["discovery", "--json"], &b_dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).expect("discovery json");
+    let status = json_of(&["discovery", "--json"], &b_dir);
     let backends = status["backends"].as_array().expect("backends");
     for name in ["bootstrap", "peer_exchange", "dht"] {
         let row = backends
@@ -483,8 +360,8 @@ impl netrun::MeshDaemon for Counter {
 }
 
 /// Runs the CLI off the async runtime, so the in-process node keeps answering.
-async fn netrun_async(args: &[&str], data_dir: &Path) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+async fn netrun_async(args: &[impl AsRef<str>], data_dir: &Path) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
     let data_dir = data_dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -518,12 +395,7 @@ async fn daemons_are_listed_snapshotted_and_stopped_from_the_cli() {
     let origin = daemon.origin_hash().to_string();
 
     let out = netrun_async(&["daemons", "--json"], dir.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = success_json(&out);
     let d = &list[0];
     assert_eq!(d["origin"], origin.as_str());
     assert_eq!(d["kind"], "counter");
@@ -549,12 +421,7 @@ async fn daemons_are_listed_snapshotted_and_stopped_from_the_cli() {
         dir.path(),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snap: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let snap = success_json(&out);
     assert_eq!(snap["last_input_seq"], 3);
     let bytes = std::fs::read(&file).expect("snapshot file");
     let decoded = netrun::DaemonSnapshot::from_bytes(&bytes).expect("a signed snapshot");
@@ -564,12 +431,7 @@ async fn daemons_are_listed_snapshotted_and_stopped_from_the_cli() {
     assert_eq!(decoded.state.as_deref(), Some(&3u64.to_le_bytes()[..]));
 
     let out = netrun_async(&["daemon", "stop", &origin, "--json"], dir.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stopped: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let stopped = success_json(&out);
     assert_eq!(stopped["stopped"], true);
     assert_eq!(stopped["snapshot"]["last_input_seq"], 3);
     let out = netrun_async(&["daemons"], dir.path()).await;
@@ -583,4 +445,76 @@ async fn daemons_are_listed_snapshotted_and_stopped_from_the_cli() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no daemon"), "{err}");
     node.shutdown().await;
+}
+
+/// Needs the tag `host`, so placement puts it on the one node that has it.
+struct Tagged;
+
+impl netrun::MeshDaemon for Tagged {
+    fn name(&self) -> &str {
+        "tagged"
+    }
+
+    fn requirements(&self) -> netrun::CapabilityFilter {
+        netrun::CapabilityFilter::new().require_tag("host")
+    }
+
+    fn process(
+        &mut self,
+        _: &netrun::CausalEvent,
+    ) -> Result<Vec<netrun::Bytes>, netrun::DaemonError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_daemon_is_stopped_on_its_host_from_the_placers_cli() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let placer = netrun::Node::builder()
+        .control_socket(dir.path().join(netrun::control::CONTROL_SOCKET))
+        .start()
+        .await
+        .expect("placer");
+    let host = netrun::Node::builder()
+        .capabilities(netrun::CapabilitySet::new().with_tag("host"))
+        .start()
+        .await
+        .expect("host");
+    for node in [&placer, &host] {
+        node.register_daemon_kind("tagged", netrun::factory(|_| Ok(Box::new(Tagged))))
+            .expect("register");
+    }
+    placer
+        .connect(host.local_addr(), host.public_key())
+        .await
+        .expect("connect");
+    let placed = placer
+        .spawn_daemon_placed(
+            "tagged",
+            netrun::Identity::generate(),
+            netrun::DaemonConfig::empty(),
+        )
+        .await
+        .expect("placed");
+    assert_eq!(placed.node, host.node_id());
+    let origin = placed.origin_hash.to_string();
+    let host_id = host.node_id().to_string();
+
+    let out = netrun_async(&["daemon", "stop", &origin, "--node", "zz"], dir.path()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed node id is a usage error"
+    );
+    let out = netrun_async(
+        &["daemon", "stop", &origin, "--node", &host_id, "--json"],
+        dir.path(),
+    )
+    .await;
+    let stopped = success_json(&out);
+    assert_eq!(stopped["stopped"], true);
+    assert_eq!(stopped["node"], host_id.as_str());
+    assert!(host.daemons().await.is_empty());
+    placer.shutdown().await;
+    host.shutdown().await;
 }

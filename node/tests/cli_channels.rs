@@ -1,81 +1,38 @@
 //! Drives `netrun caps` and `netrun channel publish|subscribe|list` against two node
 //! processes, as a user would.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_netrun");
-const PSK: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+use common::{
+    BIN, Running, json_of, launch, netrun, signal, start_command, wait_exit, write_config,
+};
 
-struct Running {
-    child: Child,
-    hello: Value,
-}
+/// How long the mesh gets to show each change.
+const SETTLE: Duration = Duration::from_secs(10);
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A node with `config` as its file and only static peers (no DHT, no peer exchange).
 fn start(data_dir: &Path, config: &str, extra: &[&str]) -> Running {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let config_path = data_dir.join("node.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let mut child = Command::new(BIN)
-        .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--config")
-        .arg(&config_path)
-        .args(extra)
-        .env("NETRUN_PSK", PSK)
-        .env("NETRUN_LOG", "warn")
-        .env("NETRUN_DHT", "off")
-        .env("NETRUN_PEER_EXCHANGE", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn netrun start");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let hello: Value = serde_json::from_str(&line).expect("first stdout line is JSON");
-    Running { child, hello }
+    let config_path = write_config(data_dir, config);
+    launch(
+        start_command(data_dir)
+            .arg("--config")
+            .arg(&config_path)
+            .args(extra)
+            .env("NETRUN_DHT", "off")
+            .env("NETRUN_PEER_EXCHANGE", "off"),
+    )
 }
 
-fn netrun(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run netrun")
-}
-
-fn json_of(args: &[&str], data_dir: &Path) -> Value {
-    let out = netrun(args, data_dir);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-/// Retries `check` until it holds or ten seconds pass.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Retries `check` until it holds or [`SETTLE`] passes.
+fn eventually(what: &str, check: impl FnMut() -> bool) {
+    common::eventually(what, SETTLE, check);
 }
 
 #[test]
@@ -88,11 +45,7 @@ fn caps_publish_subscribe_and_list_through_the_cli() {
          min_interval_secs = 1\nreannounce_secs = 5\nttl_secs = 30\n",
         &[],
     );
-    let peer = format!(
-        "{}={}",
-        a.hello["addr"].as_str().expect("addr"),
-        a.hello["public_key"].as_str().expect("key")
-    );
+    let peer = a.contact();
     let b = start(
         &b_dir,
         "[capabilities]\ntags = [\"role:gpu\"]\ngpu = { vendor = \"nvidia\", model = \"T4\", vram_gb = 16 }\n\
@@ -193,19 +146,8 @@ fn caps_publish_subscribe_and_list_through_the_cli() {
     );
 
     // Ctrl-C ends the subscription cleanly and the publisher forgets the subscriber.
-    let status = Command::new("kill")
-        .args(["-INT", &sub.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = sub.try_wait().expect("try_wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "subscribe did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    signal(&sub, "INT");
+    let exit = wait_exit(&mut sub, SETTLE);
     assert!(exit.success(), "{exit:?}");
     eventually("a dropped the subscriber", || {
         json_of(&["channel", "list", "--json"], &a_dir)["published"][0]["subscribers"]

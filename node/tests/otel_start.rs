@@ -12,26 +12,18 @@ use support::*;
 
 #[test]
 fn netrun_start_exports_session_spans_and_flushes_them_on_sigterm() {
-    if let Err(reason) = receiver_available() {
-        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+    let Some(collector) = Collector::start_or_skip() else {
         return;
-    }
+    };
     let netrun = std::path::PathBuf::from(env!("CARGO_BIN_EXE_netrun"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let spans_file = dir.path().join("spans.jsonl");
-    let mut collector = Process::spawn(
-        clean_command("python3")
-            .arg(receiver_script())
-            .arg(&spans_file),
-    );
-    let endpoints = collector.line();
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
 
     let mut a = Process::spawn(
         clean_command(&netrun)
             .args(["start", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(&a_dir)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", as_str(&endpoints["grpc"])),
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc()),
     );
     let a_hello = a.line();
     let peer = format!(
@@ -50,7 +42,7 @@ fn netrun_start_exports_session_spans_and_flushes_them_on_sigterm() {
                 "--data-dir",
             ])
             .arg(&b_dir)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", as_str(&endpoints["http"]))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.http())
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
     );
     let b_hello = b.line();
@@ -68,10 +60,8 @@ fn netrun_start_exports_session_spans_and_flushes_them_on_sigterm() {
             .iter()
             .any(|s| s["name"] == "session" && s["resource"]["service.instance.id"] == id)
     };
-    let spans = poll_spans(&spans_file, |spans| {
-        exported_by(spans, &a_id) && exported_by(spans, &b_id)
-    });
-    collector.kill();
+    let spans = collector.spans(|spans| exported_by(spans, &a_id) && exported_by(spans, &b_id));
+    drop(collector);
 
     for (id, transport) in [(&a_id, "grpc"), (&b_id, "http")] {
         let session = spans

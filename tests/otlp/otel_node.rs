@@ -20,7 +20,7 @@
 use std::process::ExitCode;
 
 use netrun::config::{OtlpProtocol, TelemetryConfig};
-use netrun::{EntityId, Identity, Node};
+use netrun::{EntityId, Identity, Node, NodeId};
 use tracing::{Instrument, info, info_span};
 
 fn main() -> ExitCode {
@@ -74,15 +74,34 @@ async fn start(identity: Identity) -> anyhow::Result<Node> {
         .await?)
 }
 
-async fn receive(identity: Identity) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let node = start(identity).await?;
+/// Prints the line the test connects the other node with: this node's id, address and key.
+fn announce(node: &Node) {
     let line = serde_json::json!({
         "node_id": node.node_id().to_string(),
         "addr": node.local_addr().to_string(),
         "public_key": node.public_key().to_hex(),
     });
     println!("{line}");
+}
+
+/// Starts a node and connects it to the one at `addr` with public key `key` (hex); returns
+/// the node and the peer's id.
+async fn start_connected(
+    identity: Identity,
+    addr: &str,
+    key: &str,
+) -> anyhow::Result<(Node, NodeId)> {
+    let public_key =
+        EntityId::from_hex(key).ok_or_else(|| anyhow::anyhow!("bad public key {key:?}"))?;
+    let node = start(identity).await?;
+    let peer = node.connect(addr.parse()?, public_key).await?;
+    Ok((node, peer))
+}
+
+async fn receive(identity: Identity) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let node = start(identity).await?;
+    announce(&node);
     let (received, span) = node
         .recv_traced()
         .await
@@ -100,10 +119,7 @@ async fn receive(identity: Identity) -> anyhow::Result<()> {
 }
 
 async fn send(identity: Identity, addr: &str, key: &str) -> anyhow::Result<()> {
-    let public_key =
-        EntityId::from_hex(key).ok_or_else(|| anyhow::anyhow!("bad public key {key:?}"))?;
-    let node = start(identity).await?;
-    let peer = node.connect(addr.parse()?, public_key).await?;
+    let (node, peer) = start_connected(identity, addr, key).await?;
     let request = info_span!("app.request", peer = %peer);
     node.send(peer, b"hello, traced")
         .instrument(request)
@@ -127,12 +143,7 @@ async fn serve(identity: Identity) -> anyhow::Result<()> {
             }
         },
     )?;
-    let line = serde_json::json!({
-        "node_id": node.node_id().to_string(),
-        "addr": node.local_addr().to_string(),
-        "public_key": node.public_key().to_hex(),
-    });
-    println!("{line}");
+    announce(&node);
     let size = handled
         .recv()
         .await
@@ -144,10 +155,7 @@ async fn serve(identity: Identity) -> anyhow::Result<()> {
 }
 
 async fn call(identity: Identity, addr: &str, key: &str) -> anyhow::Result<()> {
-    let public_key =
-        EntityId::from_hex(key).ok_or_else(|| anyhow::anyhow!("bad public key {key:?}"))?;
-    let node = start(identity).await?;
-    let peer = node.connect(addr.parse()?, public_key).await?;
+    let (node, peer) = start_connected(identity, addr, key).await?;
     // The server holds its session keys a moment after `connect` returns here; a request
     // sent before that is lost, so attempts are short and retried.
     let options = netrun::rpc::CallOptions::default()

@@ -1,6 +1,7 @@
-//! Shared support for the OpenTelemetry tests: the OTLP receiver (`receiver.py`), span
-//! polling, and child processes that are always killed. Included by
-//! `tests/tests/otel.rs` and `node/tests/otel_start.rs` with `#[path]`.
+//! Shared support for the OpenTelemetry tests: the OTLP receiver (`receiver.py`) as a
+//! [`Collector`], span polling, and child processes that are always killed. Included by
+//! `tests/tests/otel.rs`, `tests/tests/daemons.rs` and `node/tests/otel_start.rs` with
+//! `#[path]`.
 #![allow(dead_code, reason = "each including test uses a different part")]
 
 use std::collections::HashMap;
@@ -98,6 +99,58 @@ pub(crate) fn receiver_available() -> Result<(), String> {
         Ok(())
     } else {
         Err("grpcio / opentelemetry-proto installed but do not import".into())
+    }
+}
+
+/// The OTLP receiver on loopback, writing every span it gets to a file of its own;
+/// killed by PID on drop.
+pub(crate) struct Collector {
+    // Declared before `_dir`, so the receiver is killed before its directory goes.
+    process: Process,
+    spans_file: PathBuf,
+    grpc: String,
+    http: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    /// Starts the receiver and waits for its endpoints, or prints why it cannot run and
+    /// returns `None`: the test then skips.
+    pub(crate) fn start_or_skip() -> Option<Self> {
+        if let Err(reason) = receiver_available() {
+            eprintln!("SKIPPED: no OTLP receiver: {reason}");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spans_file = dir.path().join("spans.jsonl");
+        let mut process = Process::spawn(
+            clean_command("python3")
+                .arg(receiver_script())
+                .arg(&spans_file),
+        );
+        let endpoints = process.line();
+        Some(Self {
+            grpc: as_str(&endpoints["grpc"]).to_owned(),
+            http: as_str(&endpoints["http"]).to_owned(),
+            process,
+            spans_file,
+            _dir: dir,
+        })
+    }
+
+    /// The OTLP/gRPC endpoint (`http://127.0.0.1:<port>`).
+    pub(crate) fn grpc(&self) -> &str {
+        &self.grpc
+    }
+
+    /// The OTLP/HTTP endpoint (`http://127.0.0.1:<port>`).
+    pub(crate) fn http(&self) -> &str {
+        &self.http
+    }
+
+    /// The spans received, once `done` holds for them (or after [`WAIT`], as they are).
+    pub(crate) fn spans(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        poll_spans(&self.spans_file, done)
     }
 }
 

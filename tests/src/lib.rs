@@ -1,13 +1,17 @@
-//! Shared helpers for netrun's integration tests: quick nodes on loopback and a UDP relay
-//! that can record, replay, tamper with and black-hole traffic between two nodes.
+//! Shared helpers for netrun's integration tests: quick nodes on loopback, waits that fail
+//! the test with what they waited for, and a UDP relay that can record, replay, tamper
+//! with and black-hole traffic between two nodes.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use netrun::config::{PingwaveSettings, SessionTiming};
-use netrun::{Identity, Node, NodeId, PeerState};
+use netrun::{
+    CapabilityConfig, CapabilitySet, Identity, Node, NodeBuilder, NodeId, PeerState, Received,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 
@@ -34,6 +38,22 @@ pub fn fast_pingwave() -> PingwaveSettings {
     }
 }
 
+/// Capability announcements for tests: changes announced within a second, re-announced
+/// every 2 s, entries live 4 s (the defaults would keep a test waiting for minutes).
+pub fn quick_announcements() -> CapabilityConfig {
+    CapabilityConfig::with_timing(1, 2, 4)
+}
+
+/// A builder for a node on `127.0.0.1:0` (the builder's default) with the test PSK.
+pub fn builder() -> NodeBuilder {
+    Node::builder().psk(TEST_PSK)
+}
+
+/// Starts the node `builder` describes; fails the test if it cannot.
+pub async fn start(builder: NodeBuilder) -> Node {
+    builder.start().await.expect("node starts on loopback")
+}
+
 /// A node on `127.0.0.1:0` with the test PSK.
 pub async fn node() -> Node {
     node_with(Identity::generate(), TEST_PSK, SessionTiming::default()).await
@@ -41,13 +61,23 @@ pub async fn node() -> Node {
 
 /// A node on `127.0.0.1:0` with the given identity, PSK and timing.
 pub async fn node_with(identity: Identity, psk: [u8; 32], timing: SessionTiming) -> Node {
-    Node::builder()
-        .identity(identity)
-        .psk(psk)
-        .session_timing(timing)
-        .start()
-        .await
-        .expect("node starts on loopback")
+    start(
+        Node::builder()
+            .identity(identity)
+            .psk(psk)
+            .session_timing(timing),
+    )
+    .await
+}
+
+/// A node that announces `capabilities` with [`quick_announcements`].
+pub async fn node_announcing(capabilities: CapabilitySet) -> Node {
+    start(
+        builder()
+            .capabilities(capabilities)
+            .capability_config(quick_announcements()),
+    )
+    .await
 }
 
 /// Two test nodes with an established session, `a` → `b`, once both sides hold the keys:
@@ -60,8 +90,16 @@ pub async fn connected_pair() -> (Node, Node, NodeId) {
     (a, b, b_id)
 }
 
-/// How long the helpers below wait before failing the test.
-const WAIT: Duration = Duration::from_secs(10);
+/// How long the helpers below wait before failing the test: generous, since CI machines
+/// are small and run several test binaries at once.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// How often [`eventually`] checks its (cheap, synchronous) condition.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How often [`eventually_async`] checks its condition, which usually asks an actor or the
+/// network and so is not run as often.
+const POLL_ASYNC: Duration = Duration::from_millis(50);
 
 /// Connects `a` to `b` and waits until both hold the session; returns `b`'s id.
 pub async fn connect(a: &Node, b: &Node) -> NodeId {
@@ -70,12 +108,7 @@ pub async fn connect(a: &Node, b: &Node) -> NodeId {
         .expect("connect in time")
         .expect("connect");
     let up = async {
-        while !b
-            .peers()
-            .await
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
-        {
+        while !has_up_peer(b, a.node_id()).await {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
@@ -85,7 +118,23 @@ pub async fn connect(a: &Node, b: &Node) -> NodeId {
     b_id
 }
 
-/// Polls `check` every 20 ms until it holds; fails the test after 10 s.
+/// Whether `node` holds an established (`Up`) session with `peer`.
+pub async fn has_up_peer(node: &Node, peer: NodeId) -> bool {
+    node.peers()
+        .await
+        .iter()
+        .any(|p| p.node == peer && p.state == PeerState::Up)
+}
+
+/// The next datagram `node` receives; fails the test after [`WAIT`].
+pub async fn next_datagram(node: &Node) -> Received {
+    tokio::time::timeout(WAIT, node.recv())
+        .await
+        .expect("datagram in time")
+        .expect("node running")
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test after [`WAIT`].
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
@@ -93,8 +142,32 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Polls the async `check` every 50 ms until it holds; fails the test after `within`.
+pub async fn eventually_async<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_ASYNC).await;
+    }
+}
+
+/// Wall-clock seconds since the Unix epoch (what tokens and announcements are stamped with).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
 }
 
 /// A UDP relay between one client and one server address: datagrams from the client go

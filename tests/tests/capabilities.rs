@@ -2,67 +2,14 @@
 //! refused and counted, re-announcement keeps a long-lived node in its peers' index past
 //! the TTL, and GPU / service queries see the whole (three-node) mesh.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use netrun::{
-    CapabilityAnnouncement, CapabilityConfig, CapabilityFilter, CapabilitySet, GpuInfo, GpuVendor,
-    Hardware, Identity, Node, NodeId, PeerState, Subprotocol,
+    CapabilityAnnouncement, CapabilityFilter, CapabilitySet, GpuInfo, GpuVendor, Hardware,
+    Identity, NodeId, Subprotocol,
 };
-use netrun_tests::TEST_PSK;
-use tokio::time::{Instant, sleep, timeout};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-/// Announcement timing for tests: changes announced within a second, re-announced every
-/// 2 s, entries live 4 s.
-fn quick() -> CapabilityConfig {
-    CapabilityConfig::with_timing(1, 2, 4)
-}
-
-async fn start(capabilities: CapabilitySet, config: CapabilityConfig) -> Node {
-    Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(capabilities)
-        .capability_config(config)
-        .start()
-        .await
-        .expect("node starts")
-}
-
-/// Connects `a` to `b` and waits until both hold the session.
-async fn connect(a: &Node, b: &Node) {
-    timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let up = async {
-        while !b
-            .peers()
-            .await
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
-        {
-            sleep(Duration::from_millis(5)).await;
-        }
-    };
-    timeout(WAIT, up).await.expect("b has the session");
-}
-
-/// Waits until `check` holds, polling.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
+use netrun_tests::{connect, eventually, node_announcing, unix_now};
+use tokio::time::{Instant, sleep};
 
 fn gpu(vendor: GpuVendor, vram: u32) -> CapabilitySet {
     CapabilitySet::new().with_hardware(
@@ -74,8 +21,8 @@ fn gpu(vendor: GpuVendor, vram: u32) -> CapabilitySet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_announcements_are_refused_and_counted() {
-    let a = start(CapabilitySet::new(), quick()).await;
-    let b = start(CapabilitySet::new(), quick()).await;
+    let a = node_announcing(CapabilitySet::new()).await;
+    let b = node_announcing(CapabilitySet::new()).await;
     connect(&a, &b).await;
     eventually("b indexes a", || b.capability_of(a.node_id()).is_some()).await;
 
@@ -121,8 +68,8 @@ async fn forged_announcements_are_refused_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_alive_past_the_ttl_stays_in_its_peers_index() {
-    let a = start(CapabilitySet::new().with_tag("role:long-lived"), quick()).await;
-    let b = start(CapabilitySet::new(), quick()).await;
+    let a = node_announcing(CapabilitySet::new().with_tag("role:long-lived")).await;
+    let b = node_announcing(CapabilitySet::new()).await;
     connect(&a, &b).await;
     eventually("b indexes a", || b.capability_of(a.node_id()).is_some()).await;
     let first = b
@@ -167,13 +114,11 @@ async fn a_node_alive_past_the_ttl_stays_in_its_peers_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_and_service_queries_across_three_nodes() {
-    let plain = start(
-        CapabilitySet::new().with_hardware(Hardware::new(4, 8).with_memory_gb(16)),
-        quick(),
-    )
-    .await;
-    let nvidia = start(gpu(GpuVendor::Nvidia, 24), quick()).await;
-    let amd = start(gpu(GpuVendor::Amd, 16), quick()).await;
+    let plain =
+        node_announcing(CapabilitySet::new().with_hardware(Hardware::new(4, 8).with_memory_gb(16)))
+            .await;
+    let nvidia = node_announcing(gpu(GpuVendor::Nvidia, 24)).await;
+    let amd = node_announcing(gpu(GpuVendor::Amd, 16)).await;
     // A star: nvidia and amd only learn of each other through `plain`.
     connect(&nvidia, &plain).await;
     connect(&amd, &plain).await;
@@ -234,9 +179,9 @@ async fn gpu_and_service_queries_across_three_nodes() {
 /// `call_service` reaches it; dropping the serve handle withdraws the tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_services_are_announced_and_found_through_the_index() {
-    let caller = start(CapabilitySet::new(), quick()).await;
-    let server = start(CapabilitySet::new(), quick()).await;
-    let bystander = start(CapabilitySet::new(), quick()).await;
+    let caller = node_announcing(CapabilitySet::new()).await;
+    let server = node_announcing(CapabilitySet::new()).await;
+    let bystander = node_announcing(CapabilitySet::new()).await;
     connect(&caller, &server).await;
     connect(&caller, &bystander).await;
     let handle = server

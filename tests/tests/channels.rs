@@ -8,24 +8,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use netrun::control;
 use netrun::{
-    AuthConfig, CapabilityConfig, CapabilityFilter, CapabilitySet, ChannelConfig, ChannelName,
-    ChannelsConfig, Identity, Node, PeerState, PermissionToken, RegisterError, RegistryConfig,
-    SubscribeConfig, SubscribeError, TokenChain, TokenScope, Visibility,
+    AuthConfig, CapabilityFilter, CapabilitySet, ChannelConfig, ChannelName, ChannelsConfig,
+    Identity, Node, PermissionToken, RegisterError, RegistryConfig, SubscribeConfig,
+    SubscribeError, TokenChain, TokenScope, Visibility,
 };
-use netrun_tests::TEST_PSK;
-use tokio::time::{Instant, sleep, timeout};
-
-const WAIT: Duration = Duration::from_secs(15);
+use netrun_tests::{
+    WAIT, builder, connect, eventually, eventually_async, quick_announcements, unix_now,
+};
+use tokio::time::{sleep, timeout};
 
 fn name(text: &str) -> ChannelName {
     ChannelName::new(text).expect("valid name")
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
 }
 
 /// Channel settings for tests: no clock skew (so a token is swept the second it expires),
@@ -46,41 +39,28 @@ fn channel_config() -> ChannelsConfig {
 }
 
 async fn start_with(identity: Identity, capabilities: CapabilitySet) -> Node {
-    Node::builder()
-        .identity(identity)
-        .psk(TEST_PSK)
-        .capabilities(capabilities)
-        .capability_config(CapabilityConfig::with_timing(1, 2, 4))
-        .channel_config(channel_config())
-        .start()
-        .await
-        .expect("node starts")
+    netrun_tests::start(
+        builder()
+            .identity(identity)
+            .capabilities(capabilities)
+            .capability_config(quick_announcements())
+            .channel_config(channel_config()),
+    )
+    .await
 }
 
 async fn start() -> Node {
     start_with(Identity::generate(), CapabilitySet::new()).await
 }
 
-/// Connects `a` to `b` and waits until both hold the session.
-async fn connect(a: &Node, b: &Node) {
-    timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let up = async {
-        while !b
-            .peers()
-            .await
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
-        {
-            sleep(Duration::from_millis(5)).await;
-        }
-    };
-    timeout(WAIT, up).await.expect("b has the session");
-}
-
-fn token(issuer: &Identity, subject: &Node, channel: &ChannelName, ttl: u64) -> TokenChain {
+/// Subscribe settings carrying a token that `issuer` grants `subject` for `channel`, valid
+/// for `ttl` seconds from now.
+fn with_token(
+    issuer: &Identity,
+    subject: &Node,
+    channel: &ChannelName,
+    ttl: u64,
+) -> SubscribeConfig {
     let token = PermissionToken::try_issue(
         issuer,
         subject.public_key(),
@@ -92,7 +72,21 @@ fn token(issuer: &Identity, subject: &Node, channel: &ChannelName, ttl: u64) -> 
         rand::random(),
     )
     .expect("issues");
-    TokenChain::single(token)
+    SubscribeConfig::new().with_tokens(TokenChain::single(token))
+}
+
+/// A publisher (and the identity it signs tokens with) that requires a token to subscribe
+/// to `channel`, and a subscriber with a session to it.
+async fn token_gated(channel: &ChannelName) -> (Identity, Node, Node) {
+    let publisher_id = Identity::generate();
+    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
+    let subscriber = start().await;
+    connect(&subscriber, &publisher).await;
+    publisher
+        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
+        .await
+        .expect("registers");
+    (publisher_id, publisher, subscriber)
 }
 
 async fn recv(sub: &mut netrun::ChannelSubscription) -> netrun::ChannelEvent {
@@ -111,15 +105,8 @@ async fn silent(sub: &mut netrun::ChannelSubscription, quiet: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_gated_channel_needs_a_valid_token() {
-    let publisher_id = Identity::generate();
-    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
-    let subscriber = start().await;
-    connect(&subscriber, &publisher).await;
     let channel = name("alerts.high");
-    publisher
-        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
-        .await
-        .expect("registers");
+    let (publisher_id, publisher, subscriber) = token_gated(&channel).await;
     let p = publisher.node_id();
 
     // No token: Unauthorized.
@@ -133,7 +120,7 @@ async fn token_gated_channel_needs_a_valid_token() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&stranger, &subscriber, &channel, 60)),
+            with_token(&stranger, &subscriber, &channel, 60),
         )
         .await;
     assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
@@ -142,7 +129,7 @@ async fn token_gated_channel_needs_a_valid_token() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &publisher, &channel, 60)),
+            with_token(&publisher_id, &publisher, &channel, 60),
         )
         .await;
     assert_eq!(refused.err(), Some(SubscribeError::Unauthorized));
@@ -152,7 +139,7 @@ async fn token_gated_channel_needs_a_valid_token() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 60)),
+            with_token(&publisher_id, &subscriber, &channel, 60),
         )
         .await
         .expect("subscribes with a token");
@@ -190,21 +177,14 @@ async fn token_gated_channel_needs_a_valid_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
-    let publisher_id = Identity::generate();
-    let publisher = start_with(publisher_id.clone(), CapabilitySet::new()).await;
-    let subscriber = start().await;
-    connect(&subscriber, &publisher).await;
     let channel = name("metrics");
-    publisher
-        .register_channel(ChannelConfig::new(channel.clone()).with_require_token(true))
-        .await
-        .expect("registers");
+    let (publisher_id, publisher, subscriber) = token_gated(&channel).await;
     let p = publisher.node_id();
     let mut sub = subscriber
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 2)),
+            with_token(&publisher_id, &subscriber, &channel, 2),
         )
         .await
         .expect("subscribes");
@@ -236,7 +216,7 @@ async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
         .subscribe_channel(
             p,
             &channel,
-            SubscribeConfig::new().with_tokens(token(&publisher_id, &subscriber, &channel, 60)),
+            with_token(&publisher_id, &subscriber, &channel, 60),
         )
         .await
         .expect("renews");
@@ -418,11 +398,10 @@ async fn unsubscribe_is_idempotent_and_stops_delivery() {
         .await
         .expect("subscribes again");
     drop(sub);
-    let deadline = Instant::now() + WAIT;
-    while !publisher.channels()[0].subscribers.is_empty() {
-        assert!(Instant::now() < deadline, "dropped receiver never left");
-        sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the dropped receiver to leave", || {
+        publisher.channels()[0].subscribers.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,11 +451,10 @@ async fn roster_bound_unknown_channels_and_visibility() {
         )
         .await
         .expect("registers");
-    let deadline = Instant::now() + WAIT;
-    while publisher.capability_of(s2.node_id()).is_none() {
-        assert!(Instant::now() < deadline, "publisher never indexed s2");
-        sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the publisher to index s2", || {
+        publisher.capability_of(s2.node_id()).is_some()
+    })
+    .await;
     let refused = s1
         .subscribe_channel(p, &hidden, SubscribeConfig::new())
         .await;
@@ -536,21 +514,17 @@ async fn best_effort_subscribers_and_publisher_restart() {
         .expect("channel child");
     let generation = child.generation().expect("running");
     child.cell().expect("running").kill();
-    let deadline = Instant::now() + WAIT;
-    while child.generation().is_none_or(|g| g == generation) {
-        assert!(Instant::now() < deadline, "channel actor never restarted");
-        sleep(Duration::from_millis(20)).await;
-    }
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("the channel actor to restart", || {
+        child.generation().is_some_and(|g| g != generation)
+    })
+    .await;
+    eventually_async(WAIT, "the channel to take publishes again", || async {
         let report = publisher.publish(&channel, &b"after restart"[..]).await;
-        if let Ok(report) = report {
-            assert_eq!(report.attempted, 1, "the roster survived the restart");
-            break;
-        }
-        assert!(Instant::now() < deadline, "channel never came back");
-        sleep(Duration::from_millis(20)).await;
-    }
+        report
+            .inspect(|report| assert_eq!(report.attempted, 1, "the roster survived the restart"))
+            .is_ok()
+    })
+    .await;
     let event = recv(&mut sub).await;
     assert_eq!(&event.payload[..], b"after restart");
     assert_eq!(event.seq, 1, "sequence numbers continue");
@@ -564,13 +538,12 @@ async fn concurrent_control_subscribes_never_exceed_the_bound() {
     let held = control::MAX_SUBSCRIPTIONS - CONCURRENT / 2;
     let publisher = start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let subscriber = Node::builder()
-        .psk(TEST_PSK)
-        .channel_config(channel_config())
-        .control_socket(dir.path().join(control::CONTROL_SOCKET))
-        .start()
-        .await
-        .expect("node starts");
+    let subscriber = netrun_tests::start(
+        builder()
+            .channel_config(channel_config())
+            .control_socket(dir.path().join(control::CONTROL_SOCKET)),
+    )
+    .await;
     connect(&subscriber, &publisher).await;
     let names: Vec<ChannelName> = (0..held + CONCURRENT)
         .map(|i| name(&format!("bound.{i}")))

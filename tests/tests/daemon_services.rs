@@ -12,10 +12,12 @@ use netrun::daemons::{
 };
 use netrun::rpc::{CallOptions, RetryPolicy, RpcError, ServiceName, Status};
 use netrun::{
-    Bytes, CapabilityConfig, CapabilitySet, ChannelConfig, ChannelName, GpuInfo, GpuVendor,
-    Hardware, Identity, Node,
+    Bytes, CapabilitySet, ChannelConfig, ChannelName, GpuInfo, GpuVendor, Hardware, Identity, Node,
 };
-use netrun_tests::{TEST_PSK, connect, decode_u64s, encode_u64s, eventually};
+use netrun_tests::{
+    WAIT, builder, connect, decode_u64s, encode_u64s, eventually, eventually_async,
+    node_announcing, start,
+};
 
 /// Adds the u64 (LE) in each input to a sum; answers `[sum, count]` (8 bytes LE each).
 /// Panics on the input `boom`. Keeps its state in snapshots.
@@ -60,15 +62,15 @@ fn num(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
 
-/// A node whose capability changes are announced within a second.
-async fn start(capabilities: CapabilitySet) -> Node {
-    Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(capabilities)
-        .capability_config(CapabilityConfig::with_timing(1, 2, 4))
-        .start()
-        .await
-        .expect("node starts")
+/// A node that hosts the `adder` kind, and a peer that opened a session to it; both
+/// announce their capabilities quickly.
+async fn adder_host_and_peer() -> (Node, Node) {
+    let peer = node_announcing(CapabilitySet::new()).await;
+    let host = node_announcing(CapabilitySet::new()).await;
+    connect(&peer, &host).await;
+    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
+        .expect("register");
+    (host, peer)
 }
 
 fn no_retry() -> CallOptions {
@@ -76,6 +78,14 @@ fn no_retry() -> CallOptions {
         retry: Some(RetryPolicy::never()),
         deadline: Some(Duration::from_secs(5)),
         ..CallOptions::default()
+    }
+}
+
+/// Why a remote stop did not happen, if that is how `result` failed.
+fn stop_refusal<T>(result: &Result<T, DaemonCallError>) -> Option<StopResult> {
+    match result {
+        Err(DaemonCallError::Remote(RemoteError::NotStopped { result, .. })) => Some(*result),
+        _ => None,
     }
 }
 
@@ -88,11 +98,7 @@ fn service(name: &str, reply: DaemonReply) -> ServedService {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_daemon_answers_nrpc_and_a_panic_answers_internal() {
-    let caller = start(CapabilitySet::new()).await;
-    let host = start(CapabilitySet::new()).await;
-    connect(&caller, &host).await;
-    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
-        .expect("register");
+    let (host, caller) = adder_host_and_peer().await;
     let daemon = host
         .spawn_daemon("adder", Identity::generate(), DaemonConfig::empty())
         .await
@@ -192,21 +198,13 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     let gpu = CapabilitySet::new()
         .with_tag("gpu")
         .with_hardware(Hardware::new(8, 32).with_gpu(GpuInfo::new(GpuVendor::Nvidia, "l4", 24)));
-    let placer = start(CapabilitySet::new()).await;
-    let gpu_node = start(gpu).await;
-    let other = start(CapabilitySet::new()).await;
+    let placer = node_announcing(CapabilitySet::new()).await;
+    let gpu_node = node_announcing(gpu).await;
+    let other = node_announcing(CapabilitySet::new()).await;
     connect(&placer, &gpu_node).await;
     connect(&other, &gpu_node).await;
     for node in [&placer, &gpu_node] {
-        node.register_daemon_kind(
-            "gpu-adder",
-            factory(|_| {
-                Ok(Box::new(Needs {
-                    inner: Adder::default(),
-                }))
-            }),
-        )
-        .expect("register");
+        register_gpu_adder(node);
     }
     let frames = ChannelName::new("frames").expect("name");
     gpu_node
@@ -260,13 +258,10 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
         }
     }
     assert_eq!(published, 2, "the daemon subscribed to frames");
-    for _ in 0..500 {
-        if hosted.status().await.expect("status").events_processed == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(hosted.status().await.expect("status").events_processed, 2);
+    eventually_async(WAIT, "the daemon to process both frames", || async {
+        hosted.status().await.expect("status").events_processed == 2
+    })
+    .await;
 
     // Its service, from the node that placed it, found through the index.
     eventually("the placer indexes gpu.add", || {
@@ -283,14 +278,9 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     let refused = other
         .stop_daemon_on(gpu_node.node_id(), identity.origin_hash())
         .await;
-    assert!(
-        matches!(
-            refused,
-            Err(DaemonCallError::Remote(RemoteError::NotStopped {
-                result: StopResult::NotPermitted,
-                ..
-            }))
-        ),
+    assert_eq!(
+        stop_refusal(&refused),
+        Some(StopResult::NotPermitted),
         "{refused:?}"
     );
     assert_eq!(gpu_node.daemons().await.len(), 1);
@@ -307,14 +297,9 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
     let again = placer
         .stop_daemon_on(gpu_node.node_id(), identity.origin_hash())
         .await;
-    assert!(
-        matches!(
-            again,
-            Err(DaemonCallError::Remote(RemoteError::NotStopped {
-                result: StopResult::NotFound,
-                ..
-            }))
-        ),
+    assert_eq!(
+        stop_refusal(&again),
+        Some(StopResult::NotFound),
         "{again:?}"
     );
     for node in [placer, gpu_node, other] {
@@ -323,6 +308,7 @@ async fn a_placed_daemon_is_wired_where_it_lands_and_only_its_placer_stops_it() 
 }
 
 /// [`Adder`] that needs a GPU.
+#[derive(Default)]
 struct Needs {
     inner: Adder,
 }
@@ -341,13 +327,15 @@ impl MeshDaemon for Needs {
     }
 }
 
+/// Registers the kind `gpu-adder`, a fresh [`Needs`] per incarnation, on `node`.
+fn register_gpu_adder(node: &Node) {
+    node.register_daemon_kind("gpu-adder", factory(|_| Ok(Box::<Needs>::default())))
+        .expect("register");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_announces_its_daemon_load() {
-    let watcher = start(CapabilitySet::new()).await;
-    let host = start(CapabilitySet::new()).await;
-    connect(&watcher, &host).await;
-    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
-        .expect("register");
+    let (host, watcher) = adder_host_and_peer().await;
     let mut daemons = Vec::new();
     for _ in 0..3 {
         daemons.push(
@@ -382,25 +370,16 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
             48,
         )))
     };
-    let placer = start(CapabilitySet::new()).await;
-    let closed = Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(gpu())
-        .remote_spawns(RemoteSpawns::Nobody)
-        .start()
-        .await
-        .expect("node starts");
+    let placer = node_announcing(CapabilitySet::new()).await;
+    let closed = start(
+        builder()
+            .capabilities(gpu())
+            .remote_spawns(RemoteSpawns::Nobody),
+    )
+    .await;
     connect(&placer, &closed).await;
     for node in [&placer, &closed] {
-        node.register_daemon_kind(
-            "gpu-adder",
-            factory(|_| {
-                Ok(Box::new(Needs {
-                    inner: Adder::default(),
-                }))
-            }),
-        )
-        .expect("register");
+        register_gpu_adder(node);
     }
     let refused = placer
         .spawn_daemon_placed("gpu-adder", Identity::generate(), DaemonConfig::empty())
@@ -418,23 +397,14 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
     assert!(closed.daemons().await.is_empty());
 
     // A second GPU node that accepts this placer: the closed one is skipped.
-    let open = Node::builder()
-        .psk(TEST_PSK)
-        .capabilities(gpu())
-        .remote_spawns(RemoteSpawns::Only([placer.node_id()].into_iter().collect()))
-        .start()
-        .await
-        .expect("node starts");
-    connect(&placer, &open).await;
-    open.register_daemon_kind(
-        "gpu-adder",
-        factory(|_| {
-            Ok(Box::new(Needs {
-                inner: Adder::default(),
-            }))
-        }),
+    let open = start(
+        builder()
+            .capabilities(gpu())
+            .remote_spawns(RemoteSpawns::Only([placer.node_id()].into_iter().collect())),
     )
-    .expect("register");
+    .await;
+    connect(&placer, &open).await;
+    register_gpu_adder(&open);
     let placed = placer
         .spawn_daemon_placed("gpu-adder", Identity::generate(), DaemonConfig::empty())
         .await
@@ -443,4 +413,38 @@ async fn a_node_that_refuses_remote_spawns_is_skipped() {
     for node in [placer, closed, open] {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemons_output_channel_lives_and_ends_with_it() {
+    let host = node_announcing(CapabilitySet::new()).await;
+    host.register_daemon_kind("adder", factory(|_| Ok(Box::<Adder>::default())))
+        .expect("register");
+    let daemon = host
+        .spawn_daemon("adder", Identity::generate(), DaemonConfig::empty())
+        .await
+        .expect("spawn");
+    // Registered at spawn, so it can be read before the first output.
+    let channel = daemon.output_channel();
+    assert!(host.channels().iter().any(|c| c.name == channel));
+    let mut reader = host.read_channel(&channel).expect("read locally");
+    daemon.deliver(le(4)).await.expect("deliver");
+    daemon.stop().await.expect("stop");
+    // The outputs sealed by the stop come first; then the channel is unregistered and the
+    // reader ends.
+    let mut verifier = netrun::ChainVerifier::new(daemon.entity());
+    let mut payloads = Vec::new();
+    while let Ok(Some(bytes)) = tokio::time::timeout(Duration::from_secs(10), reader.recv()).await {
+        let output = netrun::Output::from_bytes(&bytes).expect("an output");
+        verifier.verify(&output).expect("verifies");
+        payloads.extend(output.events().iter().map(|e| num(&e.payload)));
+    }
+    assert_eq!(
+        payloads,
+        [4, 1],
+        "sum and count, then the end of the channel"
+    );
+    assert!(!host.channels().iter().any(|c| c.name == channel));
+    assert!(host.read_channel(&channel).is_err());
+    host.shutdown().await;
 }

@@ -17,6 +17,7 @@ use netrun::daemons::{
 use netrun::{
     Bytes, CapabilityFilter, CapabilitySet, GpuInfo, GpuVendor, Hardware, Identity, Node,
 };
+use netrun_tests::{eventually_async, node};
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -24,6 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Counts the events it sees and refuses to see one twice: it keeps the last input seq of
 /// the (single) producer chain it is fed, and flags any seq at or below it. Panics on the
 /// payload `boom`. Its outputs are `count` as 8 bytes LE.
+#[derive(Default)]
 struct Strict {
     count: u64,
     last_seq: u64,
@@ -61,14 +63,16 @@ impl MeshDaemon for Strict {
     }
 }
 
+/// Registers the kind `strict`, a fresh [`Strict`] per incarnation, on `node`.
+fn register_strict(node: &Node) {
+    node.register_daemon_kind("strict", factory(|_| Ok(Box::<Strict>::default())))
+        .expect("register");
+}
+
 fn strict_state(snapshot: &netrun::DaemonSnapshot) -> (u64, u64, u64) {
     let state = snapshot.state.as_ref().expect("strict has state");
     let [count, last_seq, repeats] = netrun_tests::decode_u64s(state).expect("three fields");
     (count, last_seq, repeats)
-}
-
-async fn node() -> Node {
-    netrun_tests::node().await
 }
 
 /// Options that snapshot every 4 events and seal batches after 1 ms.
@@ -85,17 +89,11 @@ fn small_options() -> DaemonOptions {
 
 /// Waits until the daemon runs again after a crash (its restart count reached `restarts`).
 async fn wait_restarted(handle: &DaemonHandle, restarts: u32) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if handle.restarts() >= restarts {
-            let status = handle.status().await.expect("status");
-            if status.state == DaemonState::Running {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "daemon did not restart");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually_async(WAIT, "the daemon to restart", || async {
+        handle.restarts() >= restarts
+            && handle.status().await.expect("status").state == DaemonState::Running
+    })
+    .await;
 }
 
 /// Receives outputs until `events` chain events have been verified.
@@ -126,17 +124,7 @@ fn counts(events: &[CausalEvent]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_daemon_restarts_from_its_snapshot_without_losing_or_repeating_events() {
     let node = node().await;
-    node.register_daemon_kind(
-        "strict",
-        factory(|_| {
-            Ok(Box::new(Strict {
-                count: 0,
-                last_seq: 0,
-                repeats: 0,
-            }))
-        }),
-    )
-    .expect("register");
+    register_strict(&node);
     let identity = Identity::generate();
     let entity = identity.entity_id();
     let daemon = node
@@ -204,17 +192,7 @@ async fn a_panicking_daemon_restarts_from_its_snapshot_without_losing_or_repeati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crash_loop_gate_engages_on_the_sixth_crash_within_a_minute() {
     let node = node().await;
-    node.register_daemon_kind(
-        "strict",
-        factory(|_| {
-            Ok(Box::new(Strict {
-                count: 0,
-                last_seq: 0,
-                repeats: 0,
-            }))
-        }),
-    )
-    .expect("register");
+    register_strict(&node);
     let daemon = node
         .spawn_daemon("strict", Identity::generate(), DaemonConfig::empty())
         .await
@@ -280,17 +258,7 @@ async fn the_crash_loop_gate_engages_on_the_sixth_crash_within_a_minute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifying_subscriber_rejects_forged_outputs() {
     let node = node().await;
-    node.register_daemon_kind(
-        "strict",
-        factory(|_| {
-            Ok(Box::new(Strict {
-                count: 0,
-                last_seq: 0,
-                repeats: 0,
-            }))
-        }),
-    )
-    .expect("register");
+    register_strict(&node);
     let identity = Identity::generate();
     let daemon = node
         .spawn_daemon_with(
@@ -303,7 +271,7 @@ async fn a_verifying_subscriber_rejects_forged_outputs() {
         .expect("spawn");
     let mut outputs = daemon.outputs();
     daemon
-        .deliver_many((0..3).map(|i| format!("e{i}").into()).collect())
+        .deliver_many((0..3).map(|i| format!("e{i}")))
         .await
         .expect("delivered");
     let genuine = tokio::time::timeout(WAIT, outputs.recv())
@@ -580,17 +548,7 @@ async fn a_snapshot_moves_a_daemon_to_another_node_and_its_chain_continues() {
     let a = node().await;
     let b = node().await;
     for node in [&a, &b] {
-        node.register_daemon_kind(
-            "strict",
-            factory(|_| {
-                Ok(Box::new(Strict {
-                    count: 0,
-                    last_seq: 0,
-                    repeats: 0,
-                }))
-            }),
-        )
-        .expect("register");
+        register_strict(node);
     }
     let identity = Identity::generate();
     let first = a
@@ -698,20 +656,11 @@ async fn registry_and_spawn_errors_are_typed() {
 #[test]
 fn traces_show_spawn_sampled_processing_and_the_restart() {
     use support::*;
-    if let Err(reason) = receiver_available() {
-        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+    let Some(collector) = Collector::start_or_skip() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spans_file = dir.path().join("spans.jsonl");
-    let mut collector = Process::spawn(
-        clean_command("python3")
-            .arg(receiver_script())
-            .arg(&spans_file),
-    );
-    let endpoints = collector.line();
-    let grpc = endpoints["grpc"].as_str().expect("grpc endpoint");
-    let mut node = Process::spawn(clean_command(env!("CARGO_BIN_EXE_daemon-node")).arg(grpc));
+    };
+    let mut node =
+        Process::spawn(clean_command(env!("CARGO_BIN_EXE_daemon-node")).arg(collector.grpc()));
     let done = node.line();
     assert!(node.wait(), "the daemon node exits cleanly");
     let origin = done["origin"].as_str().expect("origin").to_owned();
@@ -723,10 +672,9 @@ fn traces_show_spawn_sampled_processing_and_the_restart() {
             .filter(|s| s["name"] == name && s["attributes"]["origin"] == origin.as_str())
             .count()
     };
-    let spans = poll_spans(&spans_file, |spans| {
+    let spans = collector.spans(|spans| {
         named(spans, "netrun.daemon.restart") == 1 && named(spans, "netrun.daemon.process") >= 16
     });
-    collector.kill();
     assert_eq!(named(&spans, "netrun.daemon.spawn"), 1, "one spawn span");
     // Input seqs 1..=16 of 22 (20 events, boom, one after the restart).
     assert_eq!(
@@ -781,14 +729,10 @@ async fn a_daemon_reads_a_channel_and_publishes_on_its_output_channel() {
         .await
         .expect("spawn");
     let origin = daemon.origin_hash();
-    // The first output registers the output channel.
-    daemon.deliver("hello").await.expect("deliver");
-    let out = netrun::daemons::output_channel(origin);
-    let deadline = Instant::now() + WAIT;
-    while !a.channels().iter().any(|c| c.name == out) {
-        assert!(Instant::now() < deadline, "output channel registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The output channel is registered at spawn.
+    let out = daemon.output_channel();
+    assert_eq!(out, netrun::daemons::output_channel(origin));
+    assert!(a.channels().iter().any(|c| c.name == out));
     let mut outputs = b
         .subscribe_channel(a.node_id(), &out, netrun::SubscribeConfig::default())
         .await

@@ -11,8 +11,8 @@ use netrun_actors::discovery::backend::BackendMsg;
 use netrun_actors::discovery::coordinator::CoordinatorMsg;
 use netrun_actors::discovery::kademlia::KademliaMsg;
 use netrun_actors::discovery::peer_exchange::PeerExchangeMsg;
-use netrun_tests::TEST_PSK;
-use tokio::time::{Instant, sleep, timeout};
+use netrun_tests::{builder, eventually_async, next_datagram};
+use tokio::time::{Instant, sleep};
 
 const MESH: usize = 20;
 
@@ -30,11 +30,11 @@ fn with_dht() -> DiscoveryConfig {
 }
 
 async fn start(config: DiscoveryConfig, seed: Option<&Node>) -> Node {
-    let mut builder = Node::builder().psk(TEST_PSK).discovery(config);
+    let mut builder = builder().discovery(config);
     if let Some(seed) = seed {
         builder = builder.seed(seed.local_addr(), seed.public_key());
     }
-    builder.start().await.expect("node starts on loopback")
+    netrun_tests::start(builder).await
 }
 
 async fn up_peers(node: &Node) -> Vec<NodeId> {
@@ -46,19 +46,6 @@ async fn up_peers(node: &Node) -> Vec<NodeId> {
         .collect()
 }
 
-/// Waits until `check` holds, polling every 50 ms; panics with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_joined_from_one_bootstrap_node_converge() {
     let boot = start(with_peer_exchange(), None).await;
@@ -68,7 +55,7 @@ async fn twenty_nodes_joined_from_one_bootstrap_node_converge() {
     }
     let started = Instant::now();
     let ids: Vec<NodeId> = nodes.iter().map(Node::node_id).collect();
-    eventually(
+    eventually_async(
         Duration::from_secs(60),
         "every node has a session with every other",
         || {
@@ -122,10 +109,7 @@ async fn twenty_nodes_joined_from_one_bootstrap_node_converge() {
     last.send(first.node_id(), b"across the mesh")
         .await
         .expect("send");
-    let got = timeout(Duration::from_secs(10), first.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(first).await;
     assert_eq!(&got.payload[..], b"across the mesh");
     for n in &nodes {
         n.shutdown().await;
@@ -139,17 +123,16 @@ async fn seeds_are_idempotent_and_unreachable_seeds_are_not_hammered() {
     config.reannounce = Duration::from_millis(50);
     let nowhere = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let ghost = netrun::Identity::generate().entity_id();
-    let b = Node::builder()
-        .psk(TEST_PSK)
-        .discovery(config)
-        .seed(a.local_addr(), a.public_key())
-        .seed(a.local_addr(), a.public_key())
-        .peer(a.local_addr(), a.public_key())
-        .seed(nowhere.local_addr().expect("addr"), ghost)
-        .start()
-        .await
-        .expect("starts");
-    eventually(
+    let b = netrun_tests::start(
+        builder()
+            .discovery(config)
+            .seed(a.local_addr(), a.public_key())
+            .seed(a.local_addr(), a.public_key())
+            .peer(a.local_addr(), a.public_key())
+            .seed(nowhere.local_addr().expect("addr"), ghost),
+    )
+    .await;
+    eventually_async(
         Duration::from_secs(10),
         "b's coordinator sees its seed connected",
         || async {
@@ -219,7 +202,7 @@ async fn a_crashed_backend_restarts_alone() {
     let mut config = with_peer_exchange();
     config.dht.enabled = true;
     let b = start(config, Some(&a)).await;
-    eventually(Duration::from_secs(10), "b reaches its seed", || async {
+    eventually_async(Duration::from_secs(10), "b reaches its seed", || async {
         up_peers(&b).await.contains(&a.node_id())
     })
     .await;
@@ -263,7 +246,7 @@ async fn a_crashed_backend_restarts_alone() {
             g
         };
         victim.expect("running").kill();
-        eventually(
+        eventually_async(
             Duration::from_secs(10),
             "the killed backend restarts",
             || {
@@ -273,7 +256,7 @@ async fn a_crashed_backend_restarts_alone() {
         )
         .await;
         assert_eq!(generations(), expected, "only the killed backend restarted");
-        eventually(
+        eventually_async(
             Duration::from_secs(5),
             "its status row shows it running",
             || {
@@ -334,7 +317,7 @@ async fn a_dozen_node_dht_resolves_a_node_never_connected() {
 
     // The target publishes its contact record once it has joined, and every STORE has gone
     // out once nothing waits for a session any more.
-    eventually(
+    eventually_async(
         Duration::from_secs(60),
         "the target publishes its record",
         || {
@@ -356,7 +339,7 @@ async fn a_dozen_node_dht_resolves_a_node_never_connected() {
     // from the records other nodes hold.
     let late = start(with_dht(), Some(&boot)).await;
     let mut late_events = late.events();
-    eventually(
+    eventually_async(
         Duration::from_secs(60),
         "the late node resolves the target",
         || {

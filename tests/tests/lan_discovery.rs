@@ -26,6 +26,7 @@ use netrun_actors::discovery::mqtt::{MqttBackend, MqttConfig, announce_topic};
 use netrun_actors::discovery::{DiscoveryBackend, DiscoveryEvent, DiscoverySource};
 use netrun_messages::mqtt_announce::{AnnounceKind, MqttAnnounce};
 use netrun_messages::{Identity, MeshFingerprint, NodeId};
+use netrun_tests::eventually_async;
 use serde_json::Value;
 
 /// Generous: CI machines are slow, and mDNS probing alone takes most of a second.
@@ -51,10 +52,8 @@ async fn mqtt_nodes_discover_each_other_and_a_clean_stop_says_goodbye() {
     let Some(broker) = Broker::start_or_skip() else {
         return;
     };
-    let mut a = observer(&broker, 1);
-    a.start().await.expect("start");
-    let mut b =
-        NodeProcess::spawn(Command::new(discovery_node()).args(["mqtt", "2", "1", &broker.url()]));
+    let mut a = started_observer(&broker, 1).await;
+    let mut b = broker.spawn_node(2, 1);
 
     let found = expect_found(&mut a, node_of(2)).await;
     assert_eq!(found.0, Identity::from_seed([2; 32]).entity_id().to_hex());
@@ -71,12 +70,8 @@ async fn mqtt_nodes_discover_each_other_and_a_clean_stop_says_goodbye() {
 
     // B left a retained goodbye (and deleted its retained announce): a node arriving now
     // has A, and B only as gone.
-    let mut c = observer(&broker, 3);
-    c.start().await.expect("start");
-    expect_found(&mut c, node_of(1)).await;
-    assert_only_live(&mut c, node_of(1)).await;
+    assert_newcomer_finds_only(&broker, node_of(1)).await;
     assert_eq!(a.stats().forged + a.stats().malformed, 0);
-    c.stop().await;
     a.stop().await;
 }
 
@@ -85,10 +80,8 @@ async fn mqtt_last_will_reports_a_killed_node_lost() {
     let Some(broker) = Broker::start_or_skip() else {
         return;
     };
-    let mut a = observer(&broker, 1);
-    a.start().await.expect("start");
-    let mut b =
-        NodeProcess::spawn(Command::new(discovery_node()).args(["mqtt", "2", "1", &broker.url()]));
+    let mut a = started_observer(&broker, 1).await;
+    let mut b = broker.spawn_node(2, 1);
     expect_found(&mut a, node_of(2)).await;
 
     // SIGKILL: no DISCONNECT, so the broker publishes B's last will once its 1 s
@@ -99,11 +92,7 @@ async fn mqtt_last_will_reports_a_killed_node_lost() {
     eprintln!("last will arrived {:?} after SIGKILL", killed_at.elapsed());
 
     // The will is retained: a node arriving now has B only as gone.
-    let mut c = observer(&broker, 3);
-    c.start().await.expect("start");
-    expect_found(&mut c, node_of(1)).await;
-    assert_only_live(&mut c, node_of(1)).await;
-    c.stop().await;
+    assert_newcomer_finds_only(&broker, node_of(1)).await;
     a.stop().await;
 }
 
@@ -112,13 +101,9 @@ async fn mqtt_forged_announces_are_rejected_and_counted() {
     let Some(broker) = Broker::start_or_skip() else {
         return;
     };
-    let mut a = observer(&broker, 1);
-    a.start().await.expect("start");
+    let mut a = started_observer(&broker, 1).await;
     // Wait until A is subscribed: it then sees its own retained announce come back.
-    let deadline = Instant::now() + WAIT;
-    while !a.stats().connected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(WAIT, "A to connect", || async { a.stats().connected }).await;
 
     let mesh = mesh_of(1);
     let victim = Identity::from_seed([5; 32]);
@@ -175,19 +160,17 @@ async fn mqtt_reconnects_after_the_broker_restarts() {
     let Some(mut broker) = Broker::start_or_skip() else {
         return;
     };
-    let mut a = observer(&broker, 1);
-    a.start().await.expect("start");
-    wait_until(|| a.stats().connected, "first connect");
+    let mut a = started_observer(&broker, 1).await;
+    eventually_async(WAIT, "A to connect", || async { a.stats().connected }).await;
 
     broker.restart();
-    wait_until(
-        || a.stats().broker_errors > 0,
-        "A notices the broker is gone",
-    );
+    eventually_async(WAIT, "A to notice the broker is gone", || async {
+        a.stats().broker_errors > 0
+    })
+    .await;
     // The new broker has no retained state: A must re-subscribe and re-announce for a
     // newcomer and A to find each other.
-    let mut b =
-        NodeProcess::spawn(Command::new(discovery_node()).args(["mqtt", "2", "1", &broker.url()]));
+    let mut b = broker.spawn_node(2, 1);
     expect_found(&mut a, node_of(2)).await;
     b.expect(|v| v["found"] == node_of(1).to_string());
     assert!(a.stats().connects >= 2, "{:?}", a.stats());
@@ -196,8 +179,8 @@ async fn mqtt_reconnects_after_the_broker_restarts() {
     a.stop().await;
 }
 
-/// An in-process MQTT backend with test timings.
-fn observer(broker: &Broker, seed: u8) -> MqttBackend {
+/// A started in-process MQTT backend with test timings, as node `seed` of mesh 1.
+async fn started_observer(broker: &Broker, seed: u8) -> MqttBackend {
     let mut config = MqttConfig::new(broker.url(), mesh_of(1), Identity::from_seed([seed; 32]));
     config.keepalive = Duration::from_secs(1);
     config.announce_interval = Duration::from_secs(1);
@@ -205,7 +188,37 @@ fn observer(broker: &Broker, seed: u8) -> MqttBackend {
     config.reconnect_min = Duration::from_millis(100);
     config.reconnect_max = Duration::from_millis(500);
     config.addrs = vec![SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(seed)))];
-    MqttBackend::new(config).expect("valid config")
+    let mut backend = MqttBackend::new(config).expect("valid config");
+    backend.start().await.expect("start");
+    backend
+}
+
+/// A node arriving now (seed 3) finds `node` and ends up with it as its only live peer:
+/// whatever else the broker retained was a goodbye or a last will.
+async fn assert_newcomer_finds_only(broker: &Broker, node: NodeId) {
+    let mut newcomer = started_observer(broker, 3).await;
+    expect_found(&mut newcomer, node).await;
+    assert_only_live(&mut newcomer, node).await;
+    newcomer.stop().await;
+}
+
+/// Skips events until `wanted` accepts one and returns what it made of it; fails the test
+/// after [`WAIT`] with `what` as the missing event.
+async fn next_matching<T>(
+    backend: &mut impl DiscoveryBackend,
+    what: &str,
+    mut wanted: impl FnMut(DiscoveryEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, backend.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+            .expect("backend ended");
+        if let Some(matched) = wanted(event) {
+            return matched;
+        }
+    }
 }
 
 /// Waits for `Found(node)`; returns its key (hex) and addresses.
@@ -213,38 +226,26 @@ async fn expect_found(
     backend: &mut impl DiscoveryBackend,
     node: NodeId,
 ) -> (String, Vec<SocketAddr>) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, backend.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("no Found({node}) within {WAIT:?}"))
-            .expect("backend ended");
-        match event {
-            DiscoveryEvent::Found(peer) if peer.node == node => {
-                assert_eq!(peer.source, DiscoverySource::Mqtt);
-                return (peer.entity.to_hex(), peer.addrs);
-            }
-            _ => {}
+    next_matching(backend, &format!("Found({node})"), |event| match event {
+        DiscoveryEvent::Found(peer) if peer.node == node => {
+            assert_eq!(peer.source, DiscoverySource::Mqtt);
+            Some((peer.entity.to_hex(), peer.addrs))
         }
-    }
+        _ => None,
+    })
+    .await
 }
 
+/// Waits for `Lost(node)` from MQTT.
 async fn expect_lost(backend: &mut impl DiscoveryBackend, node: NodeId) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, backend.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("no Lost({node}) within {WAIT:?}"))
-            .expect("backend ended");
-        if event
-            == (DiscoveryEvent::Lost {
-                node,
-                source: DiscoverySource::Mqtt,
-            })
-        {
-            return;
-        }
-    }
+    let lost = DiscoveryEvent::Lost {
+        node,
+        source: DiscoverySource::Mqtt,
+    };
+    next_matching(backend, &format!("Lost({node})"), |event| {
+        (event == lost).then_some(())
+    })
+    .await;
 }
 
 /// Lets retained messages settle for a second, then asserts `node` is the only live peer
@@ -301,6 +302,8 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls `cond` every 50 ms, blocking the thread (for the mDNS tests, which run no async
+/// runtime); fails the test after [`WAIT`].
 fn wait_until(cond: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + WAIT;
     while !cond() {
@@ -309,7 +312,6 @@ fn wait_until(cond: impl Fn() -> bool, what: &str) {
     }
 }
 
-/// A Mosquitto broker on a free loopback port, stopped by PID on drop.
 /// The whole user path: two `netrun` nodes with `[discovery.mqtt]` enabled and nothing
 /// else find each other through the broker, and the coordinator opens a session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,40 +323,28 @@ async fn mqtt_enabled_nodes_connect_through_the_broker() {
         let mut discovery = netrun::config::DiscoveryConfig::manual();
         discovery.mqtt.enabled = true;
         discovery.mqtt.broker = broker.url();
-        netrun::Node::builder()
-            .identity(Identity::from_seed([seed; 32]))
-            .psk(netrun_tests::TEST_PSK)
-            .bind("127.0.0.1:0".parse().expect("addr"))
-            .discovery(discovery)
-            .start()
+        netrun_tests::start(
+            netrun_tests::builder()
+                .identity(Identity::from_seed([seed; 32]))
+                .discovery(discovery),
+        )
     };
-    let a = start(11).await.expect("node a");
-    let b = start(12).await.expect("node b");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let up = a.peers().await.iter().any(|p| p.node == b.node_id())
-            && b.peers().await.iter().any(|p| p.node == a.node_id());
-        if up {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no session through MQTT discovery"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let a = start(11).await;
+    let b = start(12).await;
+    eventually_async(WAIT, "a session through MQTT discovery", || async {
+        a.peers().await.iter().any(|p| p.node == b.node_id())
+            && b.peers().await.iter().any(|p| p.node == a.node_id())
+    })
+    .await;
     // Whichever side connected first, each one's MQTT backend reports the other too.
     for (node, other) in [(&a, b.node_id()), (&b, a.node_id())] {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let found = node.discovered().await;
-            let entry = found.iter().find(|p| p.node == other);
-            if entry.is_some_and(|e| e.sources.contains(&DiscoverySource::Mqtt)) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not reported by mqtt: {entry:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_async(WAIT, "the other node reported by MQTT", || async {
+            node.discovered()
+                .await
+                .iter()
+                .any(|p| p.node == other && p.sources.contains(&DiscoverySource::Mqtt))
+        })
+        .await;
     }
     a.send(b.node_id(), b"over mqtt discovery")
         .await
@@ -368,6 +358,7 @@ async fn mqtt_enabled_nodes_connect_through_the_broker() {
     b.shutdown().await;
 }
 
+/// A Mosquitto broker on a free loopback port, stopped by PID on drop.
 struct Broker {
     binary: PathBuf,
     dir: tempfile::TempDir,
@@ -404,6 +395,16 @@ impl Broker {
 
     fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// A `discovery-node` process on MQTT through this broker, as node `seed` of mesh `psk`.
+    fn spawn_node(&self, seed: u8, psk: u8) -> NodeProcess {
+        NodeProcess::spawn(Command::new(discovery_node()).args([
+            "mqtt",
+            &seed.to_string(),
+            &psk.to_string(),
+            &self.url(),
+        ]))
     }
 
     fn launch(&mut self) {
@@ -540,11 +541,7 @@ fn mdns_service_is_visible_to_avahi_browse() {
         "--nopidfile",
         &format!("--config-file={}", dir.path().join("bus.conf").display()),
     ]));
-    let deadline = Instant::now() + WAIT;
-    while !bus.exists() {
-        assert!(Instant::now() < deadline, "dbus-daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(|| bus.exists(), "dbus-daemon to start");
     let avahi_log = dir.path().join("avahi.log");
     let mut avahi_daemon = Daemon::spawn(
         ns.exec(&avahi)

@@ -4,10 +4,10 @@
 //! takes OTLP/gRPC and OTLP/HTTP and writes every span it gets as a JSON line. The nodes
 //! are two `otel-node` processes (`tests/otlp/otel_node.rs`): the receiving one exports
 //! over gRPC and stops on SIGTERM; the sending one exports over HTTP/protobuf and exits
-//! by itself. The `netrun start` binary is tested the same way in `node/tests/otel_start.rs`, which runs it twice (gRPC and
-//! HTTP/protobuf, configured through the standard `OTEL_EXPORTER_OTLP_*` variables) and
-//! checks that SIGTERM still flushes their spans. Without Python or pip the tests print
-//! why and skip.
+//! by itself. The `netrun start` binary is tested the same way in
+//! `node/tests/otel_start.rs`, which runs it twice (gRPC and HTTP/protobuf, configured
+//! through the standard `OTEL_EXPORTER_OTLP_*` variables) and checks that SIGTERM still
+//! flushes their spans. Without Python or pip the tests print why and skip.
 
 #[path = "../otlp/support.rs"]
 mod support;
@@ -16,32 +16,10 @@ use support::*;
 
 #[test]
 fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
-    if let Err(reason) = receiver_available() {
-        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+    let Some(collector) = Collector::start_or_skip() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spans_file = dir.path().join("spans.jsonl");
-
-    let mut collector = Process::spawn(
-        clean_command("python3")
-            .arg(receiver_script())
-            .arg(&spans_file),
-    );
-    let endpoints = collector.line();
-    let grpc = endpoints["grpc"].as_str().expect("grpc endpoint");
-    let http = endpoints["http"].as_str().expect("http endpoint");
-
-    let mut receiver = Process::spawn(clean_command(otel_node()).args(["receive", grpc, "grpc"]));
-    let hello = receiver.line();
-    let receiver_id = hello["node_id"].as_str().expect("node_id").to_owned();
-    let mut sender = Process::spawn(clean_command(otel_node()).args([
-        "send",
-        http,
-        "http",
-        hello["addr"].as_str().expect("addr"),
-        hello["public_key"].as_str().expect("public_key"),
-    ]));
+    };
+    let (mut receiver, receiver_id, mut sender) = otel_nodes(&collector, "receive", "send");
     assert!(sender.wait(), "the sending node exits cleanly");
     let got = receiver.line();
     assert_eq!(got["traced"], true, "the datagram carried a trace context");
@@ -53,10 +31,9 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
 
     // Both nodes flushed at shutdown, so their spans are already there; the short poll
     // only covers the receiver's write racing this read.
-    let spans = poll_spans(&spans_file, |spans| {
+    let spans = collector.spans(|spans| {
         find(spans, "netrun.datagram.receive").is_some() && find(spans, "app.request").is_some()
     });
-    collector.kill();
 
     let request = find(&spans, "app.request").expect("app.request span");
     let send = find(&spans, "netrun.datagram.send").expect("netrun.datagram.send span");
@@ -113,41 +90,19 @@ fn a_datagram_sent_in_a_span_continues_the_trace_on_the_receiving_node() {
 
 #[test]
 fn an_rpc_handler_span_is_a_child_of_the_callers_span() {
-    if let Err(reason) = receiver_available() {
-        eprintln!("SKIPPED: no OTLP receiver: {reason}");
+    let Some(collector) = Collector::start_or_skip() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spans_file = dir.path().join("spans.jsonl");
-    let mut collector = Process::spawn(
-        clean_command("python3")
-            .arg(receiver_script())
-            .arg(&spans_file),
-    );
-    let endpoints = collector.line();
-    let grpc = endpoints["grpc"].as_str().expect("grpc endpoint");
-    let http = endpoints["http"].as_str().expect("http endpoint");
-
-    let mut server = Process::spawn(clean_command(otel_node()).args(["serve", grpc, "grpc"]));
-    let hello = server.line();
-    let server_id = hello["node_id"].as_str().expect("node_id").to_owned();
-    let mut caller = Process::spawn(clean_command(otel_node()).args([
-        "call",
-        http,
-        "http",
-        hello["addr"].as_str().expect("addr"),
-        hello["public_key"].as_str().expect("public_key"),
-    ]));
+    };
+    let (mut server, server_id, mut caller) = otel_nodes(&collector, "serve", "call");
     assert_eq!(caller.line()["answer"], 11, "the echo answered");
     assert!(caller.wait(), "the calling node exits cleanly");
     assert_eq!(server.line()["handled"], 11);
     server.terminate();
     assert!(server.wait(), "the serving node exits cleanly on SIGTERM");
 
-    let spans = poll_spans(&spans_file, |spans| {
+    let spans = collector.spans(|spans| {
         find(spans, "netrun.rpc.serve").is_some() && find(spans, "app.rpc").is_some()
     });
-    collector.kill();
     let app = find(&spans, "app.rpc").expect("app.rpc span");
     // Retried attempts share one call span; the serve span is the one that answered.
     let call = find(&spans, "netrun.rpc.call").expect("netrun.rpc.call span");
@@ -179,6 +134,21 @@ fn an_rpc_handler_span_is_a_child_of_the_callers_span() {
     assert_eq!(serve["resource"]["service.instance.id"], server_id.as_str());
 }
 
-fn otel_node() -> &'static str {
-    env!("CARGO_BIN_EXE_otel-node")
+/// Starts an `otel-node` in the `listening` role, exporting over OTLP/gRPC, then one in the
+/// `dialing` role that reaches it, exporting over OTLP/HTTP. Returns the listening process,
+/// its node id and the dialing process.
+fn otel_nodes(collector: &Collector, listening: &str, dialing: &str) -> (Process, String, Process) {
+    let otel_node = env!("CARGO_BIN_EXE_otel-node");
+    let mut listener =
+        Process::spawn(clean_command(otel_node).args([listening, collector.grpc(), "grpc"]));
+    let hello = listener.line();
+    let listener_id = as_str(&hello["node_id"]).to_owned();
+    let dialer = Process::spawn(clean_command(otel_node).args([
+        dialing,
+        collector.http(),
+        "http",
+        as_str(&hello["addr"]),
+        as_str(&hello["public_key"]),
+    ]));
+    (listener, listener_id, dialer)
 }

@@ -3,19 +3,16 @@
 //! the relay's drop counters.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use netrun::config::SessionTiming;
-use netrun::{
-    BlockingPolicy, EntityId, Identity, Node, NodeId, PeerState, RouteSource, StreamConfig,
-};
+use netrun::{BlockingPolicy, EntityId, Identity, Node, NodeId, RouteSource, StreamConfig};
 use netrun_messages::header::{Header, PacketKind, TAG_LEN};
-use netrun_tests::{Relay, TEST_PSK, fast_pingwave};
+use netrun_tests::{Relay, builder, eventually_async, fast_pingwave, has_up_peer, next_datagram};
 use tokio::net::UdpSocket;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -32,15 +29,14 @@ fn timing() -> SessionTiming {
 }
 
 async fn start(timing: SessionTiming, peers: &[(SocketAddr, EntityId)]) -> Node {
-    let mut builder = Node::builder()
+    let mut builder = builder()
         .identity(Identity::generate())
-        .psk(TEST_PSK)
         .session_timing(timing)
         .pingwave(fast_pingwave());
     for &(addr, key) in peers {
         builder = builder.peer(addr, key);
     }
-    builder.start().await.expect("node starts on loopback")
+    netrun_tests::start(builder).await
 }
 
 /// Nodes connected in a line (each one's static peer is the one before it), closed into a
@@ -60,17 +56,17 @@ async fn chain(n: usize, timing: SessionTiming, ring: bool) -> Vec<Node> {
     nodes
 }
 
-/// Polls `check` every 20 ms until it holds; panics with `what` after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
+/// Opens a routed session from `from` to `to` and waits until `to` holds it too.
+async fn connect_routed(from: &Node, to: &Node) {
+    let peer = timeout(WAIT, from.connect_routed(to.public_key()))
+        .await
+        .expect("routed handshake in time")
+        .expect("routed session");
+    assert_eq!(peer, to.node_id());
+    eventually_async(WAIT, "the far end to hold the routed session", || {
+        has_up_peer(to, from.node_id())
+    })
+    .await;
 }
 
 async fn next_hop(node: &Node, dst: NodeId) -> Option<(NodeId, u32)> {
@@ -94,23 +90,13 @@ async fn every_node_routes_to_every_other(nodes: &[Node]) -> bool {
     true
 }
 
-async fn has_up_peer(node: &Node, peer: NodeId) -> bool {
-    node.peers()
-        .await
-        .iter()
-        .any(|p| p.node == peer && p.state == PeerState::Up)
-}
-
 /// Sends `count` numbered datagrams from `tx` to `rx` and checks each arrives.
 async fn exchange(tx: &Node, rx: &Node, count: u32) {
     for i in 0..count {
         tx.send(rx.node_id(), &i.to_le_bytes())
             .await
             .expect("send over the routed session");
-        let got = timeout(WAIT, rx.recv())
-            .await
-            .expect("datagram in time")
-            .expect("node running");
+        let got = next_datagram(rx).await;
         assert_eq!(got.peer, tx.node_id());
         assert_eq!(&got.payload[..], &i.to_le_bytes());
     }
@@ -167,7 +153,7 @@ async fn peer_ids(node: &Node) -> BTreeSet<NodeId> {
 async fn line_of_five_a_routed_session_runs_through_three_relays_that_hold_no_keys() {
     let nodes = chain(5, timing(), false).await;
     let [a, b, c, d, e] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3], &nodes[4]];
-    eventually("routes across the line", || {
+    eventually_async(WAIT, "routes across the line", || {
         every_node_routes_to_every_other(&nodes)
     })
     .await;
@@ -183,7 +169,7 @@ async fn line_of_five_a_routed_session_runs_through_three_relays_that_hold_no_ke
     assert_eq!(direct.metric, 1);
     // The proximity graph behind the routes: E is four hops out through B, and the path
     // RTT sums the links' measured RTTs once every relay has measured its link.
-    eventually("A's pingwaves measured the path to E", || async {
+    eventually_async(WAIT, "A's pingwaves measured the path to E", || async {
         a.pingwave_seen().iter().any(|n| {
             n.node == e.node_id() && n.hops == 4 && n.via == b.node_id() && !n.rtt.is_zero()
         })
@@ -194,12 +180,7 @@ async fn line_of_five_a_routed_session_runs_through_three_relays_that_hold_no_ke
     assert_eq!(status.malformed, 0);
     assert_eq!((status.nodes, status.edges), (4, 1));
 
-    let peer = timeout(WAIT, a.connect_routed(e.public_key()))
-        .await
-        .expect("routed handshake in time")
-        .expect("routed session");
-    assert_eq!(peer, e.node_id());
-    eventually("E holds the session", || has_up_peer(e, a.node_id())).await;
+    connect_routed(a, e).await;
 
     exchange(a, e, 100).await;
     exchange(e, a, 100).await;
@@ -249,18 +230,18 @@ async fn killing_a_relay_in_a_ring_reroutes_a_live_routed_session() {
     let [a, b, c, e, g, f, d] = [
         &nodes[0], &nodes[1], &nodes[2], &nodes[3], &nodes[4], &nodes[5], &nodes[6],
     ];
-    eventually("A routes to E through B, and E to A through C", || async {
-        next_hop(a, e.node_id()).await == Some((b.node_id(), 3))
-            && next_hop(e, a.node_id()).await == Some((c.node_id(), 3))
-            && next_hop(b, e.node_id()).await.is_some()
-            && next_hop(c, a.node_id()).await.is_some()
-    })
+    eventually_async(
+        WAIT,
+        "A routes to E through B, and E to A through C",
+        || async {
+            next_hop(a, e.node_id()).await == Some((b.node_id(), 3))
+                && next_hop(e, a.node_id()).await == Some((c.node_id(), 3))
+                && next_hop(b, e.node_id()).await.is_some()
+                && next_hop(c, a.node_id()).await.is_some()
+        },
+    )
     .await;
-    timeout(WAIT, a.connect_routed(e.public_key()))
-        .await
-        .expect("routed handshake in time")
-        .expect("routed session");
-    eventually("E holds the session", || has_up_peer(e, a.node_id())).await;
+    connect_routed(a, e).await;
     exchange(a, e, 20).await;
     exchange(e, a, 20).await;
     let epoch = |peers: Vec<netrun::PeerInfo>, of: NodeId| {
@@ -273,7 +254,7 @@ async fn killing_a_relay_in_a_ring_reroutes_a_live_routed_session() {
 
     // Traffic resumes once both ends' routes through the dead relay are gone: A's expires
     // (nothing refreshes it), E's is withdrawn when E's failure detector suspects C.
-    eventually("A–E datagrams flow the long way", || async {
+    eventually_async(WAIT, "A–E datagrams flow the long way", || async {
         next_hop(a, e.node_id()).await == Some((d.node_id(), 4))
             && next_hop(e, a.node_id()).await == Some((g.node_id(), 4))
     })
@@ -286,7 +267,7 @@ async fn killing_a_relay_in_a_ring_reroutes_a_live_routed_session() {
 
     // The relay's neighbours declared it down and withdrew every route through it, the
     // direct ones included (those only go when the failure detector says so).
-    eventually("B and E dropped every route through C", || async {
+    eventually_async(WAIT, "B and E dropped every route through C", || async {
         for node in [b, e] {
             if node
                 .routes()
@@ -336,7 +317,7 @@ async fn relay_counts_every_drop_reason() {
     let c = start(timing(), &[(b.local_addr(), b.public_key())]).await;
     let relay = Relay::start(b.local_addr()).await;
     let a = start(timing(), &[(relay.addr(), b.public_key())]).await;
-    eventually("B routes to A and C", || async {
+    eventually_async(WAIT, "B routes to A and C", || async {
         next_hop(&b, a.node_id()).await.is_some() && next_hop(&b, c.node_id()).await.is_some()
     })
     .await;
@@ -354,7 +335,7 @@ async fn relay_counts_every_drop_reason() {
         .await
         .expect("send");
 
-    eventually("every outcome counted", || async {
+    eventually_async(WAIT, "every outcome counted", || async {
         let s = b.stats();
         s.dropped_duplicate > before.dropped_duplicate
             && s.dropped_ttl_expired > before.dropped_ttl_expired
@@ -371,7 +352,7 @@ async fn relay_counts_every_drop_reason() {
     assert_eq!(s.dropped_looped - before.dropped_looped, 1);
     assert_eq!(s.dropped_not_neighbour - before.dropped_not_neighbour, 1);
     // C got the forwarded copy and, holding no A–C session, dropped it.
-    eventually("C saw the forwarded datagram", || async {
+    eventually_async(WAIT, "C saw the forwarded datagram", || async {
         c.stats().dropped_no_session >= 1
     })
     .await;
@@ -384,15 +365,11 @@ async fn relay_counts_every_drop_reason() {
 async fn a_killed_router_restarts_with_its_transport_and_relaying_carries_on() {
     let nodes = chain(3, timing(), false).await;
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
-    eventually("routes across the line", || {
+    eventually_async(WAIT, "routes across the line", || {
         every_node_routes_to_every_other(&nodes)
     })
     .await;
-    timeout(WAIT, a.connect_routed(c.public_key()))
-        .await
-        .expect("routed handshake in time")
-        .expect("routed session");
-    eventually("C holds the session", || has_up_peer(c, a.node_id())).await;
+    connect_routed(a, c).await;
     exchange(a, c, 10).await;
 
     let router = &b.supervision().router;
@@ -400,11 +377,15 @@ async fn a_killed_router_restarts_with_its_transport_and_relaying_carries_on() {
     router.cell().expect("router running").kill();
     // one_for_all: the transport restarts with it (same port, sessions kept), and the new
     // router rebuilds its table from the sessions and the next pingwaves.
-    eventually("B's router restarted and relearned its routes", || async {
-        router.generation().is_some_and(|g| g != generation)
-            && next_hop(b, a.node_id()).await.is_some()
-            && next_hop(b, c.node_id()).await.is_some()
-    })
+    eventually_async(
+        WAIT,
+        "B's router restarted and relearned its routes",
+        || async {
+            router.generation().is_some_and(|g| g != generation)
+                && next_hop(b, a.node_id()).await.is_some()
+                && next_hop(b, c.node_id()).await.is_some()
+        },
+    )
     .await;
     exchange(a, c, 10).await;
     exchange(c, a, 10).await;

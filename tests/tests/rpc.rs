@@ -12,8 +12,8 @@ use netrun::rpc::{
     CallOptions, HandlerError, HedgePolicy, MAX_CALL_BODY_LEN, RequestContext, RetryPolicy,
     RpcError, SelectPolicy, SinkError, Status, StreamSink,
 };
-use netrun::{Node, NodeId, PeerState};
-use netrun_tests::{connected_pair, node};
+use netrun::{Node, NodeId};
+use netrun_tests::{connect, connected_pair, node};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -26,26 +26,66 @@ fn echo(node: &Node, service: &str) -> netrun::rpc::ServeHandle {
     .expect("serve echo")
 }
 
-/// Connects `a` to `b` and waits until both sides hold the session.
-async fn connect(a: &Node, b: &Node) -> NodeId {
-    let id = tokio::time::timeout(WAIT, a.connect(b.local_addr(), b.public_key()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let up = async {
-        while !b
-            .peers()
-            .await
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+/// A caller with a session to each of `N` fresh nodes.
+async fn caller_connected_to<const N: usize>() -> (Node, [Node; N]) {
+    let caller = node().await;
+    let mut peers = Vec::with_capacity(N);
+    for _ in 0..N {
+        let peer = node().await;
+        connect(&caller, &peer).await;
+        peers.push(peer);
+    }
+    let peers = peers
+        .try_into()
+        .unwrap_or_else(|_: Vec<Node>| panic!("{N} nodes"));
+    (caller, peers)
+}
+
+/// A service whose handler holds every call until the call is cancelled (or [`WAIT`]
+/// passes), then answers. The handler signals `started` as a call comes in and reports on
+/// `ends` whether its call was cancelled.
+struct Stalling {
+    _handle: netrun::rpc::ServeHandle,
+    started: Arc<Notify>,
+    ends: mpsc::Receiver<bool>,
+}
+
+impl Stalling {
+    /// Serves `service` on `node`, answering `answer` once a call is let go.
+    fn serve(node: &Node, service: &str, answer: &'static [u8]) -> Self {
+        let started = Arc::new(Notify::new());
+        let (ends_tx, ends) = mpsc::channel::<bool>(4);
+        let signal = Arc::clone(&started);
+        let handle = node
+            .serve(service, move |request: RequestContext| {
+                let started = Arc::clone(&signal);
+                let ends = ends_tx.clone();
+                async move {
+                    started.notify_one();
+                    let cancelled = tokio::select! {
+                        () = request.cancellation().cancelled() => true,
+                        () = tokio::time::sleep(WAIT) => false,
+                    };
+                    let _ = ends.send(cancelled).await;
+                    Ok::<_, HandlerError>(Bytes::from_static(answer))
+                }
+            })
+            .expect("serve");
+        Self {
+            _handle: handle,
+            started,
+            ends,
         }
-    };
-    tokio::time::timeout(WAIT, up)
-        .await
-        .expect("b has the session");
-    id
+    }
+
+    /// Whether the handler's call was cancelled, as it reports within 2 s of now (`what`
+    /// says why it should end by then).
+    async fn ended_cancelled(&mut self, what: &str) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), self.ends.recv())
+            .await
+            .expect(what)
+            .expect("report")
+    }
 }
 
 fn server_error(result: Result<Bytes, RpcError>) -> Status {
@@ -158,20 +198,7 @@ async fn typed_call_round_trip_and_bad_body() {
 #[tokio::test]
 async fn deadline_times_out_the_caller_and_cancels_the_handler() {
     let (a, b, b_id) = connected_pair().await;
-    let (seen_tx, mut seen) = mpsc::channel::<bool>(4);
-    let _slow = b
-        .serve("slow", move |request: RequestContext| {
-            let seen = seen_tx.clone();
-            async move {
-                let cancelled = tokio::select! {
-                    () = request.cancellation().cancelled() => true,
-                    () = tokio::time::sleep(WAIT) => false,
-                };
-                let _ = seen.send(cancelled).await;
-                Ok::<_, HandlerError>(Bytes::new())
-            }
-        })
-        .expect("serve");
+    let mut slow = Stalling::serve(&b, "slow", b"");
     let options = CallOptions::default().with_deadline(Duration::from_millis(200));
     let started = tokio::time::Instant::now();
     let result = a.call(b_id, "slow", &b"zzz"[..], &options).await;
@@ -181,11 +208,11 @@ async fn deadline_times_out_the_caller_and_cancels_the_handler() {
         took >= Duration::from_millis(200) && took < Duration::from_secs(2),
         "{took:?}"
     );
-    let cancelled = tokio::time::timeout(Duration::from_secs(2), seen.recv())
-        .await
-        .expect("the handler ends soon after the deadline")
-        .expect("report");
-    assert!(cancelled, "the handler observed the cancellation");
+    assert!(
+        slow.ended_cancelled("the handler ends soon after the deadline")
+            .await,
+        "the handler observed the cancellation"
+    );
     let status = b.rpc_status().await.expect("status");
     let cancels = status.counters["requests_cancelled"] + status.counters["requests_expired"];
     assert_eq!(cancels, 1, "{:?}", status.counters);
@@ -197,24 +224,7 @@ async fn deadline_times_out_the_caller_and_cancels_the_handler() {
 #[tokio::test]
 async fn dropping_a_pending_call_cancels_it_at_the_server() {
     let (a, b, b_id) = connected_pair().await;
-    let (seen_tx, mut seen) = mpsc::channel::<bool>(4);
-    let started = Arc::new(Notify::new());
-    let started_in = Arc::clone(&started);
-    let _slow = b
-        .serve("slow", move |request: RequestContext| {
-            let seen = seen_tx.clone();
-            let started = Arc::clone(&started_in);
-            async move {
-                started.notify_one();
-                let cancelled = tokio::select! {
-                    () = request.cancellation().cancelled() => true,
-                    () = tokio::time::sleep(WAIT) => false,
-                };
-                let _ = seen.send(cancelled).await;
-                Ok::<_, HandlerError>(Bytes::new())
-            }
-        })
-        .expect("serve");
+    let mut slow = Stalling::serve(&b, "slow", b"");
     let call = {
         let a = a.clone();
         tokio::spawn(async move {
@@ -222,15 +232,14 @@ async fn dropping_a_pending_call_cancels_it_at_the_server() {
                 .await
         })
     };
-    tokio::time::timeout(WAIT, started.notified())
+    tokio::time::timeout(WAIT, slow.started.notified())
         .await
         .expect("the handler runs");
     call.abort();
-    let cancelled = tokio::time::timeout(Duration::from_secs(2), seen.recv())
-        .await
-        .expect("the handler is cancelled soon after the caller gave up")
-        .expect("report");
-    assert!(cancelled);
+    assert!(
+        slow.ended_cancelled("the handler is cancelled soon after the caller gave up")
+            .await
+    );
     assert_eq!(
         a.rpc_status().await.expect("status").counters["calls_cancelled"],
         1
@@ -323,16 +332,13 @@ async fn dropping_the_serve_handle_drains_in_flight_calls() {
     assert_eq!(answer.expect("served again"), Bytes::from_static(b"back"));
 }
 
-/// A caller connected to `n` servers, each serving `service` and counting its calls.
-async fn caller_and_servers(
-    n: usize,
+/// A caller connected to `N` servers, each serving `service` and counting its calls.
+async fn caller_and_servers<const N: usize>(
     service: &str,
 ) -> (Node, Vec<(Node, Arc<AtomicU32>, netrun::rpc::ServeHandle)>) {
-    let caller = node().await;
+    let (caller, nodes) = caller_connected_to::<N>().await;
     let mut servers = Vec::new();
-    for _ in 0..n {
-        let server = node().await;
-        connect(&caller, &server).await;
+    for server in nodes {
         let count = Arc::new(AtomicU32::new(0));
         let counted = Arc::clone(&count);
         let id = server.node_id();
@@ -353,7 +359,7 @@ async fn caller_and_servers(
 
 #[tokio::test]
 async fn call_service_spreads_calls_round_robin_over_three_servers() {
-    let (caller, servers) = caller_and_servers(3, "work").await;
+    let (caller, servers) = caller_and_servers::<3>("work").await;
     let options = CallOptions::default();
     let mut answered: HashMap<String, u32> = HashMap::new();
     for _ in 0..30 {
@@ -399,11 +405,7 @@ async fn call_service_spreads_calls_round_robin_over_three_servers() {
 
 #[tokio::test]
 async fn service_calls_skip_a_node_whose_breaker_opened() {
-    let caller = node().await;
-    let good = node().await;
-    let bad = node().await;
-    connect(&caller, &good).await;
-    connect(&caller, &bad).await;
+    let (caller, [good, bad]) = caller_connected_to().await;
     let _good = good
         .serve("svc", |_request: RequestContext| async move {
             Ok::<_, HandlerError>(Bytes::from_static(b"good"))
@@ -434,31 +436,14 @@ async fn service_calls_skip_a_node_whose_breaker_opened() {
 
 #[tokio::test]
 async fn a_hedged_call_cancels_the_slow_loser() {
-    let caller = node().await;
-    let one = node().await;
-    let two = node().await;
-    connect(&caller, &one).await;
-    connect(&caller, &two).await;
+    let (caller, [one, two]) = caller_connected_to().await;
     // Round robin starts at the lowest node id: make that server the slow one.
     let (slow, fast) = if one.node_id() < two.node_id() {
         (&one, &two)
     } else {
         (&two, &one)
     };
-    let (seen_tx, mut seen) = mpsc::channel::<bool>(4);
-    let _slow = slow
-        .serve("hedged", move |request: RequestContext| {
-            let seen = seen_tx.clone();
-            async move {
-                let cancelled = tokio::select! {
-                    () = request.cancellation().cancelled() => true,
-                    () = tokio::time::sleep(WAIT) => false,
-                };
-                let _ = seen.send(cancelled).await;
-                Ok::<_, HandlerError>(Bytes::from_static(b"slow"))
-            }
-        })
-        .expect("serve");
+    let mut loser = Stalling::serve(slow, "hedged", b"slow");
     let _fast = fast
         .serve("hedged", |_request: RequestContext| async move {
             Ok::<_, HandlerError>(Bytes::from_static(b"fast"))
@@ -475,11 +460,10 @@ async fn a_hedged_call_cancels_the_slow_loser() {
         .expect("the hedge answers");
     assert_eq!(answer, Bytes::from_static(b"fast"));
     assert!(started.elapsed() < Duration::from_secs(2));
-    let cancelled = tokio::time::timeout(Duration::from_secs(2), seen.recv())
-        .await
-        .expect("the loser ends soon")
-        .expect("report");
-    assert!(cancelled, "the slow server's handler observed the cancel");
+    assert!(
+        loser.ended_cancelled("the loser ends soon").await,
+        "the slow server's handler observed the cancel"
+    );
     let status = slow.rpc_status().await.expect("status");
     assert_eq!(status.counters["requests_cancelled"], 1);
 }

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use netrun::{ConnectError, Identity, IdentityFile, Node, PeerEvent, PeerState};
-use netrun_tests::{Relay, TEST_PSK, connected_pair, fast_timing, node, node_with};
+use netrun::{ConnectError, Identity, IdentityFile, PeerEvent, PeerState};
+use netrun_tests::{
+    Relay, TEST_PSK, builder, connected_pair, eventually, eventually_async, fast_timing,
+    has_up_peer, next_datagram, node, node_with, start,
+};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -23,10 +26,7 @@ async fn two_nodes_exchange_ten_thousand_datagrams_without_loss() {
                 tx.send(to, &n.to_le_bytes()).await.expect("send");
             }
             for _ in 0..100 {
-                let got = timeout(WAIT, rx.recv())
-                    .await
-                    .expect("datagram in time")
-                    .expect("open");
+                let got = next_datagram(rx).await;
                 let n = u32::from_le_bytes(got.payload[..4].try_into().expect("4 bytes"));
                 assert_eq!(n, next_expected, "in order on loopback, none lost");
                 assert_eq!(got.peer, tx.node_id());
@@ -72,10 +72,7 @@ async fn replayed_and_bit_flipped_packets_are_dropped_and_counted() {
         .await
         .expect("connect through relay");
     a.send(b.node_id(), b"original").await.expect("send");
-    let got = timeout(WAIT, b.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&b).await;
     assert_eq!(&got.payload[..], b"original");
 
     let captured = relay
@@ -96,10 +93,7 @@ async fn replayed_and_bit_flipped_packets_are_dropped_and_counted() {
     flipped[32] = flipped[32].wrapping_add(100);
     relay.inject(&flipped).await;
     a.send(b.node_id(), b"after").await.expect("send");
-    let got = timeout(WAIT, b.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&b).await;
     assert_eq!(&got.payload[..], b"after", "neither forgery was delivered");
     let after = b.stats();
     assert_eq!(after.dropped_replay, before.dropped_replay + 1);
@@ -160,14 +154,13 @@ async fn node_restarted_from_its_identity_file_is_readmitted() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("identity.key");
     let a = node().await;
-    let b_identity = Identity::load_or_create(&path).expect("identity");
-    let b = Node::builder()
-        .identity(b_identity)
-        .psk(TEST_PSK)
-        .peer(a.local_addr(), a.public_key())
-        .start()
-        .await
-        .expect("b starts");
+    // B keeps its identity in `path` and has A as its static peer.
+    let b_with = |identity: Identity| {
+        builder()
+            .identity(identity)
+            .peer(a.local_addr(), a.public_key())
+    };
+    let b = start(b_with(Identity::load_or_create(&path).expect("identity"))).await;
     let b_addr = b.local_addr();
     let b_id = b.node_id();
     let mut events = a.events();
@@ -176,38 +169,16 @@ async fn node_restarted_from_its_identity_file_is_readmitted() {
 
     // Same identity file, same address: B comes back and initiates again; A accepts the
     // fresh ephemeral from the same static key as a rotation.
-    let b2 = Node::builder()
-        .identity(Identity::load(&path).expect("reload"))
-        .bind(b_addr)
-        .psk(TEST_PSK)
-        .peer(a.local_addr(), a.public_key())
-        .start()
-        .await
-        .expect("b restarts");
+    let b2 = start(b_with(Identity::load(&path).expect("reload")).bind(b_addr)).await;
     assert_eq!(b2.node_id(), b_id);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if b2
-            .peers()
-            .await
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == PeerState::Up)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b2 never re-established"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(WAIT, "b2 to re-establish the session", || {
+        has_up_peer(&b2, a.node_id())
+    })
+    .await;
     a.send(b_id, b"welcome back")
         .await
         .expect("send to restarted node");
-    let got = timeout(WAIT, b2.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&b2).await;
     assert_eq!(&got.payload[..], b"welcome back");
 }
 
@@ -257,14 +228,10 @@ async fn identity_claiming_another_nodes_id_is_refused() {
         .await
         .expect("send");
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while b.stats().handshake_failures == failures_before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "forged handshake not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the forged handshake to be counted", || {
+        b.stats().handshake_failures != failures_before
+    })
+    .await;
     let mut buf = [0u8; 2048];
     let answer = timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
     assert!(answer.is_err(), "no handshake response to an impersonator");
@@ -276,10 +243,7 @@ async fn identity_claiming_another_nodes_id_is_refused() {
         "the victim's session is untouched"
     );
     victim.send(b.node_id(), b"still me").await.expect("send");
-    let got = timeout(WAIT, b.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&b).await;
     assert_eq!(got.peer, victim.node_id());
 }
 
@@ -290,10 +254,7 @@ async fn a_batch_of_datagrams_arrives_in_order() {
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     a.send_many(b_id, &refs).await.expect("batch");
     for expected in &payloads {
-        let got = timeout(WAIT, b.recv())
-            .await
-            .expect("in time")
-            .expect("datagram");
+        let got = next_datagram(&b).await;
         assert_eq!(&got.payload[..], &expected[..]);
     }
     let too_big = vec![0u8; netrun_messages::header::MAX_PAYLOAD_LEN + 1];
@@ -316,10 +277,7 @@ async fn simultaneous_open_yields_one_working_session() {
         assert_eq!(ba.expect("b→a"), a.node_id());
         for (tx, rx) in [(&a, &b), (&b, &a)] {
             tx.send(rx.node_id(), b"both ways").await.expect("send");
-            let got = timeout(WAIT, rx.recv())
-                .await
-                .expect("in time")
-                .expect("datagram");
+            let got = next_datagram(rx).await;
             assert_eq!(&got.payload[..], b"both ways");
         }
         assert_eq!(a.peers().await.len(), 1);

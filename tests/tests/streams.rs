@@ -283,37 +283,58 @@ async fn send_with_retry_and_send_blocking_wait_for_credit_and_give_up_on_time()
     b.shutdown().await;
 }
 
-/// Sends until the stream fails; returns the error and how long after `cut` it came.
-async fn send_until_failure(tx: &StreamHandle, cut: Instant) -> (StreamError, Duration) {
-    let msg = Bytes::from(vec![9u8; 1024]);
-    loop {
-        match tx.send(msg.clone()) {
-            Ok(()) => {}
-            Err(StreamError::Backpressure) => tokio::time::sleep(Duration::from_millis(2)).await,
-            Err(e) => return (e, cut.elapsed()),
-        }
-        assert!(cut.elapsed() < Duration::from_secs(60), "the stream hangs");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn black_holed_peer_fails_the_stream_within_the_give_up_time() {
-    let (a, b, b_id) = connected_pair().await;
-    let config = StreamConfig::default().with_max_retries(3);
-    let (tx, mut rx) = open_pair(&a, &b, b_id, 5, config).await;
+/// Stream `id` from `a` to `b` (three retries, so it gives up soon) once 200 KiB went
+/// through it; `b`'s end is drained by the returned task.
+async fn busy_stream(
+    a: &Node,
+    b: &Node,
+    peer: NodeId,
+    id: u64,
+) -> (StreamHandle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = open_pair(a, b, peer, id, give_up_config()).await;
     let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     for _ in 0..200 {
         tx.send_blocking(Bytes::from(vec![3u8; 1024]), BlockingPolicy::default())
             .await
             .expect("healthy transfer");
     }
+    (tx, reader)
+}
+
+/// What [`busy_stream`] opens with: three retries.
+fn give_up_config() -> StreamConfig {
+    StreamConfig::default().with_max_retries(3)
+}
+
+/// Sends on `tx` from now until it fails, and checks that it failed as `Failed` within
+/// the give-up time; `cause` names the peer's fate in the log.
+async fn assert_fails_within_the_give_up_time(tx: &StreamHandle, cause: &str) {
+    let msg = Bytes::from(vec![9u8; 1024]);
+    let cut = Instant::now();
+    let error = loop {
+        match tx.send(msg.clone()) {
+            Ok(()) => {}
+            Err(StreamError::Backpressure) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(e) => break e,
+        }
+        assert!(cut.elapsed() < Duration::from_secs(60), "the stream hangs");
+    };
+    let after = cut.elapsed();
+    assert!(matches!(error, StreamError::Failed(_)), "{error}");
+    assert!(
+        after <= give_up_config().give_up_time(),
+        "failed after {after:?}"
+    );
+    eprintln!("{cause}: {error} after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_peer_fails_the_stream_within_the_give_up_time() {
+    let (a, b, b_id) = connected_pair().await;
+    let (tx, reader) = busy_stream(&a, &b, b_id, 5).await;
     // b goes silent: nothing it sends (grants, heartbeats) reaches a.
     b.set_loss(1.0, 5);
-    let cut = Instant::now();
-    let (error, after) = send_until_failure(&tx, cut).await;
-    assert!(matches!(error, StreamError::Failed(_)), "{error}");
-    assert!(after <= config.give_up_time(), "failed after {after:?}");
-    eprintln!("black-holed peer: {error} after {after:?}");
+    assert_fails_within_the_give_up_time(&tx, "black-holed peer").await;
     reader.abort();
     a.shutdown().await;
     b.shutdown().await;
@@ -322,20 +343,9 @@ async fn black_holed_peer_fails_the_stream_within_the_give_up_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_shut_down_mid_transfer_fails_the_stream_within_the_give_up_time() {
     let (a, b, b_id) = connected_pair().await;
-    let config = StreamConfig::default().with_max_retries(3);
-    let (tx, mut rx) = open_pair(&a, &b, b_id, 6, config).await;
-    let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    for _ in 0..200 {
-        tx.send_blocking(Bytes::from(vec![3u8; 1024]), BlockingPolicy::default())
-            .await
-            .expect("healthy transfer");
-    }
+    let (tx, reader) = busy_stream(&a, &b, b_id, 6).await;
     b.shutdown().await;
-    let cut = Instant::now();
-    let (error, after) = send_until_failure(&tx, cut).await;
-    assert!(matches!(error, StreamError::Failed(_)), "{error}");
-    assert!(after <= config.give_up_time(), "failed after {after:?}");
-    eprintln!("shut-down peer: {error} after {after:?}");
+    assert_fails_within_the_give_up_time(&tx, "shut-down peer").await;
     let _ = reader.await;
     a.shutdown().await;
 }

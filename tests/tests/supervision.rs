@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use netrun_tests::{connected_pair, node};
+use netrun_tests::{
+    connected_pair, eventually, eventually_async, has_up_peer, next_datagram, node,
+};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -18,16 +20,11 @@ async fn killed_transport_is_restarted_on_the_same_port_and_sessions_carry_on() 
         .cell()
         .expect("transport running")
         .kill();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while b.supervision().transport.generation() == Some(generation)
-        || b.supervision().transport.actor().is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "transport was not restarted"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let transport = &b.supervision().transport;
+    eventually("the transport to restart", || {
+        transport.generation() != Some(generation) && transport.actor().is_some()
+    })
+    .await;
     // Give the new incarnation a moment to publish its socket.
     tokio::time::sleep(Duration::from_millis(50)).await;
 
@@ -39,16 +36,10 @@ async fn killed_transport_is_restarted_on_the_same_port_and_sessions_carry_on() 
 
     // Same port, same session keys: traffic flows both ways without a new handshake.
     a.send(b_id, b"after restart").await.expect("send");
-    let got = timeout(WAIT, b.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&b).await;
     assert_eq!(&got.payload[..], b"after restart");
     b.send(a.node_id(), b"and back").await.expect("send back");
-    let got = timeout(WAIT, a.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&a).await;
     assert_eq!(&got.payload[..], b"and back");
     assert_eq!(addr_before, b.local_addr());
 }
@@ -75,34 +66,19 @@ async fn killed_sessions_actor_restarts_and_static_peers_reconnect() {
     };
     let first = wait_up(&mut events);
     timeout(WAIT, first).await.ok();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while b.peers().await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "b never connected");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_async(WAIT, "b to connect", || async {
+        !b.peers().await.is_empty()
+    })
+    .await;
 
     b.supervision().sessions.cell().expect("sessions").kill();
     // The new Sessions incarnation withdraws the orphaned session and reconnects the
     // static peer with a fresh handshake.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let peers = b.peers().await;
-        if peers
-            .iter()
-            .any(|p| p.node == a.node_id() && p.state == netrun::PeerState::Up)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "static peer not reconnected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(WAIT, "the static peer to reconnect", || {
+        has_up_peer(&b, a.node_id())
+    })
+    .await;
     b.send(a.node_id(), b"reconnected").await.expect("send");
-    let got = timeout(WAIT, a.recv())
-        .await
-        .expect("in time")
-        .expect("datagram");
+    let got = next_datagram(&a).await;
     assert_eq!(&got.payload[..], b"reconnected");
 }

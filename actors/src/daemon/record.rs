@@ -21,6 +21,12 @@ use super::actor::HostStatus;
 pub trait OutputSink: Send + Sync + 'static {
     /// Publishes one output of daemon `origin`.
     fn publish(&self, origin: OriginHash, output: &Arc<Output>);
+
+    /// Daemon `origin` has stopped: nothing follows the outputs already published (the
+    /// sink may release what it holds for the daemon once they are out).
+    fn retire(&self, origin: OriginHash) {
+        let _ = origin;
+    }
 }
 
 /// One input to a daemon.

@@ -181,7 +181,7 @@ async fn restart_latency(node: &Node, logged: usize) -> anyhow::Result<serde_jso
             )
             .await?;
         if logged > 0 {
-            let inputs = (0..logged).map(|_| DaemonInput::from("x")).collect();
+            let inputs: Vec<DaemonInput> = (0..logged).map(|_| DaemonInput::from("x")).collect();
             daemon.deliver_many(inputs).await?;
         }
         // From sending the poison event: its failure reply may only reach this task after

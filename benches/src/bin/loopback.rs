@@ -12,17 +12,15 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
-use netrun::{EntityId, Identity, Node, NodeId};
-use netrun_benches::{micros, percentile};
+use netrun::{Identity, Node, NodeId};
+use netrun_benches::{ServerProcess, hello, micros, percentile, spawn_server};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 
 /// Unacknowledged messages the sender may have in flight.
@@ -233,37 +231,23 @@ async fn local_pair(kind: Kind) -> Result<(Link, Vec<tokio::task::JoinHandle<()>
     }
 }
 
-/// A server in a child process; returns the client's link to it and the child.
-async fn remote_pair(kind: Kind) -> Result<(Link, tokio::process::Child)> {
-    let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
-        .args(["--serve", kind.name()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("child stdout"))?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).await?;
-    let hello: serde_json::Value = serde_json::from_str(&line).context("child hello line")?;
-    let addr: SocketAddr = hello["addr"]
-        .as_str()
-        .ok_or_else(|| anyhow!("addr"))?
-        .parse()?;
+/// A server in a child process; returns the client's link to it and the server.
+async fn remote_pair(kind: Kind) -> Result<(Link, ServerProcess)> {
+    let server = spawn_server(&["--serve", kind.name()]).await?;
     let link = match kind {
         Kind::Udp => {
             let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-            Link::Udp { socket, peer: addr }
+            Link::Udp {
+                socket,
+                peer: server.addr,
+            }
         }
         Kind::Netrun => {
-            let key = EntityId::from_hex(hello["public_key"].as_str().unwrap_or_default())
-                .ok_or_else(|| anyhow!("public key"))?;
-            let node = Node::builder().psk(PSK).start().await?;
-            let peer = node.connect(addr, key).await?;
+            let (node, peer) = server.connect(PSK).await?;
             Link::Netrun { node, peer }
         }
     };
-    Ok((link, child))
+    Ok((link, server))
 }
 
 /// Child process: serve until killed.
@@ -283,10 +267,7 @@ async fn run_server(kind: &str) -> Result<()> {
                 .psk(PSK)
                 .start()
                 .await?;
-            println!(
-                "{}",
-                json!({"addr": node.local_addr().to_string(), "public_key": node.public_key().to_hex()})
-            );
+            println!("{}", hello(&node));
             let mut events = node.events();
             let peer = loop {
                 if let netrun::PeerEvent::Up { node: peer, .. } = events.recv().await? {
@@ -313,14 +294,14 @@ async fn main() -> Result<()> {
     for placement in ["in-process", "two-process"] {
         for kind in [Kind::Udp, Kind::Netrun] {
             let mut guards = Vec::new();
-            let mut _child = None;
+            let mut _server = None;
             let link = if placement == "in-process" {
                 let (link, tasks) = local_pair(kind).await?;
                 guards = tasks;
                 link
             } else {
-                let (link, child) = remote_pair(kind).await?;
-                _child = Some(child);
+                let (link, server) = remote_pair(kind).await?;
+                _server = Some(server);
                 link
             };
             let mut offset = 0;

@@ -18,20 +18,17 @@
 //! # a subset (for profiling): --only unary|qps, --placement in-process|two-process
 //! ```
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use bytes::Bytes;
 use netrun::rpc::{CallOptions, HandlerError, RequestContext};
-use netrun::{EntityId, Node, NodeId};
-use netrun_benches::{micros, percentile};
+use netrun::{Node, NodeId};
+use netrun_benches::{hello, micros, percentile, spawn_server};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const PSK: [u8; 32] = [0x6b; 32];
 /// Concurrent callers of the throughput runs.
@@ -247,10 +244,7 @@ async fn run(
 async fn run_server() -> Result<()> {
     let node = Node::builder().psk(PSK).start().await?;
     let _services = serve(&node)?;
-    println!(
-        "{}",
-        json!({"addr": node.local_addr().to_string(), "public_key": node.public_key().to_hex()})
-    );
+    println!("{}", hello(&node));
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -294,29 +288,12 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     // The server in a child process.
-    let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg("--serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("child stdout"))?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).await?;
-    let hello: serde_json::Value = serde_json::from_str(&line).context("child hello line")?;
-    let addr: SocketAddr = hello["addr"]
-        .as_str()
-        .ok_or_else(|| anyhow!("addr"))?
-        .parse()?;
-    let key = EntityId::from_hex(hello["public_key"].as_str().unwrap_or_default())
-        .ok_or_else(|| anyhow!("public key"))?;
-    let client = Node::builder().psk(PSK).start().await?;
-    let peer = client.connect(addr, key).await?;
+    let mut server = spawn_server(&["--serve"]).await?;
+    let (client, peer) = server.connect(PSK).await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let child_pid: Vec<u32> = child.id().into_iter().collect();
+    let child_pid: Vec<u32> = server.child.id().into_iter().collect();
     run(&client, peer, "two-process", &plan, &child_pid).await?;
     client.shutdown().await;
-    child.kill().await?;
+    server.child.kill().await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! A counter daemon: start a node, register a kind, spawn it, feed it, read its outputs.
-use netrun::daemons::{CausalEvent, ChainVerifier, DaemonConfig, DaemonError, MeshDaemon};
+//! A counter daemon: start a node, register a kind, spawn it, feed it, read its output channel.
+use netrun::daemons::{CausalEvent, ChainVerifier, DaemonConfig, DaemonError, MeshDaemon, Output};
 use netrun::{Bytes, Identity, Node, factory};
 struct Counter(u64);
 impl MeshDaemon for Counter {
@@ -25,11 +25,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     node.register_daemon_kind("counter", factory(|_| Ok(Box::new(Counter(0)))))?;
     let (id, config) = (Identity::generate(), DaemonConfig::empty());
     let counter = node.spawn_daemon("counter", id, config).await?;
-    let (mut outputs, mut verifier) = (counter.outputs(), ChainVerifier::new(counter.entity()));
-    let words = vec!["apple".into(), "banana".into(), "cherry".into()];
-    counter.deliver_many(words).await?; // processed in order, one event at a time
+    let mut outputs = node.read_channel(&counter.output_channel())?; // or subscribe elsewhere
+    counter.deliver_many(["apple", "banana", "cherry"]).await?; // processed in order
+    let mut verifier = ChainVerifier::new(counter.entity());
     while verifier.verified() < 3 {
-        let output = outputs.recv().await?;
+        let output = Output::from_bytes(&outputs.recv().await.ok_or("channel closed")?)?;
         verifier.verify(&output)?; // signed with the daemon's key, linked into its chain
         for event in output.events() {
             println!("count {}", String::from_utf8_lossy(&event.payload));

@@ -1,14 +1,11 @@
 //! `netrun channel publish|subscribe|list` and `netrun caps`: channel and capability
 //! commands against a running node's control socket.
 
-use std::path::PathBuf;
-
 use clap::Subcommand;
-use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, request_json};
+use netrun::control::request_json;
 use serde_json::{Value, json};
 
-use super::client::{call_value, exit_code};
+use super::client::{array, call_value, data_dir, exit_code, runtime, text};
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 
 /// Longest a `channel subscribe` poll waits for events before asking again.
@@ -178,16 +175,10 @@ pub(crate) fn caps(args: CapsArgs) -> u8 {
 }
 
 fn subscribe(client: &ClientArgs, publisher: &str, name: &str) -> u8 {
-    let data_dir: PathBuf = client
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let data_dir = data_dir(client);
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+        Err(code) => return code,
     };
     let json_out = client.json;
     runtime.block_on(async move {
@@ -219,7 +210,6 @@ fn subscribe(client: &ClientArgs, publisher: &str, name: &str) -> u8 {
                                 return fail(EXIT_FAILURE, "the subscription ended");
                             }
                         }
-                        Err(e @ ClientError::Refused(_)) => return fail(EXIT_FAILURE, e),
                         Err(e) => return fail(exit_code(&e), e),
                     }
                 }
@@ -244,17 +234,6 @@ fn print_event(event: &Value, json_out: bool) {
         text(event, "channel"),
         data
     );
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
-}
-
-fn array(v: &Value, key: &str) -> Vec<Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
 }
 
 fn array_ref<'a>(v: &'a Value, key: &str) -> &'a [Value] {

@@ -1,9 +1,13 @@
 //! Client subcommands that talk to a running node: `status`, `peers` (`--streams`),
-//! `discovery`; the request helper the `rpc` subcommand shares.
+//! `discovery`; and the one way every client subcommand reaches the node's control socket
+//! ([`send`], [`call_value`]) and prints what it answers.
+
+use std::path::PathBuf;
 
 use netrun::config::{ProcessEnv, default_data_dir};
 use netrun::control::{ClientError, request_json};
 use serde_json::Value;
+use tokio::runtime::Runtime;
 
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, PeersArgs, fail};
 
@@ -95,11 +99,7 @@ pub(crate) fn peers(args: PeersArgs) -> u8 {
 
 pub(crate) fn discovery(args: ClientArgs) -> u8 {
     call(&args, "discovery", |v| {
-        let backends = v
-            .get("backends")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let backends = array(v, "backends");
         println!(
             "{:<14}  {:<8}  {:>7}  {:>7}  DETAIL",
             "BACKEND", "STATE", "FOUND", "ERRORS"
@@ -134,11 +134,7 @@ pub(crate) fn discovery(args: ClientArgs) -> u8 {
             }
             None => println!("\ncoordinator   not running"),
         }
-        let peers = v
-            .get("peers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let peers = array(v, "peers");
         if peers.is_empty() {
             return;
         }
@@ -215,36 +211,53 @@ pub(crate) fn exit_code(error: &ClientError) -> u8 {
     }
 }
 
-fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
+/// Sends `{"op": op}` to the node and prints its result (JSON with `--json`).
+pub(crate) fn call(args: &ClientArgs, op: &str, human: impl FnOnce(&Value)) -> u8 {
     call_value(args, serde_json::json!({ "op": op }), human)
 }
 
 /// Sends one request object to the node and prints its result (JSON with `--json`).
 pub(crate) fn call_value(args: &ClientArgs, request: Value, human: impl FnOnce(&Value)) -> u8 {
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
-    };
-    match runtime.block_on(request_json(&data_dir, &request)) {
+    match send(args, &request) {
         Ok(value) => {
-            if args.json {
-                println!("{value}");
-            } else {
-                human(&value);
-            }
+            show(args, &value, human);
             EXIT_OK
         }
-        Err(e @ ClientError::NotRunning(..)) => fail(EXIT_NOT_RUNNING, e),
-        Err(e @ ClientError::PermissionDenied(_)) => fail(EXIT_PERMISSION, e),
-        Err(e) => fail(EXIT_FAILURE, e),
+        Err(code) => code,
     }
+}
+
+/// Sends one request object to the node and returns its result; on failure the error has
+/// been reported and its exit code is returned.
+pub(crate) fn send(args: &ClientArgs, request: &Value) -> Result<Value, u8> {
+    runtime()?
+        .block_on(request_json(&data_dir(args), request))
+        .map_err(|e| fail(exit_code(&e), e))
+}
+
+/// Prints a result: as one JSON line with `--json`, else with `human`.
+pub(crate) fn show(args: &ClientArgs, value: &Value, human: impl FnOnce(&Value)) {
+    if args.json {
+        println!("{value}");
+    } else {
+        human(value);
+    }
+}
+
+/// The data directory of the node to talk to: `--data-dir`, else the default.
+pub(crate) fn data_dir(args: &ClientArgs) -> PathBuf {
+    args.data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(&ProcessEnv))
+}
+
+/// A single-threaded async runtime for one command; on failure the error has been
+/// reported and its exit code is returned.
+pub(crate) fn runtime() -> Result<Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))
 }
 
 /// The `rpc` part of `status`: served services and per-service call metrics.
@@ -293,18 +306,23 @@ fn print_rpc(rpc: Option<&Value>) {
     }
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+/// The string at `key`, or `-`.
+pub(crate) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// The array at `key` (empty if there is none).
+pub(crate) fn array(v: &Value, key: &str) -> Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Prints a supervisor snapshot (`name`, `strategy`, `children`) and its children
 /// (`id`, `state`, `restarts`, `last_exit`, `subtree`) as an indented tree.
 fn print_tree(supervisor: &Value, depth: usize) {
-    let children = supervisor
-        .get("children")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let children = array(supervisor, "children");
     for child in children {
         let state = child
             .get("state")

@@ -1,13 +1,13 @@
-//! Client subcommands for daemons: `daemons`, `daemon stop <origin>`,
+//! Client subcommands for daemons: `daemons`, `daemon stop <origin> [--node NODE]`,
 //! `daemon snapshot <origin> [--out FILE]`.
 
 use std::path::PathBuf;
 
-use netrun::config::{ProcessEnv, default_data_dir};
-use netrun::control::{ClientError, parse_origin, request_json};
+use netrun::NodeId;
+use netrun::control::parse_origin;
 use serde_json::{Value, json};
 
-use super::client::{EXIT_NOT_RUNNING, EXIT_PERMISSION};
+use super::client::{call, call_value, send, show, text};
 use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 
 /// `netrun daemon …` actions.
@@ -15,7 +15,7 @@ use super::{ClientArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, fail};
 pub(crate) enum DaemonAction {
     /// Stop a daemon: it gets Shutdown with its grace period and a final snapshot is
     /// taken; a daemon that does not stop within the grace period is stopped by force.
-    Stop(OriginArgs),
+    Stop(StopArgs),
     /// Take a snapshot of a daemon now.
     Snapshot(SnapshotArgs),
 }
@@ -29,6 +29,17 @@ pub(crate) struct OriginArgs {
     client: ClientArgs,
 }
 
+/// Arguments of `netrun daemon stop`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StopArgs {
+    #[command(flatten)]
+    target: OriginArgs,
+    /// The node hosting the daemon, when the node this command talks to placed it there
+    /// (16 hex digits); only the placing node may stop it remotely.
+    #[arg(long)]
+    node: Option<String>,
+}
+
 /// Arguments of `netrun daemon snapshot`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SnapshotArgs {
@@ -40,7 +51,7 @@ pub(crate) struct SnapshotArgs {
 }
 
 pub(crate) fn list(args: ClientArgs) -> u8 {
-    call(&args, &json!({"op": "daemons"}), |v| {
+    call(&args, "daemons", |v| {
         let daemons = v.as_array().cloned().unwrap_or_default();
         if daemons.is_empty() {
             println!("no daemons");
@@ -73,7 +84,7 @@ pub(crate) fn list(args: ClientArgs) -> u8 {
 
 pub(crate) fn run(action: DaemonAction) -> u8 {
     let origin = match &action {
-        DaemonAction::Stop(args) => &args.origin,
+        DaemonAction::Stop(args) => &args.target.origin,
         DaemonAction::Snapshot(args) => &args.target.origin,
     };
     if parse_origin(origin).is_none() {
@@ -84,9 +95,22 @@ pub(crate) fn run(action: DaemonAction) -> u8 {
     }
     match action {
         DaemonAction::Stop(args) => {
-            let request = json!({"op": "daemon_stop", "origin": args.origin});
-            call(&args.client, &request, |v| {
-                println!("stopped {}", text(v, "origin"));
+            if let Some(node) = args.node.as_deref().filter(|n| NodeId::parse(n).is_none()) {
+                return fail(
+                    EXIT_USAGE,
+                    format!("{node:?} is not a node id (16 hex digits, see `netrun peers`)"),
+                );
+            }
+            let request = json!({
+                "op": "daemon_stop",
+                "origin": args.target.origin,
+                "node": args.node,
+            });
+            call_value(&args.target.client, request, |v| {
+                match v.get("node").and_then(Value::as_str) {
+                    Some(node) => println!("stopped {} on {node}", text(v, "origin")),
+                    None => println!("stopped {}", text(v, "origin")),
+                }
                 if let Some(s) = v.get("snapshot").filter(|s| !s.is_null()) {
                     println!(
                         "final snapshot at chain seq {}, input seq {}",
@@ -117,64 +141,16 @@ fn snapshot(args: SnapshotArgs) -> u8 {
             );
         }
     }
-    if args.target.client.json {
-        println!("{v}");
-        return EXIT_OK;
-    }
-    println!("daemon       {}", text(&v, "origin"));
-    println!("entity       {}", text(&v, "entity"));
-    for key in ["head_seq", "last_input_seq", "state_len", "encoded_len"] {
-        let n = v.get(key).and_then(Value::as_u64).unwrap_or(0);
-        println!("{:<12} {n}", key.replace('_', " "));
-    }
-    if let Some(path) = &args.out {
-        println!("written to   {}", path.display());
-    }
+    show(&args.target.client, &v, |v| {
+        println!("daemon       {}", text(v, "origin"));
+        println!("entity       {}", text(v, "entity"));
+        for key in ["head_seq", "last_input_seq", "state_len", "encoded_len"] {
+            let n = v.get(key).and_then(Value::as_u64).unwrap_or(0);
+            println!("{:<12} {n}", key.replace('_', " "));
+        }
+        if let Some(path) = &args.out {
+            println!("written to   {}", path.display());
+        }
+    });
     EXIT_OK
-}
-
-/// Sends `request`; prints the result as JSON (`--json`) or with `human`.
-fn call(args: &ClientArgs, request: &Value, human: impl FnOnce(&Value)) -> u8 {
-    match send(args, request) {
-        Ok(value) => {
-            if args.json {
-                println!("{value}");
-            } else {
-                human(&value);
-            }
-            EXIT_OK
-        }
-        Err(code) => code,
-    }
-}
-
-/// Sends `request` to the node; an error has been reported and its exit code returned.
-fn send(args: &ClientArgs, request: &Value) -> Result<Value, u8> {
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| default_data_dir(&ProcessEnv));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            return Err(fail(
-                EXIT_FAILURE,
-                format!("cannot start the async runtime: {e}"),
-            ));
-        }
-    };
-    runtime
-        .block_on(request_json(&data_dir, request))
-        .map_err(|e| match e {
-            e @ ClientError::NotRunning(..) => fail(EXIT_NOT_RUNNING, e),
-            e @ ClientError::PermissionDenied(_) => fail(EXIT_PERMISSION, e),
-            e => fail(EXIT_FAILURE, e),
-        })
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
 }

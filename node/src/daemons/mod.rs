@@ -296,6 +296,12 @@ impl DaemonHandle {
         self.record.kind()
     }
 
+    /// Its output channel, `daemons/<origin>`: every output, signed, published by the
+    /// hosting node (read it there with `Node::read_channel`, subscribe from elsewhere).
+    pub fn output_channel(&self) -> crate::ChannelName {
+        output_channel(self.origin_hash())
+    }
+
     /// The node hosting it.
     pub fn node(&self) -> NodeId {
         self.node
@@ -344,14 +350,16 @@ impl DaemonHandle {
         }
     }
 
-    /// Feeds inputs in order in one actor message (the fast path for many small events);
-    /// processing stops at the first input that is not processed, whose error is in
-    /// [`DeliveredMany::error`].
-    pub async fn deliver_many(
-        &self,
-        inputs: Vec<DaemonInput>,
-    ) -> Result<DeliveredMany, DaemonCallError> {
+    /// Feeds inputs (bytes, strings, events, …) in order in one actor message (the fast
+    /// path for many small events); processing stops at the first input that is not
+    /// processed, whose error is in [`DeliveredMany::error`].
+    pub async fn deliver_many<I>(&self, inputs: I) -> Result<DeliveredMany, DaemonCallError>
+    where
+        I: IntoIterator,
+        I::Item: Into<DaemonInput>,
+    {
         self.check()?;
+        let inputs: Vec<DaemonInput> = inputs.into_iter().map(Into::into).collect();
         let n = inputs.len();
         if n == 0 {
             return Ok(DeliveredMany::default());

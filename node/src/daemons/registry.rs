@@ -416,20 +416,22 @@ impl Daemons {
             }
         }
         self.announce_load();
+        if let Some(sink) = lock(&self.sink).as_ref() {
+            sink.retire(record.origin());
+        }
         info!(origin = %record.origin(), "daemon stopped");
         final_snapshot.or_else(|| record.last_snapshot())
     }
 
-    /// Serves the daemon's services and subscribes it to its input channels.
+    /// Registers the daemon's output channel, serves its services and subscribes it to its
+    /// input channels.
     async fn wire(
         &self,
         handle: &DaemonHandle,
         wiring: &netrun_messages::daemon::DaemonWiring,
     ) -> Result<(), DaemonSpawnError> {
-        if wiring.services.is_empty() && wiring.inputs.is_empty() {
-            return Ok(());
-        }
         let node = self.node_handle().ok_or(DaemonSpawnError::NotReady)?;
+        super::channels::register(&node, handle.origin_hash()).await;
         for service in &wiring.services {
             node.serve_daemon(handle.origin_hash(), service.name.as_str(), service.reply)
                 .map_err(|e| DaemonSpawnError::Wiring(e.to_string()))?;
