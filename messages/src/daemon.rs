@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::bounded::BoundedSeq;
 use crate::capability::CapabilitySet;
 use crate::channel::ChannelName;
 use crate::envelope::{EncodeError, Envelope, Subprotocol, TraceContext, decode_body};
@@ -358,10 +359,11 @@ struct RawSpawn {
     wiring: RawWiring,
 }
 
+/// Bounded while decoded: at most [`MAX_WIRING`] entries of each are reserved or kept.
 #[derive(Serialize, Deserialize)]
 struct RawWiring {
-    services: Vec<(String, DaemonReply)>,
-    inputs: Vec<(u64, String)>,
+    services: BoundedSeq<(String, DaemonReply), MAX_WIRING>,
+    inputs: BoundedSeq<(u64, String), MAX_WIRING>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -413,18 +415,20 @@ impl TryFrom<&DaemonControlMessage> for RawMessage {
                     config: m.config.clone(),
                     host: m.host,
                     wiring: RawWiring {
-                        services: m
-                            .wiring
-                            .services
-                            .iter()
-                            .map(|s| (s.name.as_str().to_owned(), s.reply))
-                            .collect(),
-                        inputs: m
-                            .wiring
-                            .inputs
-                            .iter()
-                            .map(|i| (i.publisher.0, i.channel.as_str().to_owned()))
-                            .collect(),
+                        services: BoundedSeq::new(
+                            m.wiring
+                                .services
+                                .iter()
+                                .map(|s| (s.name.as_str().to_owned(), s.reply))
+                                .collect(),
+                        ),
+                        inputs: BoundedSeq::new(
+                            m.wiring
+                                .inputs
+                                .iter()
+                                .map(|i| (i.publisher.0, i.channel.as_str().to_owned()))
+                                .collect(),
+                        ),
                     },
                 })
             }
@@ -555,20 +559,19 @@ impl TryFrom<RawWiring> for DaemonWiring {
     type Error = DecodeError;
 
     fn try_from(raw: RawWiring) -> Result<Self, DecodeError> {
-        for (what, len) in [
-            ("daemon services", raw.services.len()),
-            ("daemon inputs", raw.inputs.len()),
-        ] {
-            if len > MAX_WIRING {
-                return Err(DecodeError::TooLong {
-                    what,
-                    len,
-                    max: MAX_WIRING,
-                });
+        let too_long = |what| {
+            move |len| DecodeError::TooLong {
+                what,
+                len,
+                max: MAX_WIRING,
             }
-        }
+        };
         let services = raw
             .services
+            .into_items()
+            .map_err(too_long("daemon services"))?;
+        let inputs = raw.inputs.into_items().map_err(too_long("daemon inputs"))?;
+        let services = services
             .into_iter()
             .map(|(name, reply)| {
                 let name =
@@ -576,8 +579,7 @@ impl TryFrom<RawWiring> for DaemonWiring {
                 Ok(ServedService { name, reply })
             })
             .collect::<Result<_, DecodeError>>()?;
-        let inputs = raw
-            .inputs
+        let inputs = inputs
             .into_iter()
             .map(|(publisher, channel)| {
                 let channel =
@@ -842,8 +844,8 @@ mod tests {
                 config: Bytes::from(vec![0; config]),
                 host: MINIMAL_HOST,
                 wiring: RawWiring {
-                    services: Vec::new(),
-                    inputs: Vec::new(),
+                    services: BoundedSeq::new(Vec::new()),
+                    inputs: BoundedSeq::new(Vec::new()),
                 },
             }))
         };
@@ -854,7 +856,10 @@ mod tests {
                 seed: Bytes::copy_from_slice(&[1; 32]),
                 config: Bytes::new(),
                 host: MINIMAL_HOST,
-                wiring: RawWiring { services, inputs },
+                wiring: RawWiring {
+                    services: BoundedSeq::new(services),
+                    inputs: BoundedSeq::new(inputs),
+                },
             }))
         };
         let service = |name: &str| (name.to_owned(), DaemonReply::Last);

@@ -9,6 +9,7 @@
 //! Every decoder of untrusted bytes is total: it returns a typed error, never panics, and
 //! bounds every length and count before it allocates.
 
+mod bounded;
 pub mod capability;
 pub mod causal;
 pub mod channel;

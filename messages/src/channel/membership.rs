@@ -27,14 +27,12 @@
 //! every token must be a well-formed [`PermissionToken`] (signatures are the publisher's
 //! job, after its rate limiter). Layout and rules: `docs/protocol/channel.md`.
 
-use std::fmt;
-
 use bytes::Bytes;
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{ChannelName, ChannelNameError};
+use crate::bounded::BoundedSeq;
 use crate::envelope::{EncodeError, Envelope, Subprotocol, TraceContext, decode_body};
 use crate::error::DecodeError;
 use crate::token::{PermissionToken, TokenError};
@@ -252,15 +250,9 @@ struct RawSubscribe {
     options: SubscribeOptions,
 }
 
-/// The wire token list, bounded while it is read: nothing is reserved or collected beyond
-/// [`MAX_TOKEN_CHAIN`] entries. A list that declares more is stepped over without keeping
-/// its entries (the body bounds how many there can be) and reported by its length.
-struct RawTokens {
-    /// The first entries, at most [`MAX_TOKEN_CHAIN`]; empty when the list declared more.
-    tokens: Vec<Bytes>,
-    /// How many entries the list holds.
-    len: usize,
-}
+/// The wire token list, bounded while it is read: nothing is reserved or kept beyond
+/// [`MAX_TOKEN_CHAIN`] entries, and a longer list is reported by its length.
+type RawTokens = BoundedSeq<Bytes, MAX_TOKEN_CHAIN>;
 
 #[derive(Serialize, Deserialize)]
 struct RawUnsubscribe {
@@ -275,70 +267,19 @@ struct RawAck {
     result: AckResult,
 }
 
-impl Serialize for RawTokens {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.tokens.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawTokens {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(RawTokensVisitor)
-    }
-}
-
-struct RawTokensVisitor;
-
-impl<'de> Visitor<'de> for RawTokensVisitor {
-    type Value = RawTokens;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of token byte strings")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawTokens, A::Error> {
-        // The declared count is checked before anything is reserved or kept.
-        let declared = seq.size_hint();
-        let keep = declared.is_none_or(|n| n <= MAX_TOKEN_CHAIN);
-        let mut tokens = Vec::with_capacity(if keep {
-            declared.unwrap_or(0).min(MAX_TOKEN_CHAIN)
-        } else {
-            0
-        });
-        let mut len = 0;
-        loop {
-            let more = if keep && len < MAX_TOKEN_CHAIN {
-                seq.next_element::<Bytes>()?.map(|token| tokens.push(token))
-            } else {
-                seq.next_element::<IgnoredAny>()?.map(drop)
-            };
-            if more.is_none() {
-                break;
-            }
-            len += 1;
-        }
-        if len > MAX_TOKEN_CHAIN {
-            tokens.clear();
-        }
-        Ok(RawTokens { tokens, len })
-    }
-}
-
 impl From<&MembershipMessage> for RawMessage {
     fn from(message: &MembershipMessage) -> Self {
         match message {
             MembershipMessage::Subscribe(m) => Self::Subscribe(RawSubscribe {
                 nonce: m.nonce,
                 channel: m.channel.as_str().to_owned(),
-                tokens: RawTokens {
-                    tokens: m
-                        .tokens
+                tokens: RawTokens::new(
+                    m.tokens
                         .as_slice()
                         .iter()
                         .map(|t| Bytes::copy_from_slice(&t.to_bytes()))
                         .collect(),
-                    len: m.tokens.len(),
-                },
+                ),
                 options: m.options,
             }),
             MembershipMessage::Unsubscribe(m) => Self::Unsubscribe(RawUnsubscribe {
@@ -360,13 +301,12 @@ impl TryFrom<RawMessage> for MembershipMessage {
     fn try_from(raw: RawMessage) -> Result<Self, Self::Error> {
         Ok(match raw {
             RawMessage::Subscribe(m) => {
-                if m.tokens.len > MAX_TOKEN_CHAIN {
-                    return Err(MembershipError::TokenChainTooLong(m.tokens.len));
-                }
+                let raw_tokens = m
+                    .tokens
+                    .into_items()
+                    .map_err(MembershipError::TokenChainTooLong)?;
                 let channel = ChannelName::new(&m.channel)?;
-                let tokens = m
-                    .tokens
-                    .tokens
+                let tokens = raw_tokens
                     .iter()
                     .map(|bytes| PermissionToken::from_bytes(bytes))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -531,10 +471,7 @@ mod tests {
             rmp_serde::to_vec(&RawMessage::Subscribe(RawSubscribe {
                 nonce: 1,
                 channel: channel.into(),
-                tokens: RawTokens {
-                    len: tokens.len(),
-                    tokens,
-                },
+                tokens: RawTokens::new(tokens),
                 options: SubscribeOptions::default(),
             }))
             .expect("encodes")
@@ -636,10 +573,7 @@ mod tests {
         let body = rmp_serde::to_vec(&RawMessage::Subscribe(RawSubscribe {
             nonce: 3,
             channel: "x".into(),
-            tokens: RawTokens {
-                tokens: vec![],
-                len: 0,
-            },
+            tokens: RawTokens::new(vec![]),
             options: SubscribeOptions::default(),
         }))
         .expect("encodes");
