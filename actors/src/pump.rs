@@ -1,12 +1,12 @@
 //! The background tasks of subsystem actors: moving what the wire hands a subsystem into
 //! its actor's mailbox, bounded, and ending those tasks with the actor.
 //!
-//! ractor mailboxes are unbounded, so the envelope pump ([`serve_envelopes`]) takes a
+//! ractor mailboxes are unbounded, so the envelope pump (`serve_envelopes`) takes a
 //! [`Credit`] (a semaphore permit) per batch it forwards and the batch carries it until the
 //! actor has handled it: at most `credits` batches of at most [`PUMP_BATCH`] envelopes wait
 //! in the mailbox, and beyond that the wire's bounded handler queue fills and drops newest
-//! (counted in `dropped_handler_full`). The peer-event task ([`peer_events`]) forwards the
-//! wire's session events. Both end by themselves when the actor is gone; [`Tasks`] aborts
+//! (counted in `dropped_handler_full`). The peer-event task (`peer_events`) forwards the
+//! wire's session events. Both end by themselves when the actor is gone; `Tasks` aborts
 //! them (and an actor's interval timers) when the actor's state is dropped.
 
 use std::sync::Arc;

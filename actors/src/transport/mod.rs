@@ -1,7 +1,7 @@
 //! `UdpTransport`: owns the UDP socket and runs the receive loop.
 //!
 //! The actor binds the socket in `pre_start` (so a restart rebinds it), publishes it in the
-//! [`Wire`](crate::wire::Wire) for the send path, and runs a receive task that reads
+//! [`Wire`] for the send path, and runs a receive task that reads
 //! datagrams in batches of up to [`MAX_BATCH`] until the socket would block. For each
 //! datagram the loop parses the routing header. A datagram for another node is relayed
 //! right there (`forward`: neighbour check, forward decision against the router's
