@@ -343,6 +343,9 @@ pub(crate) fn channel_status_value(node: &Node) -> Value {
         "streams_accepted": s.streams_accepted,
         "streams_refused": s.streams_refused,
         "bad_streams": s.bad_streams,
+        "evictions_sent": s.evictions_sent,
+        "evictions_received": s.evictions_received,
+        "evictions_ignored": s.evictions_ignored,
         "auth": {
             "accepted": s.auth.accepted,
             "denied": s.auth.denied,
@@ -544,6 +547,9 @@ async fn poll(node: &Node, request: &Value) -> Result<Value, String> {
             None => break,
         }
     }
+    let end_reason = ended
+        .then(|| subscription.end_reason().map(|why| why.to_string()))
+        .flatten();
     drop(subscription);
     if ended {
         state.control().subs.remove(&id);
@@ -561,7 +567,7 @@ async fn poll(node: &Node, request: &Value) -> Result<Value, String> {
             })
         })
         .collect();
-    Ok(json!({"events": events, "ended": ended}))
+    Ok(json!({"events": events, "ended": ended, "end_reason": end_reason}))
 }
 
 async fn unsubscribe(node: &Node, request: &Value) -> Result<Value, String> {

@@ -4,15 +4,20 @@
 //!   Unsubscribe to the named channel's actor (an unregistered name is answered
 //!   `UnknownChannel` here, deny by default); forgets a peer on every roster when its
 //!   session goes down.
+//!   Sends the eviction notices of the node's channels ([`MembershipMsg::Evict`]), each
+//!   [`EVICTION_COPIES`] times a retry interval apart.
 //! - As a subscriber: keeps the `Subscriptions` core, sends requests under random nonces
 //!   (resent every retry interval until their Ack or the timeout), matches Acks, and binds
 //!   each event stream a publisher opens to the subscription it is for; a reader task per
-//!   stream reassembles frames into the subscription's queue.
+//!   stream reassembles frames into the subscription's queue. An eviction notice the core
+//!   takes (from the subscription's publisher, for its admission) ends the subscription
+//!   with the notice's reason; any other is counted and ignored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use netrun_messages::channel::membership::Evicted;
 use netrun_messages::envelope::Subprotocol;
 use netrun_messages::{
     AckResult, ChannelHash, ChannelName, MembershipMessage, NodeId, RejectReason,
@@ -24,10 +29,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
-use super::subscription::{ChannelSubscription, Sink};
+use super::subscription::{ChannelSubscription, EndCell, Sink};
 use super::{
-    CHANNEL_STREAM_CLASS, ChannelEvent, ChannelMsg, Shared, SubscribeConfig, SubscribeError,
-    SubscriptionInfo, parse_event_stream_id,
+    CHANNEL_STREAM_CLASS, ChannelEvent, ChannelMsg, EVICTION_COPIES, Shared, SubscribeConfig,
+    SubscribeError, SubscriptionEnd, SubscriptionInfo, parse_event_stream_id,
 };
 use crate::events::PeerEvent;
 use crate::pump::{self, Credit, Tasks};
@@ -81,6 +86,16 @@ pub enum MembershipMsg {
     },
     /// Resend or give up on request `nonce`.
     Retry(u64),
+    /// Tell these subscribers they were evicted (by a sweep, a revocation or an
+    /// unregistration on this node).
+    Evict(Vec<(NodeId, Evicted)>),
+    /// Send these encoded eviction notices again.
+    EvictAgain {
+        /// Each subscriber and its notice's body.
+        notices: Arc<[(NodeId, Vec<u8>)]>,
+        /// Copies still to send, this one included.
+        copies: u32,
+    },
     /// The subscriptions.
     List(RpcReplyPort<Vec<SubscriptionInfo>>),
 }
@@ -121,6 +136,8 @@ enum WaiterKind {
         sink: u64,
         /// The subscription's channel hash.
         hash: ChannelHash,
+        /// The receiver's end reason.
+        end: EndCell,
         /// Whether a sink was installed for this request (a new subscription) and must be
         /// removed if it fails.
         installed: bool,
@@ -200,7 +217,7 @@ impl Actor for MembershipActor {
             state.shared.membership.store(None);
         }
         for (_, sink) in state.sinks.drain() {
-            sink.close();
+            sink.close(SubscriptionEnd::Stopped);
         }
         Ok(())
     }
@@ -249,6 +266,10 @@ impl MembershipState {
                 }
             }
             MembershipMsg::Retry(nonce) => self.retry(myself, nonce).await,
+            MembershipMsg::Evict(notices) => self.evict(myself, notices).await,
+            MembershipMsg::EvictAgain { notices, copies } => {
+                self.send_evictions(myself, notices, copies).await;
+            }
             MembershipMsg::List(reply) => {
                 let _ = reply.send(self.list());
             }
@@ -269,6 +290,7 @@ impl MembershipState {
         };
         let peer = inbound.peer;
         match message {
+            MembershipMessage::Evicted(evicted) => self.on_evicted(peer, &evicted),
             MembershipMessage::Ack(ack) => match self.core.handle_ack(peer, &ack) {
                 Ok(answered) => {
                     self.shared.counters.acks.fetch_add(1, Ordering::Relaxed);
@@ -371,6 +393,7 @@ impl MembershipState {
                     receiver,
                     sender,
                     sink,
+                    end,
                     ..
                 },
                 AckResult::Subscribed(granted),
@@ -378,15 +401,16 @@ impl MembershipState {
                 let entry = self
                     .sinks
                     .entry(key)
-                    .or_insert_with(|| Sink::new(sink, request.channel.clone()));
+                    .or_insert_with(|| Sink::new(sink, request.channel.clone(), end.clone()));
                 // A renewal replaces the previous receiver's sender, ending it.
-                entry.install(sink, sender, Some(granted));
+                entry.install(sink, sender, end.clone(), Some(granted));
                 let subscription = ChannelSubscription::new(
                     receiver,
                     request.publisher,
                     request.channel,
                     granted,
                     sink,
+                    end,
                     Arc::clone(&self.shared),
                 );
                 let _ = reply.send(Ok(subscription));
@@ -406,11 +430,12 @@ impl MembershipState {
                     // the channel being gone.
                     _ => SubscribeError::UnknownChannel,
                 };
-                // The core ended a standing subscription only for UnknownChannel.
+                // The core ended a standing subscription only for UnknownChannel. (A sink of
+                // our own was never handed out, so nobody reads its reason.)
                 let ended = matches!(other, AckResult::Rejected(RejectReason::UnknownChannel));
                 let ours = installed && self.sinks.get(&key).is_some_and(|s| s.id == sink);
                 if ours || ended {
-                    self.remove_sink(key);
+                    self.remove_sink(key, SubscriptionEnd::UnknownChannel);
                 }
                 let _ = reply.send(Err(error));
             }
@@ -466,11 +491,12 @@ impl MembershipState {
         let (sender, receiver) = mpsc::channel(self.shared.config.queue.max(1));
         self.next_sink += 1;
         let sink = self.next_sink;
+        let end = EndCell::default();
         // A new subscription gets its sink now: the first events may overtake the Ack.
         let installed = !self.sinks.contains_key(&key);
         if installed {
-            let mut entry = Sink::new(sink, channel);
-            entry.install(sink, sender.clone(), None);
+            let mut entry = Sink::new(sink, channel, end.clone());
+            entry.install(sink, sender.clone(), end.clone(), None);
             self.sinks.insert(key, entry);
         }
         let waiter = Waiter {
@@ -483,6 +509,7 @@ impl MembershipState {
                 sender,
                 sink,
                 hash: key.1,
+                end,
                 installed,
             },
         };
@@ -504,7 +531,7 @@ impl MembershipState {
                 let _ = reply.send(result);
             }
         };
-        self.remove_sink((publisher, channel.hash()));
+        self.remove_sink((publisher, channel.hash()), SubscriptionEnd::Unsubscribed);
         if self.shared.wire.peer(publisher).is_none() {
             // Without a session the publisher has dropped us from its rosters already.
             self.forget(publisher, &channel);
@@ -578,8 +605,9 @@ impl MembershipState {
                 ..
             } => {
                 let key = (waiter.publisher, hash);
+                // Never handed out: nobody reads the reason.
                 if installed && self.sinks.get(&key).is_some_and(|s| s.id == sink) {
-                    self.remove_sink(key);
+                    self.remove_sink(key, SubscriptionEnd::Disconnected);
                 }
                 let _ = reply.send(Err(error));
             }
@@ -643,7 +671,7 @@ impl MembershipState {
             .copied()
             .collect();
         for key in keys {
-            self.remove_sink(key);
+            self.remove_sink(key, SubscriptionEnd::Disconnected);
         }
         self.core.remove_publisher(node);
         let stale: Vec<u64> = self
@@ -677,9 +705,99 @@ impl MembershipState {
         }
     }
 
-    fn remove_sink(&mut self, key: (NodeId, ChannelHash)) {
+    /// Ends the delivery of a subscription; its receiver's end reason is `why`.
+    fn remove_sink(&mut self, key: (NodeId, ChannelHash), why: SubscriptionEnd) {
         if let Some(sink) = self.sinks.remove(&key) {
-            sink.close();
+            sink.close(why);
+        }
+    }
+
+    /// An eviction notice from session peer `publisher`: ends the subscription it is
+    /// about if the core takes it, else counts and ignores it.
+    fn on_evicted(&mut self, publisher: NodeId, evicted: &Evicted) {
+        let counters = &self.shared.counters;
+        if let Err(e) = self.core.handle_evicted(publisher, evicted) {
+            counters.evictions_ignored.fetch_add(1, Ordering::Relaxed);
+            debug!(%publisher, channel = %evicted.channel, error = %e, "eviction ignored");
+            return;
+        }
+        counters.evictions_received.fetch_add(1, Ordering::Relaxed);
+        debug!(%publisher, channel = %evicted.channel, reason = %evicted.reason, "evicted");
+        let key = (publisher, evicted.channel.hash());
+        self.remove_sink(key, SubscriptionEnd::Evicted(evicted.reason));
+        self.rebind_renewal(key, &evicted.channel);
+    }
+
+    /// After a subscription ended while a renewal of it awaits its Ack, gives that renewal
+    /// a sink of its own, as for a new subscription (its events may overtake the Ack).
+    fn rebind_renewal(&mut self, key: (NodeId, ChannelHash), channel: &ChannelName) {
+        let renewal = self.waiters.values_mut().find_map(|w| match &mut w.kind {
+            WaiterKind::Subscribe {
+                hash,
+                installed,
+                sender,
+                sink,
+                end,
+                ..
+            } if w.publisher == key.0 && *hash == key.1 && !*installed => {
+                *installed = true;
+                Some((*sink, sender.clone(), end.clone()))
+            }
+            _ => None,
+        });
+        let Some((id, sender, end)) = renewal else {
+            return;
+        };
+        let mut sink = Sink::new(id, channel.clone(), end.clone());
+        sink.install(id, sender, end, None);
+        self.sinks.insert(key, sink);
+    }
+
+    /// Sends the notices of subscribers this node evicted, [`EVICTION_COPIES`] times.
+    async fn evict(&mut self, myself: &ActorRef<MembershipMsg>, notices: Vec<(NodeId, Evicted)>) {
+        let bodies: Vec<(NodeId, Vec<u8>)> = notices
+            .into_iter()
+            .filter_map(
+                |(node, notice)| match MembershipMessage::Evicted(notice).encode() {
+                    Ok(body) => Some((node, body)),
+                    Err(e) => {
+                        debug!(%node, error = %e, "eviction notice not encoded");
+                        None
+                    }
+                },
+            )
+            .collect();
+        self.shared
+            .counters
+            .evictions_sent
+            .fetch_add(bodies.len() as u64, Ordering::Relaxed);
+        self.send_evictions(myself, bodies.into(), EVICTION_COPIES)
+            .await;
+    }
+
+    /// Sends one copy of each notice and schedules the next copy while any are left.
+    async fn send_evictions(
+        &self,
+        myself: &ActorRef<MembershipMsg>,
+        notices: Arc<[(NodeId, Vec<u8>)]>,
+        copies: u32,
+    ) {
+        for (node, body) in notices.iter() {
+            if let Err(e) = self
+                .shared
+                .wire
+                .send_envelope(*node, Subprotocol::MEMBERSHIP, None, body)
+                .await
+            {
+                debug!(%node, error = %e, "eviction notice not sent");
+            }
+        }
+        if copies > 1 {
+            let interval = self.shared.config.retry_interval;
+            myself.send_after(interval, move || MembershipMsg::EvictAgain {
+                notices,
+                copies: copies - 1,
+            });
         }
     }
 

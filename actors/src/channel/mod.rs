@@ -13,6 +13,9 @@
 //!    (visibility, failure budget, matchmaking,    │
 //!     token chain, roster bound) ─▶ Ack ──────────┼──────▶ Membership: match Ack → reply
 //!    sweep timer: expired tokens leave the roster │
+//!    (also revocation, unregistration) ─▶ Membership: Evicted ×3 ─▶ Membership: from the
+//!                                                 │    subscription's publisher, for its
+//!                                                 │    admission? → end it, with the reason
 //!                                                 └─ channel stream (class 0x07) ─▶
 //!                                        Membership binds it to the subscription's sink,
 //!                                        a reader task reassembles frames ─▶ ChannelSubscription
@@ -24,6 +27,12 @@
 //! all channels). A restarted `Channel{name}` actor keeps its roster and sequence numbers
 //! and opens fresh streams on the next publish; a restarted `Membership` actor has lost the
 //! local subscriptions, whose receivers then end.
+//!
+//! Evictions: a subscriber that leaves a roster without asking (its token expired, an
+//! issuer in its chain was revoked, the channel was unregistered) is sent an `Evicted`
+//! notice by the membership actor, [`EVICTION_COPIES`] times `retry_interval` apart
+//! (notices are datagrams and never answered). Its membership actor ends the subscription
+//! and records why ([`ChannelSubscription::end_reason`]).
 //!
 //! Delivery: every event of a publish batch is one event frame; consecutive frames share a
 //! stream send while they fit. On a best-effort delivery an event that finds no credit is
@@ -43,13 +52,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use netrun_messages::channel::membership::{EvictReason, Evicted};
 use netrun_messages::{
     ChannelHash, ChannelName, EntityId, Granted, NodeId, RejectReason, SubscribeOptions,
     TokenChain, TraceContext,
 };
 use netrun_runtime::channel::{
     AuthCounters, Authenticator, Channel, ChannelConfig, ChannelCounters, RegisterError,
-    RegistryConfig, RegistryConfigError, RevocationsFull, SubscriptionsConfig,
+    RegistryConfig, RegistryConfigError, RevocationsFull, Subscriber, SubscriptionsConfig,
 };
 use ractor::{ActorRef, RpcReplyPort};
 use thiserror::Error;
@@ -64,6 +74,10 @@ use crate::wire::{Wire, subsystem_stream_id};
 
 /// The subsystem stream class of channel event streams (the `CHANNEL` subprotocol's id).
 pub const CHANNEL_STREAM_CLASS: u8 = 0x07;
+
+/// How many times an eviction notice is sent, `retry_interval` apart: it is a datagram
+/// nobody acknowledges, and three copies make the loss of one or two harmless.
+pub const EVICTION_COPIES: u32 = 3;
 
 /// Node-wide channel settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +251,39 @@ pub struct ChannelEvent {
     pub trace: Option<TraceContext>,
 }
 
+/// Why a [`ChannelSubscription`] ended ([`ChannelSubscription::end_reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscriptionEnd {
+    /// The publisher removed this node from the roster and said why.
+    Evicted(EvictReason),
+    /// This node unsubscribed.
+    Unsubscribed,
+    /// A newer subscribe to the same channel on the same publisher took over; its
+    /// receiver gets the events now.
+    Renewed,
+    /// A renewal was answered `UnknownChannel`: the publisher no longer has the channel or
+    /// hides it from this node.
+    UnknownChannel,
+    /// The session with the publisher ended.
+    Disconnected,
+    /// This node's membership actor stopped (shutdown, or a restart that lost the local
+    /// subscriptions).
+    Stopped,
+}
+
+impl std::fmt::Display for SubscriptionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Evicted(reason) => write!(f, "evicted: {reason}"),
+            Self::Unsubscribed => f.write_str("unsubscribed"),
+            Self::Renewed => f.write_str("renewed"),
+            Self::UnknownChannel => f.write_str("unknown channel"),
+            Self::Disconnected => f.write_str("publisher disconnected"),
+            Self::Stopped => f.write_str("membership stopped"),
+        }
+    }
+}
+
 /// A published channel as `netrun channel list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -304,6 +351,13 @@ pub struct ChannelsStatus {
     pub streams_refused: u64,
     /// Event streams dropped for carrying malformed frames or another channel's events.
     pub bad_streams: u64,
+    /// Eviction notices this node sent as a publisher (each counted once, not per copy).
+    pub evictions_sent: u64,
+    /// Eviction notices that ended one of this node's subscriptions.
+    pub evictions_received: u64,
+    /// Eviction notices ignored: for no subscription held with the sender (repeated
+    /// copies, forged) or about an earlier admission than the one it holds.
+    pub evictions_ignored: u64,
     /// Token authorization counters shared by every published channel.
     pub auth: AuthCounters,
 }
@@ -358,6 +412,9 @@ struct Counters {
     streams_accepted: AtomicU64,
     streams_refused: AtomicU64,
     bad_streams: AtomicU64,
+    evictions_sent: AtomicU64,
+    evictions_received: AtomicU64,
+    evictions_ignored: AtomicU64,
 }
 
 /// Margin on top of a configured timeout for a call to an actor (covers its queue).
@@ -436,16 +493,23 @@ impl ChannelsHandle {
     }
 
     /// Removes `name` from the directory (after its actor stopped, or when it could not
-    /// start). Returns whether it was registered.
+    /// start) and tells its subscribers they were evicted
+    /// ([`EvictReason::ChannelClosed`]). Returns whether it was registered.
     pub fn release(&self, name: &ChannelName) -> bool {
-        let mut dir = self.shared.directory();
-        match dir.channels.remove(name) {
-            Some(published) => {
+        let removed = {
+            let mut dir = self.shared.directory();
+            let removed = dir.channels.remove(name);
+            if let Some(published) = &removed {
                 dir.by_hash.remove(&published.hash);
-                true
             }
-            None => false,
-        }
+            removed
+        };
+        let Some(published) = removed else {
+            return false;
+        };
+        let roster: Vec<Subscriber> = published.core().subscribers().cloned().collect();
+        self.shared.evict(name, &roster, EvictReason::ChannelClosed);
+        true
     }
 
     /// Whether this node publishes `name`.
@@ -540,20 +604,21 @@ impl ChannelsHandle {
     }
 
     /// Revokes every token `issuer` signed up to now: subscribers whose chain runs through
-    /// one leave every roster at once (their streams are closed). Returns how many
-    /// subscriptions ended.
+    /// one leave every roster at once (their streams are closed, and they are told).
+    /// Returns how many subscriptions ended.
     pub fn revoke_issuer(&self, issuer: EntityId) -> Result<usize, RevocationsFull> {
         let now = unix_secs();
         self.shared.auth().revoke_issuer(now, issuer)?;
         let mut evicted = 0;
         for published in self.shared.all() {
-            let gone = {
+            let (name, gone) = {
                 let mut core = published.core();
                 let auth = self.shared.auth();
-                core.drop_revoked(&auth)
+                (core.name().clone(), core.drop_revoked(&auth))
             };
             evicted += gone.len();
-            published.dropped_subscribers(gone);
+            self.shared.evict(&name, &gone, EvictReason::IssuerRevoked);
+            published.dropped_subscribers(gone.into_iter().map(|s| s.node).collect());
         }
         Ok(evicted)
     }
@@ -597,6 +662,9 @@ impl ChannelsHandle {
             streams_accepted: c.streams_accepted.load(Ordering::Relaxed),
             streams_refused: c.streams_refused.load(Ordering::Relaxed),
             bad_streams: c.bad_streams.load(Ordering::Relaxed),
+            evictions_sent: c.evictions_sent.load(Ordering::Relaxed),
+            evictions_received: c.evictions_received.load(Ordering::Relaxed),
+            evictions_ignored: c.evictions_ignored.load(Ordering::Relaxed),
             auth: *self.shared.auth().counters(),
         }
     }
@@ -629,6 +697,29 @@ impl Shared {
             .channels
             .get(name)
             .cloned()
+    }
+
+    /// Has the membership actor tell `subscribers`, evicted from `channel` for `reason`.
+    /// Without a running membership actor (restarting) the notices are lost and those
+    /// subscriptions go quiet instead.
+    fn evict(&self, channel: &ChannelName, subscribers: &[Subscriber], reason: EvictReason) {
+        if subscribers.is_empty() {
+            return;
+        }
+        let notices = subscribers
+            .iter()
+            .map(|s| {
+                let notice = Evicted {
+                    nonce: s.nonce,
+                    channel: channel.clone(),
+                    reason,
+                };
+                (s.node, notice)
+            })
+            .collect();
+        if let Some(actor) = self.membership.load_full() {
+            let _ = actor.send_message(MembershipMsg::Evict(notices));
+        }
     }
 
     fn all(&self) -> Vec<Arc<Published>> {

@@ -2,7 +2,8 @@
 //!
 //! The roster core lives in the channel's directory entry and survives restarts; the
 //! actor owns the streams to the subscribers (opened at subscribe, reopened at the next
-//! publish after a failure) and the sweep timer.
+//! publish after a failure) and the sweep timer. Swept subscribers are told through the
+//! membership actor.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netrun_messages::channel::event::EventFrame;
-use netrun_messages::channel::membership::{Subscribe, Unsubscribe};
+use netrun_messages::channel::membership::{EvictReason, Subscribe, Unsubscribe};
 use netrun_messages::envelope::Subprotocol;
 use netrun_messages::{Ack, AckResult, MembershipMessage, NodeId, TraceContext};
 use netrun_runtime::channel::{Packed, Piece, SubscribeRequest, pack};
@@ -196,13 +197,18 @@ impl ChannelState {
                 }
             }
             ChannelMsg::Tick(token) if token == self.timer => {
-                let evicted = self.published.core().sweep(unix_secs());
+                let (name, evicted) = {
+                    let mut core = self.published.core();
+                    (core.name().clone(), core.sweep(unix_secs()))
+                };
                 if !evicted.is_empty() {
                     debug!(count = evicted.len(), "expired tokens swept");
                 }
-                for node in evicted {
-                    self.close(node);
+                for subscriber in &evicted {
+                    self.close(subscriber.node);
                 }
+                self.shared
+                    .evict(&name, &evicted, EvictReason::TokenExpired);
                 self.arm(myself);
             }
             ChannelMsg::Tick(_) => {}
@@ -226,6 +232,7 @@ impl ChannelState {
             let mut auth = self.shared.auth();
             let req = SubscribeRequest {
                 node: peer,
+                nonce: request.nonce,
                 entity: keys.entity,
                 tokens: request.tokens.as_slice(),
                 capabilities: capabilities.as_ref(),

@@ -1,13 +1,17 @@
 //! The subscriber's receive side: a subscription's queue and the application's receiver.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use netrun_messages::{ChannelName, Granted, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ChannelEvent, MembershipMsg, Shared};
+use super::{ChannelEvent, MembershipMsg, Shared, SubscriptionEnd};
+
+/// Why one receiver ended, shared by the membership actor (which sets it once, before the
+/// receiver's last sender goes) and the [`ChannelSubscription`] (which reads it).
+pub(super) type EndCell = Arc<OnceLock<SubscriptionEnd>>;
 
 /// Where a subscription's reader tasks put events: the current receiver's sender, or
 /// nothing once the subscription ended. A renewal swaps in a new sender, which ends the
@@ -32,12 +36,16 @@ pub(super) struct Sink {
     pub(super) id: u64,
     pub(super) channel: ChannelName,
     slot: Arc<Slot>,
+    /// The current receiver's end reason.
+    end: EndCell,
     readers: Vec<JoinHandle<()>>,
     granted: Option<Granted>,
 }
 
 impl Sink {
-    pub(super) fn new(id: u64, channel: ChannelName) -> Self {
+    /// A sink for receiver `id`, whose end reason goes to `end`; nothing is delivered until
+    /// [`Sink::install`].
+    pub(super) fn new(id: u64, channel: ChannelName, end: EndCell) -> Self {
         Self {
             id,
             slot: Arc::new(Slot {
@@ -45,19 +53,27 @@ impl Sink {
                 channel: channel.clone(),
             }),
             channel,
+            end,
             readers: Vec::new(),
             granted: None,
         }
     }
 
-    /// Makes receiver `id` (fed by `sender`) the current one.
+    /// Makes receiver `id` (fed by `sender`, its end reason going to `end`) the current
+    /// one; a previous receiver ends as [`SubscriptionEnd::Renewed`].
     pub(super) fn install(
         &mut self,
         id: u64,
         sender: mpsc::Sender<ChannelEvent>,
+        end: EndCell,
         granted: Option<Granted>,
     ) {
+        if id != self.id {
+            // Before its sender goes, so its receiver finds the reason when it ends.
+            let _ = self.end.set(SubscriptionEnd::Renewed);
+        }
         self.id = id;
+        self.end = end;
         self.slot.tx.store(Some(Arc::new(sender)));
         if granted.is_some() {
             self.granted = granted;
@@ -83,9 +99,11 @@ impl Sink {
         self.granted
     }
 
-    /// Ends delivery: the receiver drains what is queued and then ends; the readers stop
-    /// (dropping their streams resets them, so the publisher stops sending).
-    pub(super) fn close(self) {
+    /// Ends delivery for `why` (unless the receiver has a reason already): the receiver
+    /// drains what is queued and then ends; the readers stop (dropping their streams
+    /// resets them, so the publisher stops sending).
+    pub(super) fn close(self, why: SubscriptionEnd) {
+        let _ = self.end.set(why);
         self.slot.tx.store(None);
         for reader in self.readers {
             reader.abort();
@@ -98,9 +116,10 @@ impl Sink {
 /// effort).
 ///
 /// [`recv`](Self::recv) returns `None` once the subscription ended: unsubscribed, renewed
-/// (the new subscription has its own receiver), the publisher's session went down, or the
-/// node is shutting down. Dropping the receiver unsubscribes (without waiting for the
-/// publisher's answer).
+/// (the new subscription has its own receiver), evicted by the publisher (token expired,
+/// issuer revoked, channel unregistered), the publisher's session went down, or the node
+/// is shutting down; [`end_reason`](Self::end_reason) then says which. Dropping the
+/// receiver unsubscribes (without waiting for the publisher's answer).
 #[derive(Debug)]
 pub struct ChannelSubscription {
     rx: mpsc::Receiver<ChannelEvent>,
@@ -108,6 +127,7 @@ pub struct ChannelSubscription {
     channel: ChannelName,
     granted: Granted,
     sink: u64,
+    end: EndCell,
     shared: Arc<Shared>,
 }
 
@@ -118,6 +138,7 @@ impl ChannelSubscription {
         channel: ChannelName,
         granted: Granted,
         sink: u64,
+        end: EndCell,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -126,13 +147,22 @@ impl ChannelSubscription {
             channel,
             granted,
             sink,
+            end,
             shared,
         }
     }
 
-    /// The next event; `None` once the subscription ended and every queued event was read.
+    /// The next event; `None` once the subscription ended and every queued event was read
+    /// ([`end_reason`](Self::end_reason) says why).
     pub async fn recv(&mut self) -> Option<ChannelEvent> {
         self.rx.recv().await
+    }
+
+    /// Why the subscription ended, once it has: always set by the time
+    /// [`recv`](Self::recv) returns `None` (it may be set while queued events remain to be
+    /// read). `None` while it lasts.
+    pub fn end_reason(&self) -> Option<SubscriptionEnd> {
+        self.end.get().copied()
     }
 
     /// The next event if one is queued.

@@ -1,11 +1,16 @@
-//! Channel membership messages: subscribe, unsubscribe and the publisher's acknowledgement.
+//! Channel membership messages: subscribe, unsubscribe, the publisher's acknowledgement
+//! and its eviction notice.
 //!
 //! A subscriber asks a publisher to add it to a channel's roster with [`Subscribe`] and
 //! leaves with [`Unsubscribe`]; the publisher answers both with an [`Ack`] that echoes the
 //! request's random `nonce`, so the subscriber matches the answer to its request (and
-//! accepts it only from the node it asked). A rejection carries a [`RejectReason`].
+//! accepts it only from the node it asked). A rejection carries a [`RejectReason`]. When
+//! the publisher removes a subscriber without being asked (its token expired, an issuer
+//! was revoked, the channel was unregistered) it tells it with [`Evicted`], which echoes
+//! the nonce of the Subscribe that admitted the subscription and says why
+//! ([`EvictReason`]).
 //!
-//! The three messages are the rmp-serde body of a
+//! The four messages are the rmp-serde body of a
 //! [`Subprotocol::MEMBERSHIP`](crate::Subprotocol::MEMBERSHIP) envelope, as the
 //! externally tagged enum [`MembershipMessage`]: rmp-serde's default form, so structs are
 //! msgpack arrays in field order and an enum is a one-entry map from the variant name to
@@ -15,9 +20,11 @@
 //! MembershipMessage = { "Subscribe":   [nonce u64, channel str, tokens [bin 161]*, options [best_effort bool]] }
 //!                   | { "Unsubscribe": [nonce u64, channel str] }
 //!                   | { "Ack":         [nonce u64, channel str, result AckResult] }
+//!                   | { "Evicted":     [nonce u64, channel str, reason EvictReason] }
 //! AckResult         = { "Subscribed": [reliable bool, priority u8, token_expires_at u64 | nil] }
 //!                   | "Unsubscribed"
 //!                   | { "Rejected": "Unauthorized" | "UnknownChannel" | "RateLimited" | "TooManySubscribers" }
+//! EvictReason       = "TokenExpired" | "IssuerRevoked" | "ChannelClosed"
 //! ```
 //!
 //! Decoding ([`MembershipMessage::decode`]) is total and typed: the body is bounded by the
@@ -26,6 +33,8 @@
 //! (checked against the list's declared count before anything is reserved or kept) and
 //! every token must be a well-formed [`PermissionToken`] (signatures are the publisher's
 //! job, after its rate limiter). Layout and rules: `docs/protocol/channel.md`.
+
+use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -50,6 +59,8 @@ pub enum MembershipMessage {
     Unsubscribe(Unsubscribe),
     /// The publisher's answer to either.
     Ack(Ack),
+    /// The publisher removed the receiving subscriber from a roster without being asked.
+    Evicted(Evicted),
 }
 
 /// A request to join `channel` on the receiving publisher.
@@ -84,6 +95,31 @@ pub struct Ack {
     pub channel: ChannelName,
     /// What happened.
     pub result: AckResult,
+}
+
+/// The publisher's notice that it removed the receiving node from `channel`'s roster on
+/// its own. It is never answered: the subscriber ends the subscription if the notice is
+/// for one it holds with the sender, and ignores it otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evicted {
+    /// The nonce of the Subscribe that admitted (or last renewed) the subscription, so a
+    /// notice about an earlier admission cannot end a later one.
+    pub nonce: u64,
+    /// The channel (canonical).
+    pub channel: ChannelName,
+    /// Why.
+    pub reason: EvictReason,
+}
+
+/// Why a publisher removed a subscriber without being asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EvictReason {
+    /// Its token chain expired (the publisher's expiry sweep).
+    TokenExpired,
+    /// An issuer in its token chain was revoked.
+    IssuerRevoked,
+    /// The publisher stopped publishing the channel.
+    ChannelClosed,
 }
 
 /// The outcome an [`Ack`] reports.
@@ -191,16 +227,28 @@ impl MembershipMessage {
             Self::Subscribe(m) => &m.channel,
             Self::Unsubscribe(m) => &m.channel,
             Self::Ack(m) => &m.channel,
+            Self::Evicted(m) => &m.channel,
         }
     }
 
-    /// The correlation nonce.
+    /// The correlation nonce (for [`Evicted`], the admitting Subscribe's).
     pub fn nonce(&self) -> u64 {
         match self {
             Self::Subscribe(m) => m.nonce,
             Self::Unsubscribe(m) => m.nonce,
             Self::Ack(m) => m.nonce,
+            Self::Evicted(m) => m.nonce,
         }
+    }
+}
+
+impl fmt::Display for EvictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TokenExpired => "token expired",
+            Self::IssuerRevoked => "token issuer revoked",
+            Self::ChannelClosed => "channel closed",
+        })
     }
 }
 
@@ -240,6 +288,7 @@ enum RawMessage {
     Subscribe(RawSubscribe),
     Unsubscribe(RawUnsubscribe),
     Ack(RawAck),
+    Evicted(RawEvicted),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -267,6 +316,13 @@ struct RawAck {
     result: AckResult,
 }
 
+#[derive(Serialize, Deserialize)]
+struct RawEvicted {
+    nonce: u64,
+    channel: String,
+    reason: EvictReason,
+}
+
 impl From<&MembershipMessage> for RawMessage {
     fn from(message: &MembershipMessage) -> Self {
         match message {
@@ -290,6 +346,11 @@ impl From<&MembershipMessage> for RawMessage {
                 nonce: m.nonce,
                 channel: m.channel.as_str().to_owned(),
                 result: m.result,
+            }),
+            MembershipMessage::Evicted(m) => Self::Evicted(RawEvicted {
+                nonce: m.nonce,
+                channel: m.channel.as_str().to_owned(),
+                reason: m.reason,
             }),
         }
     }
@@ -325,6 +386,11 @@ impl TryFrom<RawMessage> for MembershipMessage {
                 nonce: m.nonce,
                 channel: ChannelName::new(&m.channel)?,
                 result: m.result,
+            }),
+            RawMessage::Evicted(m) => Self::Evicted(Evicted {
+                nonce: m.nonce,
+                channel: ChannelName::new(&m.channel)?,
+                reason: m.reason,
             }),
         })
     }
@@ -367,6 +433,14 @@ mod tests {
             Just(RejectReason::UnknownChannel),
             Just(RejectReason::RateLimited),
             Just(RejectReason::TooManySubscribers),
+        ]
+    }
+
+    fn evict_reason() -> impl Strategy<Value = EvictReason> {
+        prop_oneof![
+            Just(EvictReason::TokenExpired),
+            Just(EvictReason::IssuerRevoked),
+            Just(EvictReason::ChannelClosed),
         ]
     }
 
@@ -419,6 +493,13 @@ mod tests {
                     result,
                 })
             }),
+            (any::<u64>(), name(), evict_reason()).prop_map(|(nonce, channel, reason)| {
+                MembershipMessage::Evicted(Evicted {
+                    nonce,
+                    channel,
+                    reason,
+                })
+            }),
         ]
     }
 
@@ -462,6 +543,51 @@ mod tests {
         let msg = MembershipMessage::decode(&body).expect("decodes");
         assert_eq!(msg.channel().as_str(), "foo.bar");
         assert_eq!(msg.nonce(), 9);
+    }
+
+    #[test]
+    fn evicted_layout_and_errors() {
+        let evicted = |channel: &str, reason: &str| {
+            // {"Evicted": [7, channel, reason]}
+            let mut body = vec![0x81, 0xa7];
+            body.extend_from_slice(b"Evicted");
+            body.extend_from_slice(&[0x93, 0x07, 0xa0 | channel.len() as u8]);
+            body.extend_from_slice(channel.as_bytes());
+            body.push(0xa0 | reason.len() as u8);
+            body.extend_from_slice(reason.as_bytes());
+            body
+        };
+        let message = MembershipMessage::Evicted(Evicted {
+            nonce: 7,
+            channel: ChannelName::new("a.b").expect("valid"),
+            reason: EvictReason::TokenExpired,
+        });
+        assert_eq!(
+            message.encode().expect("encodes"),
+            evicted("a.b", "TokenExpired")
+        );
+        let decoded = MembershipMessage::decode(&evicted("A.B", "ChannelClosed")).expect("decodes");
+        assert_eq!(decoded.channel().as_str(), "a.b");
+        assert_eq!(decoded.nonce(), 7);
+        assert!(matches!(
+            decoded,
+            MembershipMessage::Evicted(Evicted {
+                reason: EvictReason::ChannelClosed,
+                ..
+            })
+        ));
+        assert!(matches!(
+            MembershipMessage::decode(&evicted("a.b", "Bored")),
+            Err(MembershipError::Decode(DecodeError::Body(_)))
+        ));
+        assert!(matches!(
+            MembershipMessage::decode(&evicted("a..b", "IssuerRevoked")),
+            Err(MembershipError::ChannelName(ChannelNameError::EmptySegment))
+        ));
+        assert_eq!(
+            EvictReason::IssuerRevoked.to_string(),
+            "token issuer revoked"
+        );
     }
 
     #[test]

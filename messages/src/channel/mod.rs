@@ -9,7 +9,7 @@
 //!
 //! Submodules hold the channel subprotocol's wire messages:
 //!
-//! - [`membership`]: `Subscribe` / `Unsubscribe` / `Ack`, rmp-serde bodies of
+//! - [`membership`]: `Subscribe` / `Unsubscribe` / `Ack` / `Evicted`, rmp-serde bodies of
 //!   [`Subprotocol::MEMBERSHIP`](crate::Subprotocol::MEMBERSHIP) envelopes;
 //! - [`event`]: the fixed-layout frame that carries one published event to a subscriber.
 

@@ -12,6 +12,8 @@
 //!  Subscriptions::accept_event ◄── EventFrame ─ Channel::recipients / next_seq
 //!                                               timer: sweep(now) evicts expired tokens
 //!                                               revoke_issuer(now, key) drops descendants
+//!                                               unregister(name) evicts the whole roster
+//!  Subscriptions::handle_evicted ◄── Evicted ── Evicted::notice, one per evicted subscriber
 //! ```
 //!
 //! - [`ChannelConfig`]: visibility, `require_token` and token roots (the access control),
@@ -21,13 +23,16 @@
 //!   per-peer failure limiter (checked before any signature) and issuer revocation.
 //! - [`Channel`]: one channel's roster and subscribe decision; [`ChannelRegistry`]: all of a
 //!   node's channels sharing one authenticator, speaking membership messages.
-//! - [`Subscriptions`]: what this node subscribed to, ack matching and event admission.
+//! - [`Subscriptions`]: what this node subscribed to, ack and eviction matching, event
+//!   admission.
 //! - [`pack`] / [`FrameReassembler`]: event frames cut into stream sends and read back.
 //!
 //! Times are unix seconds, because tokens carry wall-clock validity.
 
 mod auth;
 mod config;
+#[cfg(test)]
+mod eviction_tests;
 mod frames;
 mod publisher;
 mod registry;
@@ -43,11 +48,12 @@ pub use config::{
     ChannelConfig, ChannelConfigError, MAX_SUBSCRIBERS_LIMIT, MAX_TOKEN_ROOTS, Visibility,
 };
 pub use frames::{Event, FrameReassembler, MAX_FRAME_LEN, Packed, Piece, ReassemblyError, pack};
+pub use netrun_messages::channel::membership::EvictReason;
 pub use publisher::{Accepted, Channel, ChannelCounters, Reject, SubscribeRequest, Subscriber};
 pub use registry::{
-    ChannelRegistry, EvictReason, Evicted, Peer, RegisterError, RegistryConfig, RegistryConfigError,
+    ChannelRegistry, Evicted, Peer, RegisterError, RegistryConfig, RegistryConfigError,
 };
 pub use subscriber::{
-    AckError, Active, Answered, Pending, RequestKind, SubscriptionCounters, SubscriptionError,
-    Subscriptions, SubscriptionsConfig,
+    AckError, Active, Answered, EvictionError, MAX_UNCONFIRMED, Pending, RequestKind,
+    SubscriptionCounters, SubscriptionError, Subscriptions, SubscriptionsConfig,
 };

@@ -15,6 +15,9 @@ use super::config::{ChannelConfig, ChannelConfigError};
 pub struct SubscribeRequest<'a> {
     /// The session peer asking.
     pub node: NodeId,
+    /// The request's nonce; an admitted subscriber keeps it, and an eviction notice
+    /// echoes it.
+    pub nonce: u64,
     /// The peer's entity (the key its session authenticated).
     pub entity: EntityId,
     /// The presented token chain, root first (may be empty).
@@ -30,6 +33,9 @@ pub struct SubscribeRequest<'a> {
 pub struct Subscriber {
     /// The subscriber node.
     pub node: NodeId,
+    /// The nonce of the Subscribe that admitted or last renewed it (an eviction notice
+    /// echoes it, so the subscriber can tell it from a notice about an older admission).
+    pub nonce: u64,
     /// Its entity.
     pub entity: EntityId,
     /// Its delivery preferences.
@@ -180,14 +186,14 @@ impl Channel {
     }
 
     /// Removes every subscriber whose token chain has expired by `now_unix`; returns them.
-    pub fn sweep(&mut self, now_unix: u64) -> Vec<NodeId> {
+    pub fn sweep(&mut self, now_unix: u64) -> Vec<Subscriber> {
         let mut evicted = Vec::new();
         while let Some(&(at, node)) = self.expiry.first() {
             if at > now_unix {
                 break;
             }
-            self.remove(node);
-            evicted.push(node);
+            self.expiry.pop_first();
+            evicted.extend(self.remove(node));
         }
         self.counters.evicted_expired += evicted.len() as u64;
         evicted
@@ -199,18 +205,19 @@ impl Channel {
     }
 
     /// Removes every subscriber whose grant `auth` now considers revoked; returns them.
-    pub fn drop_revoked(&mut self, auth: &Authenticator) -> Vec<NodeId> {
+    pub fn drop_revoked(&mut self, auth: &Authenticator) -> Vec<Subscriber> {
         let revoked: Vec<NodeId> = self
             .subscribers
             .values()
             .filter(|s| s.grant.as_ref().is_some_and(|g| auth.grant_revoked(g)))
             .map(|s| s.node)
             .collect();
-        for node in &revoked {
-            self.remove(*node);
-        }
-        self.counters.evicted_revoked += revoked.len() as u64;
-        revoked
+        let evicted: Vec<Subscriber> = revoked
+            .into_iter()
+            .filter_map(|node| self.remove(node))
+            .collect();
+        self.counters.evicted_revoked += evicted.len() as u64;
+        evicted
     }
 
     /// The roster, by node id.
@@ -332,6 +339,7 @@ impl Channel {
             request.node,
             Subscriber {
                 node: request.node,
+                nonce: request.nonce,
                 entity: request.entity,
                 options: request.options,
                 since: now,

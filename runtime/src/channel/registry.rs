@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use netrun_messages::channel::membership::{self, EvictReason};
 use netrun_messages::{
     Ack, AckResult, CapabilitySet, ChannelHash, ChannelName, EntityId, MembershipMessage, NodeId,
     RejectReason,
@@ -10,7 +11,7 @@ use thiserror::Error;
 
 use super::auth::{AuthConfig, AuthConfigError, Authenticator, RevocationsFull};
 use super::config::{ChannelConfig, ChannelConfigError};
-use super::publisher::{Accepted, Channel, Reject, SubscribeRequest};
+use super::publisher::{Accepted, Channel, Reject, SubscribeRequest, Subscriber};
 
 /// Registry limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,24 +64,29 @@ pub enum RegisterError {
     TooManyChannels(usize),
 }
 
-/// Why a subscriber left a roster without asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EvictReason {
-    /// Its token chain expired.
-    TokenExpired,
-    /// An issuer in its chain was revoked.
-    IssuerRevoked,
-}
-
-/// A subscriber removed by a sweep or a revocation.
+/// A subscriber removed without asking: by a sweep, a revocation or the channel's
+/// unregistration. The publisher tells it with [`Evicted::notice`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evicted {
     /// The channel.
     pub channel: ChannelName,
     /// The subscriber.
     pub node: NodeId,
+    /// The nonce of the Subscribe that admitted or last renewed it.
+    pub nonce: u64,
     /// Why.
     pub reason: EvictReason,
+}
+
+impl Evicted {
+    /// The membership message that tells the subscriber (send it to [`Evicted::node`]).
+    pub fn notice(&self) -> membership::Evicted {
+        membership::Evicted {
+            nonce: self.nonce,
+            channel: self.channel.clone(),
+            reason: self.reason,
+        }
+    }
 }
 
 /// The authenticated peer a membership message came from.
@@ -149,12 +155,17 @@ impl ChannelRegistry {
         Ok(())
     }
 
-    /// Stops publishing a channel; returns its last roster (`None` if it was not
-    /// registered).
-    pub fn unregister(&mut self, name: &ChannelName) -> Option<Vec<NodeId>> {
+    /// Stops publishing a channel; returns its last roster as evictions
+    /// ([`EvictReason::ChannelClosed`]), or `None` if it was not registered.
+    pub fn unregister(&mut self, name: &ChannelName) -> Option<Vec<Evicted>> {
         let channel = self.channels.remove(name)?;
         self.by_hash.remove(&channel.hash());
-        Some(channel.subscribers().map(|s| s.node).collect())
+        Some(
+            channel
+                .subscribers()
+                .map(|s| evicted(name, s, EvictReason::ChannelClosed))
+                .collect(),
+        )
     }
 
     /// Decides a subscribe to `name` (see [`Channel::subscribe`]); an unregistered name is
@@ -182,7 +193,8 @@ impl ChannelRegistry {
     }
 
     /// Handles a membership message from `peer` and returns the [`Ack`] to send back
-    /// (`None` for an `Ack`, which a publisher never expects).
+    /// (`None` for an `Ack` or an `Evicted`, which a publisher never answers: they are
+    /// for subscribers).
     pub fn handle_message(
         &mut self,
         now_unix: u64,
@@ -193,6 +205,7 @@ impl ChannelRegistry {
             MembershipMessage::Subscribe(subscribe) => {
                 let request = SubscribeRequest {
                     node: peer.node,
+                    nonce: subscribe.nonce,
                     entity: peer.entity,
                     tokens: subscribe.tokens.as_slice(),
                     capabilities: peer.capabilities,
@@ -207,7 +220,7 @@ impl ChannelRegistry {
                 self.unsubscribe(&unsubscribe.channel, peer.node);
                 AckResult::Unsubscribed
             }
-            MembershipMessage::Ack(_) => return None,
+            MembershipMessage::Ack(_) | MembershipMessage::Evicted(_) => return None,
         };
         Some(Ack {
             nonce: message.nonce(),
@@ -220,12 +233,8 @@ impl ChannelRegistry {
     pub fn sweep(&mut self, now_unix: u64) -> Vec<Evicted> {
         let mut evicted = Vec::new();
         for (name, channel) in &mut self.channels {
-            for node in channel.sweep(now_unix) {
-                evicted.push(Evicted {
-                    channel: name.clone(),
-                    node,
-                    reason: EvictReason::TokenExpired,
-                });
+            for subscriber in channel.sweep(now_unix) {
+                evicted.push(self::evicted(name, &subscriber, EvictReason::TokenExpired));
             }
         }
         evicted
@@ -249,12 +258,8 @@ impl ChannelRegistry {
         self.auth.revoke_issuer(now_unix, issuer)?;
         let mut evicted = Vec::new();
         for (name, channel) in &mut self.channels {
-            for node in channel.drop_revoked(&self.auth) {
-                evicted.push(Evicted {
-                    channel: name.clone(),
-                    node,
-                    reason: EvictReason::IssuerRevoked,
-                });
+            for subscriber in channel.drop_revoked(&self.auth) {
+                evicted.push(self::evicted(name, &subscriber, EvictReason::IssuerRevoked));
             }
         }
         Ok(evicted)
@@ -294,5 +299,15 @@ impl ChannelRegistry {
     /// The shared authenticator (counters, generation).
     pub fn auth(&self) -> &Authenticator {
         &self.auth
+    }
+}
+
+/// The eviction of `subscriber` from `channel`.
+fn evicted(channel: &ChannelName, subscriber: &Subscriber, reason: EvictReason) -> Evicted {
+    Evicted {
+        channel: channel.clone(),
+        node: subscriber.node,
+        nonce: subscriber.nonce,
+        reason,
     }
 }

@@ -1,8 +1,8 @@
 //! The subscriber side: which channels on which publishers this node asked for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use netrun_messages::channel::membership::{Subscribe, Unsubscribe};
+use netrun_messages::channel::membership::{Evicted, Subscribe, Unsubscribe};
 use netrun_messages::{
     Ack, AckResult, ChannelHash, ChannelName, Granted, NodeId, RejectReason, SubscribeOptions,
     TokenChain,
@@ -60,6 +60,19 @@ pub enum AckError {
     WrongChannel,
 }
 
+/// Why an eviction notice was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum EvictionError {
+    /// No active subscription to this channel on the sending node: never held, ended
+    /// already (a repeated notice), or the sender is not its publisher.
+    #[error("no active subscription to this channel on the sender")]
+    NotSubscribed,
+    /// The nonce is not one this subscription was (possibly) admitted under: the notice
+    /// is about an earlier admission, or forged.
+    #[error("eviction names another admission")]
+    Stale,
+}
+
 /// What a request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -96,6 +109,8 @@ pub struct Answered {
 pub struct Active {
     /// The publisher.
     pub publisher: NodeId,
+    /// The nonce of the subscribe whose `Subscribed` ack (last) confirmed it.
+    pub nonce: u64,
     /// The channel.
     pub channel: ChannelName,
     /// What we asked for.
@@ -113,6 +128,10 @@ pub struct SubscriptionCounters {
     pub bad_acks: u64,
     /// Events for no active subscription.
     pub unsolicited_events: u64,
+    /// Eviction notices that ended a subscription.
+    pub evictions: u64,
+    /// Eviction notices refused (no such subscription, repeats, earlier admissions).
+    pub bad_evictions: u64,
 }
 
 /// This node's subscriptions.
@@ -123,12 +142,32 @@ pub struct SubscriptionCounters {
 /// checked against: an event frame is accepted only for a (publisher, channel hash) pair
 /// this node subscribed to. Timeouts are the caller's: it cancels a request it stopped
 /// waiting for with [`Subscriptions::cancel`].
+///
+/// An [`Evicted`] notice ends a subscription ([`Subscriptions::handle_evicted`]) only when
+/// it comes from that subscription's publisher and names a nonce the publisher may hold
+/// the subscriber under: the subscribe that last confirmed it, a renewal sent since whose
+/// answer did not confirm it (lost, timed out or refused; the last
+/// [`MAX_UNCONFIRMED`] are remembered), or a subscribe still awaiting its ack. A
+/// confirmed renewal forgets the nonces sent before it, so a late or repeated notice about
+/// an earlier admission cannot end the renewed subscription.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     config: SubscriptionsConfig,
     pending: HashMap<u64, Pending>,
-    active: HashMap<(NodeId, ChannelHash), Active>,
+    active: HashMap<(NodeId, ChannelHash), Entry>,
     counters: SubscriptionCounters,
+}
+
+/// Renewal nonces remembered per subscription besides the confirmed one: more than the
+/// renewals a subscriber sends while one eviction notice is in flight.
+pub const MAX_UNCONFIRMED: usize = 8;
+
+/// An active subscription and the renewals sent for it since it was last confirmed.
+#[derive(Debug)]
+struct Entry {
+    active: Active,
+    /// Nonces of subscribes sent for this subscription after `active.nonce`, oldest first.
+    unconfirmed: VecDeque<u64>,
 }
 
 impl Subscriptions {
@@ -157,10 +196,16 @@ impl Subscriptions {
             .values()
             .filter(|p| matches!(p.kind, RequestKind::Subscribe(_)))
             .count();
-        if !self.active.contains_key(&key)
-            && self.active.len() + pending_subscribes >= self.config.max_subscriptions
-        {
-            return Err(SubscriptionError::TooManySubscriptions);
+        let full = self.active.len() + pending_subscribes >= self.config.max_subscriptions;
+        match self.active.get_mut(&key) {
+            Some(entry) => {
+                if entry.unconfirmed.len() >= MAX_UNCONFIRMED {
+                    entry.unconfirmed.pop_front();
+                }
+                entry.unconfirmed.push_back(nonce);
+            }
+            None if full => return Err(SubscriptionError::TooManySubscriptions),
+            None => {}
         }
         self.pending.insert(
             nonce,
@@ -212,6 +257,22 @@ impl Subscriptions {
         result
     }
 
+    /// Takes an eviction notice received from session peer `from`: it ends the active
+    /// subscription it is about (returned) if `from` is that subscription's publisher and
+    /// the nonce is one it may hold the subscription under (see the [type docs](Self)).
+    pub fn handle_evicted(
+        &mut self,
+        from: NodeId,
+        evicted: &Evicted,
+    ) -> Result<Active, EvictionError> {
+        let result = self.match_evicted(from, evicted);
+        match result {
+            Ok(_) => self.counters.evictions += 1,
+            Err(_) => self.counters.bad_evictions += 1,
+        }
+        result
+    }
+
     /// Forgets a pending request (the caller gave up waiting).
     pub fn cancel(&mut self, nonce: u64) -> Option<Pending> {
         self.pending.remove(&nonce)
@@ -224,17 +285,19 @@ impl Subscriptions {
         if found.is_none() {
             self.counters.unsolicited_events += 1;
         }
-        found
+        found.map(|entry| &entry.active)
     }
 
     /// An active subscription.
     pub fn get(&self, publisher: NodeId, channel: &ChannelName) -> Option<&Active> {
-        self.active.get(&(publisher, channel.hash()))
+        self.active
+            .get(&(publisher, channel.hash()))
+            .map(|entry| &entry.active)
     }
 
     /// Every active subscription.
     pub fn active(&self) -> impl Iterator<Item = &Active> {
-        self.active.values()
+        self.active.values().map(|entry| &entry.active)
     }
 
     /// Subscriptions whose token expires within `margin_secs` of `now_unix`: re-subscribe
@@ -242,8 +305,7 @@ impl Subscriptions {
     pub fn renewals_due(&self, now_unix: u64, margin_secs: u64) -> Vec<(NodeId, ChannelName)> {
         let deadline = now_unix.saturating_add(margin_secs);
         let mut due: Vec<_> = self
-            .active
-            .values()
+            .active()
             .filter(|a| a.granted.token_expires_at.is_some_and(|t| t <= deadline))
             .map(|a| (a.publisher, a.channel.clone()))
             .collect();
@@ -256,10 +318,10 @@ impl Subscriptions {
     pub fn remove_publisher(&mut self, publisher: NodeId) -> Vec<ChannelName> {
         self.pending.retain(|_, p| p.publisher != publisher);
         let mut gone = Vec::new();
-        self.active.retain(|_, a| {
-            let keep = a.publisher != publisher;
+        self.active.retain(|_, entry| {
+            let keep = entry.active.publisher != publisher;
             if !keep {
-                gone.push(a.channel.clone());
+                gone.push(entry.active.channel.clone());
             }
             keep
         });
@@ -305,13 +367,28 @@ impl Subscriptions {
         let key = (request.publisher, request.channel.hash());
         match (request.kind, ack.result) {
             (RequestKind::Subscribe(options), AckResult::Subscribed(granted)) => {
+                let active = Active {
+                    publisher: request.publisher,
+                    nonce: ack.nonce,
+                    channel: request.channel.clone(),
+                    options,
+                    granted,
+                };
+                let mut unconfirmed = self
+                    .active
+                    .remove(&key)
+                    .map(|entry| entry.unconfirmed)
+                    .unwrap_or_default();
+                // The publisher now holds us under this nonce: renewals sent before it
+                // are superseded, those sent after it may still be admitted.
+                if let Some(at) = unconfirmed.iter().position(|&n| n == ack.nonce) {
+                    unconfirmed.drain(..=at);
+                }
                 self.active.insert(
                     key,
-                    Active {
-                        publisher: request.publisher,
-                        channel: request.channel.clone(),
-                        options,
-                        granted,
+                    Entry {
+                        active,
+                        unconfirmed,
                     },
                 );
             }
@@ -328,5 +405,29 @@ impl Subscriptions {
             request,
             result: ack.result,
         })
+    }
+
+    fn match_evicted(&mut self, from: NodeId, evicted: &Evicted) -> Result<Active, EvictionError> {
+        let key = (from, evicted.channel.hash());
+        let entry = self
+            .active
+            .get(&key)
+            .filter(|entry| entry.active.channel == evicted.channel)
+            .ok_or(EvictionError::NotSubscribed)?;
+        let awaiting = self.pending.get(&evicted.nonce).is_some_and(|p| {
+            p.publisher == from
+                && p.channel == evicted.channel
+                && matches!(p.kind, RequestKind::Subscribe(_))
+        });
+        if entry.active.nonce != evicted.nonce
+            && !entry.unconfirmed.contains(&evicted.nonce)
+            && !awaiting
+        {
+            return Err(EvictionError::Stale);
+        }
+        self.active
+            .remove(&key)
+            .map(|entry| entry.active)
+            .ok_or(EvictionError::NotSubscribed)
     }
 }

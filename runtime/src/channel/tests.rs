@@ -42,9 +42,13 @@ fn issue(
     .expect("issues")
 }
 
+/// The nonce [`request`] subscribes under.
+const NONCE: u64 = 0x5eed;
+
 fn request<'a>(who: &Identity, tokens: &'a [PermissionToken]) -> SubscribeRequest<'a> {
     SubscribeRequest {
         node: who.node_id(),
+        nonce: NONCE,
         entity: who.entity_id(),
         tokens,
         capabilities: None,
@@ -527,7 +531,11 @@ fn sweep_evicts_expired_subscribers() {
     // Eviction at not_after + skew: the first second the token fails the check.
     assert_eq!(ch.poll_timeout(), Some(NOW + 120 + 60));
     assert!(ch.sweep(NOW + 179).is_empty());
-    assert_eq!(ch.sweep(NOW + 180), vec![short.node_id()]);
+    let swept = ch.sweep(NOW + 180);
+    assert_eq!(
+        swept.iter().map(|s| (s.node, s.nonce)).collect::<Vec<_>>(),
+        vec![(short.node_id(), NONCE)]
+    );
     assert_eq!(
         ch.recipients().map(|(n, _)| n).collect::<Vec<_>>(),
         vec![long.node_id()],
@@ -677,6 +685,7 @@ fn issuer_revocation_drops_descendants_and_later_tokens_work() {
         vec![Evicted {
             channel: ch_name.clone(),
             node: member.node_id(),
+            nonce: NONCE,
             reason: EvictReason::IssuerRevoked,
         }]
     );
