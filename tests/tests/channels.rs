@@ -1,7 +1,8 @@
 //! Channels between real nodes on 127.0.0.1: token-gated subscribes, the expiry sweep,
-//! issuer revocation, canonical names, reliable fan-out under injected loss, idempotent
-//! unsubscribe, roster bounds, capability visibility and the control socket's bound on
-//! subscriptions under concurrent requests.
+//! issuer revocation, eviction notices and the reasons subscriptions end with, canonical
+//! names, reliable fan-out under injected loss, idempotent unsubscribe, roster bounds,
+//! capability visibility and the control socket's bound on subscriptions under concurrent
+//! requests.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,8 @@ use netrun::{
     Identity, Node, PermissionToken, RegisterError, RegistryConfig, SubscribeConfig,
     SubscribeError, TokenChain, TokenScope, Visibility,
 };
+use netrun_actors::channel::{EVICTION_COPIES, SubscriptionEnd};
+use netrun_runtime::channel::EvictReason;
 use netrun_tests::{
     WAIT, builder, connect, eventually, eventually_async, quick_announcements, unix_now,
 };
@@ -225,6 +228,145 @@ async fn an_expired_token_is_swept_and_its_subscriber_stops_receiving() {
         .await
         .expect("publishes");
     assert_eq!(&recv(&mut renewed).await.payload[..], b"again");
+}
+
+/// The subscription's end: `recv` returns `None` within `within` (after any queued
+/// events), and the reason is set by then.
+async fn ended(sub: &mut netrun::ChannelSubscription, within: Duration) -> SubscriptionEnd {
+    timeout(within, async { while sub.recv().await.is_some() {} })
+        .await
+        .expect("the subscription ends in time");
+    sub.end_reason()
+        .expect("an ended subscription has a reason")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_ends_the_subscription_and_says_so() {
+    let channel = name("metrics.evict");
+    let (publisher_id, publisher, subscriber) = token_gated(&channel).await;
+    let p = publisher.node_id();
+    let mut sub = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            with_token(&publisher_id, &subscriber, &channel, 2),
+        )
+        .await
+        .expect("subscribes");
+    assert_eq!(sub.end_reason(), None, "open");
+    publisher
+        .publish(&channel, &b"before"[..])
+        .await
+        .expect("publishes");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"before");
+
+    // Two seconds of token, swept at expiry (no skew), told at once: a few seconds in all,
+    // with room for a loaded machine.
+    let why = ended(&mut sub, Duration::from_secs(8)).await;
+    assert_eq!(why, SubscriptionEnd::Evicted(EvictReason::TokenExpired));
+    assert_eq!(why.to_string(), "evicted: token expired");
+    assert!(subscriber.subscriptions().await.is_empty());
+    assert_eq!(publisher.channel_status().evictions_sent, 1);
+    assert_eq!(subscriber.channel_status().evictions_received, 1);
+    // The repeated copies find no subscription and are counted.
+    eventually("the repeated notices to be ignored", || {
+        subscriber.channel_status().evictions_ignored == u64::from(EVICTION_COPIES) - 1
+    })
+    .await;
+
+    // Subscribing again with a fresh token works, and the late copies did not end it.
+    let mut again = subscriber
+        .subscribe_channel(
+            p,
+            &channel,
+            with_token(&publisher_id, &subscriber, &channel, 60),
+        )
+        .await
+        .expect("subscribes again");
+    publisher
+        .publish(&channel, &b"again"[..])
+        .await
+        .expect("publishes");
+    assert_eq!(&recv(&mut again).await.payload[..], b"again");
+    assert_eq!(again.end_reason(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_issuer_ends_the_subscription_and_says_so() {
+    let channel = name("alerts.revoked");
+    let (publisher_id, publisher, subscriber) = token_gated(&channel).await;
+    let mut sub = subscriber
+        .subscribe_channel(
+            publisher.node_id(),
+            &channel,
+            with_token(&publisher_id, &subscriber, &channel, 600),
+        )
+        .await
+        .expect("subscribes");
+    assert_eq!(
+        publisher
+            .revoke_token_issuer(publisher_id.entity_id())
+            .expect("room"),
+        1
+    );
+    let why = ended(&mut sub, Duration::from_secs(5)).await;
+    assert_eq!(why, SubscriptionEnd::Evicted(EvictReason::IssuerRevoked));
+    assert_eq!(subscriber.channel_status().evictions_received, 1);
+}
+
+/// A subscriber holds the same channel name on two publishers. Unregistering it on one
+/// ends that subscription only: the other publisher's notice names a subscription the
+/// subscriber holds with someone else, which must not end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_ends_only_the_subscription_to_its_sender() {
+    let channel = name("shared.name");
+    let first = start().await;
+    let second = start().await;
+    let subscriber = start().await;
+    connect(&subscriber, &first).await;
+    connect(&subscriber, &second).await;
+    let mut subs = Vec::new();
+    for publisher in [&first, &second] {
+        publisher
+            .register_channel(ChannelConfig::new(channel.clone()))
+            .await
+            .expect("registers");
+        subs.push(
+            subscriber
+                .subscribe_channel(publisher.node_id(), &channel, SubscribeConfig::new())
+                .await
+                .expect("subscribes"),
+        );
+    }
+    let [from_first, from_second] = &mut subs[..] else {
+        unreachable!("two subscriptions")
+    };
+
+    assert!(second.unregister_channel(&channel).await);
+    let why = ended(from_second, Duration::from_secs(5)).await;
+    assert_eq!(why, SubscriptionEnd::Evicted(EvictReason::ChannelClosed));
+    eventually("every copy of the notice to arrive", || {
+        let status = subscriber.channel_status();
+        status.evictions_received + status.evictions_ignored == u64::from(EVICTION_COPIES)
+    })
+    .await;
+    assert_eq!(
+        from_first.end_reason(),
+        None,
+        "the other subscription stands"
+    );
+    first
+        .publish(&channel, &b"still here"[..])
+        .await
+        .expect("publishes");
+    assert_eq!(&recv(from_first).await.payload[..], b"still here");
+
+    // Subscriptions that end on this side say why too.
+    subscriber
+        .unsubscribe_channel(first.node_id(), &channel)
+        .await
+        .expect("leaves");
+    assert_eq!(ended(from_first, WAIT).await, SubscriptionEnd::Unsubscribed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
