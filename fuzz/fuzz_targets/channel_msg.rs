@@ -1,7 +1,8 @@
 //! Channel subprotocol decoders: membership bodies and event frames never panic; whatever
 //! decodes re-encodes and decodes to the same value; a decoded membership message is then
 //! handled by a publisher registry (token-gated and open channels), which must answer
-//! every Subscribe and Unsubscribe with an Ack for the same nonce and channel.
+//! every Subscribe and Unsubscribe with an Ack for the same nonce and channel (an Ack or an
+//! Evicted notice gets no answer).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -35,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let ack = registry.handle_message(NOW, from, &message);
         match (&message, ack) {
-            (MembershipMessage::Ack(_), None) => {}
+            (MembershipMessage::Ack(_) | MembershipMessage::Evicted(_), None) => {}
             (_, Some(ack)) => {
                 assert_eq!(ack.nonce, message.nonce());
                 assert_eq!(&ack.channel, message.channel());

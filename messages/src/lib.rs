@@ -37,8 +37,8 @@ pub use causal::{
 };
 pub use channel::event::EventFrame;
 pub use channel::membership::{
-    Ack, AckResult, Granted, MembershipError, MembershipMessage, RejectReason, Subscribe,
-    SubscribeOptions, TokenChain, Unsubscribe,
+    Ack, AckResult, EvictReason, Evicted, Granted, MembershipError, MembershipMessage,
+    RejectReason, Subscribe, SubscribeOptions, TokenChain, Unsubscribe,
 };
 pub use channel::{ChannelHash, ChannelName, ChannelNameError};
 pub use daemon::{DaemonControlError, DaemonControlMessage};

@@ -21,7 +21,8 @@ pub use capabilities::{FilterParseError, parse_filter, parse_vendor, vendor_name
 pub use netrun_actors::capability::{CapabilityConfig, CapabilityHandle, CapabilityStatus};
 pub use netrun_actors::channel::{
     ChannelError, ChannelEvent, ChannelInfo, ChannelSubscription, ChannelsConfig, ChannelsStatus,
-    PublishError, PublishReport, SubscribeConfig, SubscribeError, SubscriptionInfo,
+    EVICTION_COPIES, PublishError, PublishReport, SubscribeConfig, SubscribeError, SubscriptionEnd,
+    SubscriptionInfo,
 };
 pub use netrun_actors::discovery::coordinator::CoordinatorStats;
 pub use netrun_actors::discovery::table::TableStats;
@@ -65,8 +66,8 @@ pub use netrun_runtime::capability::{
     AnnouncerConfig, AnnouncerError, IndexConfig, IndexEntry, service_tag,
 };
 pub use netrun_runtime::channel::{
-    AuthConfig, ChannelConfig, RegisterError, RegistryConfig, RevocationsFull, SubscriptionsConfig,
-    Visibility,
+    AuthConfig, ChannelConfig, EvictReason, RegisterError, RegistryConfig, RevocationsFull,
+    SubscriptionsConfig, Visibility,
 };
 
 /// The README's Rust example, compiled as a doctest so the README cannot drift from the API.

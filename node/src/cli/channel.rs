@@ -207,7 +207,14 @@ fn subscribe(client: &ClientArgs, publisher: &str, name: &str) -> u8 {
                                 print_event(&event, json_out);
                             }
                             if v.get("ended").and_then(Value::as_bool).unwrap_or(false) {
-                                return fail(EXIT_FAILURE, "the subscription ended");
+                                let why = v.get("end_reason").and_then(Value::as_str);
+                                return fail(
+                                    EXIT_FAILURE,
+                                    match why {
+                                        Some(why) => format!("the subscription ended: {why}"),
+                                        None => "the subscription ended".to_owned(),
+                                    },
+                                );
                             }
                         }
                         Err(e) => return fail(exit_code(&e), e),
