@@ -71,7 +71,7 @@ async fn mqtt_nodes_discover_each_other_and_a_clean_stop_says_goodbye() {
     // B left a retained goodbye (and deleted its retained announce): a node arriving now
     // has A, and B only as gone.
     assert_newcomer_finds_only(&broker, node_of(1)).await;
-    assert_eq!(a.stats().forged + a.stats().malformed, 0);
+    assert_eq!(a.stats().table.forged + a.stats().table.malformed, 0);
     a.stop().await;
 }
 
@@ -143,12 +143,12 @@ async fn mqtt_forged_announces_are_rejected_and_counted() {
     expect_found(&mut a, honest.node_id()).await;
     let stats = a.stats();
     assert_eq!(
-        stats.found, 1,
+        stats.table.found, 1,
         "only the genuine announce is reported: {stats:?}"
     );
-    assert_eq!(stats.forged, 2, "{stats:?}");
-    assert_eq!(stats.malformed, 1, "{stats:?}");
-    assert_eq!(stats.foreign_mesh, 1, "{stats:?}");
+    assert_eq!(stats.table.forged, 2, "{stats:?}");
+    assert_eq!(stats.table.malformed, 1, "{stats:?}");
+    assert_eq!(stats.table.foreign_mesh, 1, "{stats:?}");
     let status = a.status();
     assert!(status.errors >= 4, "{status:?}");
     assert!(status.detail.contains("forged 2"), "{}", status.detail);

@@ -50,7 +50,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use netrun_runtime::discovery::mqtt::{Outcome, PeerTable};
+use netrun_runtime::discovery::mqtt::{Counters, Outcome, PeerTable};
 
 use super::{BackendStatus, DiscoveryBackend, DiscoveryError, DiscoveryEvent, DiscoverySource};
 use crate::clock::unix_millis;
@@ -135,22 +135,20 @@ pub struct MqttStats {
     pub connects: u64,
     /// Connection failures and losses.
     pub broker_errors: u64,
-    /// Found events reported.
-    pub found: u64,
-    /// Lost events reported.
-    pub lost: u64,
-    /// Payloads that did not decode, or arrived on a malformed topic.
-    pub malformed: u64,
-    /// Payloads whose signature, key-derived node id, topic node or topic kind was wrong.
-    pub forged: u64,
-    /// Validly signed payloads for another mesh.
-    pub foreign_mesh: u64,
-    /// Announces too old (or too far in the future), replayed, or of an ended incarnation.
-    pub stale: u64,
-    /// Publishes dropped because the inbound queue or the peer table was full.
-    pub dropped: u64,
+    /// The peer table's outcomes and rejections (found, lost, malformed, forged, foreign
+    /// mesh, stale, table full).
+    pub table: Counters,
+    /// Publishes dropped because the inbound queue was full.
+    pub queue_full: u64,
     /// Live peers in the table.
     pub peers: u64,
+}
+
+impl MqttStats {
+    /// Publishes dropped: the inbound queue or the peer table was full.
+    pub fn dropped(&self) -> u64 {
+        self.table.table_full + self.queue_full
+    }
 }
 
 /// The MQTT discovery backend (see the module docs).
@@ -264,18 +262,12 @@ impl MqttBackend {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> MqttStats {
-        let c = self.peers.counters();
         MqttStats {
             connected: self.shared.connected.load(Ordering::Relaxed),
             connects: self.shared.connects.load(Ordering::Relaxed),
             broker_errors: self.shared.broker_errors.load(Ordering::Relaxed),
-            found: c.found,
-            lost: c.lost,
-            malformed: c.malformed,
-            forged: c.forged,
-            foreign_mesh: c.foreign_mesh,
-            stale: c.stale,
-            dropped: c.table_full + self.shared.dropped.load(Ordering::Relaxed),
+            table: self.peers.counters(),
+            queue_full: self.shared.dropped.load(Ordering::Relaxed),
             peers: self.peers.live() as u64,
         }
     }
@@ -454,11 +446,11 @@ impl DiscoveryBackend for MqttBackend {
             self.config.mesh,
             s.peers,
             s.connects,
-            s.forged,
-            s.malformed,
-            s.foreign_mesh,
-            s.stale,
-            s.dropped,
+            s.table.forged,
+            s.table.malformed,
+            s.table.foreign_mesh,
+            s.table.stale,
+            s.dropped(),
         );
         if !last_error.is_empty() {
             detail.push_str(", last error: ");
@@ -467,8 +459,12 @@ impl DiscoveryBackend for MqttBackend {
         BackendStatus {
             name: NAME.to_owned(),
             running: self.shared.running.load(Ordering::Relaxed),
-            found: s.found,
-            errors: s.malformed + s.forged + s.foreign_mesh + s.broker_errors + s.dropped,
+            found: s.table.found,
+            errors: s.table.malformed
+                + s.table.forged
+                + s.table.foreign_mesh
+                + s.broker_errors
+                + s.dropped(),
             detail,
         }
     }
