@@ -45,10 +45,21 @@ pub use rand_core;
 
 #[cfg(test)]
 mod test_clock {
+    use netrun_messages::Identity;
+    use netrun_messages::discovery::PeerEntry;
+
     /// The origin of a test's `Instant`s: arbitrary, only offsets from it matter. The one
     /// clock read in this crate, and only in tests.
     #[allow(clippy::disallowed_methods)]
     pub(crate) fn t0() -> std::time::Instant {
         std::time::Instant::now()
+    }
+
+    /// The peer entry of the identity seeded with `seed`, at `10.0.0.<seed>:7000`.
+    pub(crate) fn peer_entry(seed: u8) -> PeerEntry {
+        PeerEntry {
+            public_key: Identity::from_seed([seed; 32]).entity_id(),
+            addrs: vec![std::net::SocketAddr::from(([10, 0, 0, seed], 7000))],
+        }
     }
 }

@@ -198,12 +198,7 @@ mod tests {
     use super::*;
     use crate::test_clock::t0;
 
-    fn entry(seed: u8) -> PeerEntry {
-        PeerEntry {
-            public_key: Identity::from_seed([seed; 32]).entity_id(),
-            addrs: vec![format!("10.0.0.{seed}:7000").parse().expect("addr")],
-        }
-    }
+    use crate::test_clock::peer_entry as entry;
 
     #[test]
     fn lists_are_hints_from_their_signer_only() {

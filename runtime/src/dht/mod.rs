@@ -593,14 +593,8 @@ pub fn contact_record(node: NodeId, value: &[u8]) -> Option<PeerEntry> {
 mod tests {
     use super::*;
     use crate::test_clock::t0;
-    use netrun_messages::Identity;
 
-    fn entry(seed: u8) -> PeerEntry {
-        PeerEntry {
-            public_key: Identity::from_seed([seed; 32]).entity_id(),
-            addrs: vec![format!("10.0.0.{seed}:7000").parse().expect("addr")],
-        }
-    }
+    use crate::test_clock::peer_entry as entry;
 
     #[test]
     fn request_deadlines_follow_answers_and_timeouts() {
