@@ -1,6 +1,6 @@
 //! nRPC between real nodes on 127.0.0.1: unary and typed calls, deadlines and
 //! cancellation, panics, draining, service calls with round robin and hedging, server
-//! streaming with credit, and the actor's restart.
+//! streaming with credit (including a lost CREDIT), and the actor's restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use netrun::rpc::{
     RpcError, SelectPolicy, SinkError, Status, StreamSink,
 };
 use netrun::{Node, NodeId};
-use netrun_tests::{connect, connected_pair, node};
+use netrun_tests::{Relay, connect, connected_pair, eventually_async, has_up_peer, node};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -569,6 +569,89 @@ async fn streaming_delivers_in_order_within_the_credit_window() {
     let status = a.rpc_status().await.expect("status");
     assert!(status.counters["credits_sent"] > 0);
     assert_eq!(status.counters["protocol_violations"], 0);
+}
+
+/// A rpc status counter of `node`.
+async fn rpc_counter(node: &Node, name: &str) -> u64 {
+    node.rpc_status().await.expect("status").counters[name]
+}
+
+#[tokio::test]
+async fn a_lost_credit_does_not_stall_a_stream() {
+    const ITEMS: u64 = 6;
+    let a = node().await;
+    let b = node().await;
+    // A's datagrams to B pass a relay that can drop them.
+    let relay = Relay::start(b.local_addr()).await;
+    let b_id = tokio::time::timeout(WAIT, a.connect(relay.addr(), b.public_key()))
+        .await
+        .expect("connect in time")
+        .expect("connect through the relay");
+    eventually_async(WAIT, "b has the session", || has_up_peer(&b, a.node_id())).await;
+    let _counter = b
+        .serve_streaming(
+            "count",
+            |_request: RequestContext, mut sink: StreamSink| async move {
+                for i in 0..ITEMS {
+                    sink.send(Bytes::copy_from_slice(&i.to_le_bytes()))
+                        .await
+                        .map_err(|e| HandlerError::internal(e.to_string()))?;
+                }
+                Ok(())
+            },
+        )
+        .expect("serve");
+    let options = CallOptions::default().with_window(2);
+    let mut stream = a
+        .call_streaming(b_id, "count", &b""[..], &options)
+        .expect("stream starts");
+    // B sends its window of 2 items and waits for credit; let them reach A.
+    eventually_async(WAIT, "the first window sent", || async {
+        rpc_counter(&b, "stream_items_sent").await == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Every CREDIT for them is lost: B is out of credit, A has nothing to deliver.
+    relay.set_blackhole(true);
+    let credits_before = rpc_counter(&a, "credits_sent").await;
+    let mut expected = 0u64;
+    for _ in 0..2 {
+        let item = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("buffered item")
+            .expect("an item")
+            .expect("ok");
+        assert_eq!(item.as_ref(), &expected.to_le_bytes());
+        expected += 1;
+    }
+    let lost = tokio::time::timeout(WAIT, async {
+        while rpc_counter(&a, "credits_sent").await == credits_before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    lost.await.expect("a CREDIT went into the black hole");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    relay.set_blackhole(false);
+    // A repeats its grant after a silence: the stream finishes long before its 10 s
+    // deadline.
+    let started = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.next())
+            .await
+            .expect("the next item or the end comes without a stall")
+        {
+            Some(Ok(item)) => {
+                assert_eq!(item.as_ref(), &expected.to_le_bytes(), "in order");
+                expected += 1;
+            }
+            Some(Err(e)) => panic!("the stream failed: {e:?}"),
+            None => break,
+        }
+    }
+    assert_eq!(expected, ITEMS);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(rpc_counter(&a, "credits_resent").await >= 1);
+    assert_eq!(rpc_counter(&a, "protocol_violations").await, 0);
 }
 
 #[tokio::test]

@@ -233,7 +233,7 @@ impl Actor for RpcActor {
             }
             Msg::Call(start) => state.on_call(now, *start),
             Msg::Abandon(call_id) => state.on_abandon(now, call_id),
-            Msg::Consumed { call_id, n } => state.calls.consumed(call_id, n),
+            Msg::Consumed { call_id, n } => state.calls.consumed(now, call_id, n),
             Msg::Pick {
                 service,
                 policy,
@@ -857,6 +857,7 @@ impl RpcState {
             ("frames_misdirected", calls.misdirected),
             ("protocol_violations", calls.violations),
             ("credits_sent", calls.credits),
+            ("credits_resent", calls.credits_resent),
             ("cancels_sent", calls.cancels_sent),
             ("transmit_dropped", calls.transmit_dropped),
             ("requests_admitted", dispatch.admitted),

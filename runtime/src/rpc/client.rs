@@ -2,8 +2,9 @@
 //!
 //! Each entry carries the actor's context `T` (typically the reply port), handed back in
 //! [`Finished`] when the call ends, so the actor keeps no second map. Deadlines sit in an
-//! ordered set; [`Calls::poll_timeout`] is its first element. Frames the core wants sent
-//! (CANCEL on expiry or drop, CREDIT as a stream is consumed) come out of
+//! ordered set; [`Calls::poll_timeout`] is the earliest of those and of the streams' credit
+//! re-send times. Frames the core wants sent (CANCEL on expiry or drop, CREDIT as a stream
+//! is consumed or when a stalled stream's grant must be repeated) come out of
 //! [`Calls::poll_transmit`]; results and stream items out of [`Calls::poll_event`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -37,6 +38,12 @@ pub struct CallsConfig {
     /// Largest stream window a call may ask for; larger ones are cut. Default 1024. It
     /// bounds the out-of-order items buffered per streaming call.
     pub max_window: u32,
+    /// How long a stream that may be stalled on a lost CREDIT stays silent before the
+    /// caller repeats its grant; doubled after each repeat. Default 100 ms.
+    pub credit_resend_after: Duration,
+    /// Repeats of one grant at most while nothing arrives (the call's deadline ends a
+    /// stream that stays silent). Default 6 (0.1 + 0.2 + … + 3.2 s = 6.3 s).
+    pub max_credit_resends: u32,
 }
 
 impl Default for CallsConfig {
@@ -45,6 +52,8 @@ impl Default for CallsConfig {
             max_in_flight: 4096,
             default_window: 32,
             max_window: 1024,
+            credit_resend_after: Duration::from_millis(100),
+            max_credit_resends: 6,
         }
     }
 }
@@ -168,8 +177,11 @@ pub struct CallsStats {
     pub misdirected: u64,
     /// Protocol violations by servers.
     pub violations: u64,
-    /// CREDIT frames queued.
+    /// CREDIT frames sent (including re-sends).
     pub credits: u64,
+    /// CREDIT frames re-sent because a stream fell silent at a grant the server may not
+    /// have received.
+    pub credits_resent: u64,
     /// CANCEL frames queued.
     pub cancels_sent: u64,
     /// Frames dropped because the transmit queue was full.
@@ -182,6 +194,8 @@ pub struct Calls<T> {
     config: CallsConfig,
     calls: HashMap<CallId, Call<T>>,
     deadlines: BTreeSet<(Instant, CallId)>,
+    /// When a possibly stalled stream repeats its grant (see [`ClientStream::resend_at`]).
+    resends: BTreeSet<(Instant, CallId)>,
     events: VecDeque<CallEvent<T>>,
     transmit: VecDeque<Outgoing>,
     stats: CallsStats,
@@ -205,12 +219,37 @@ struct ClientStream {
     consumed: u64,
     /// Largest grant sent: the server may send seq < granted.
     granted: u64,
+    /// One more than the highest seq received (items the server has provably sent).
+    received: u64,
+    /// Grants sent (the initial window, then each CREDIT's total) that no received item
+    /// has passed yet, ascending. The server can only be waiting for credit when
+    /// `received` equals one of them. At most four: they grow by at least `max(W/2, 1)`
+    /// and lie within `received ..= received + W`.
+    open_grants: VecDeque<u64>,
+    /// When the grant is repeated if nothing happens before (in [`Calls::resends`]).
+    resend_at: Option<Instant>,
+    /// Repeats of the grant since an item last arrived.
+    resends: u32,
     /// A CREDIT for this call is queued in `transmit`.
     credit_queued: bool,
     /// Out-of-order items, all in `next+1 .. granted`.
     buffered: BTreeMap<u64, Bytes>,
     /// STREAM_END seen: (items, status, message).
     end: Option<(u64, Status, String)>,
+}
+
+impl ClientStream {
+    /// Whether the server may be waiting for a CREDIT it never got: the application has
+    /// taken every item that arrived, the stream has not ended, and the items received
+    /// reach exactly a grant sent before the latest one. (The server's grant is always one
+    /// the caller sent and never below `received`; if it lies above `received` the server
+    /// is not short of credit.)
+    fn may_stall(&self) -> bool {
+        self.end.is_none()
+            && self.consumed == self.received
+            && self.received < self.granted
+            && self.open_grants.front() == Some(&self.received)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -220,19 +259,22 @@ enum Outgoing {
 }
 
 impl<T> Calls<T> {
-    /// An empty table. Zero limits are raised to 1 and the default window is cut to the
-    /// maximum.
+    /// An empty table. Zero limits are raised to 1 (the credit re-send interval to 1 ms)
+    /// and the default window is cut to the maximum.
     pub fn new(config: CallsConfig) -> Self {
         let max_window = config.max_window.max(1);
         let config = CallsConfig {
             max_in_flight: config.max_in_flight.max(1),
             default_window: config.default_window.clamp(1, max_window),
             max_window,
+            credit_resend_after: config.credit_resend_after.max(Duration::from_millis(1)),
+            max_credit_resends: config.max_credit_resends,
         };
         Self {
             config,
             calls: HashMap::new(),
             deadlines: BTreeSet::new(),
+            resends: BTreeSet::new(),
             events: VecDeque::new(),
             transmit: VecDeque::new(),
             stats: CallsStats::default(),
@@ -293,6 +335,10 @@ impl<T> Calls<T> {
                 next: 0,
                 consumed: 0,
                 granted: u64::from(window),
+                received: 0,
+                open_grants: VecDeque::from([u64::from(window)]),
+                resend_at: None,
+                resends: 0,
                 credit_queued: false,
                 buffered: BTreeMap::new(),
                 end: None,
@@ -351,32 +397,38 @@ impl<T> Calls<T> {
         }
     }
 
-    /// The application consumed `n` items of a streaming call; queues a CREDIT once the
-    /// grant can move by at least half a window (never stalls: when every granted item
-    /// is consumed the grant moves by a whole window). Unknown or unary calls are ignored.
-    pub fn consumed(&mut self, call_id: CallId, n: u64) {
+    /// The application consumed `n` items of a streaming call at `now`; queues a CREDIT
+    /// once the grant can move by at least half a window (when every granted item is
+    /// consumed the grant moves by a whole window). If the stream may then be stalled on
+    /// a lost CREDIT, the grant is repeated after a silence (see [`Calls::handle_timeout`]).
+    /// Unknown or unary calls are ignored.
+    pub fn consumed(&mut self, now: Instant, call_id: CallId, n: u64) {
         let cap = self.transmit_cap();
         let Some(stream) = self.calls.get_mut(&call_id).and_then(|c| c.stream.as_mut()) else {
             return;
         };
+        let before = stream.consumed;
         stream.consumed = stream.consumed.saturating_add(n).min(stream.next);
+        let progressed = stream.consumed != before;
         let grant = stream.consumed + u64::from(stream.window);
+        let step = u64::from(stream.window / 2).max(1);
         if stream.credit_queued {
             // The queued CREDIT reads the grant when it is sent: it carries the latest total.
             stream.granted = stream.granted.max(grant);
-            return;
-        }
-        let step = u64::from(stream.window / 2).max(1);
-        if grant >= stream.granted.saturating_add(step) {
+        } else if grant >= stream.granted.saturating_add(step) {
             // Checked before the grant moves, so a dropped CREDIT is retried on the next
             // consumption instead of being forgotten.
             if self.transmit.len() >= cap {
                 self.stats.transmit_dropped += 1;
-                return;
+            } else {
+                stream.credit_queued = true;
+                self.transmit.push_back(Outgoing::Credit(call_id));
+                stream.granted = grant;
             }
-            stream.credit_queued = true;
-            self.transmit.push_back(Outgoing::Credit(call_id));
-            stream.granted = grant;
+        }
+        if progressed {
+            // Only progress restarts the silence; a no-op call leaves a scheduled repeat.
+            self.arm_resend(now, call_id);
         }
     }
 
@@ -390,7 +442,13 @@ impl<T> Calls<T> {
     }
 
     /// Expires every call whose deadline is at or before `now`: each finishes with
-    /// [`RpcError::Timeout`] and a CANCEL is queued to its target.
+    /// [`RpcError::Timeout`] and a CANCEL is queued to its target. Then repeats the grant
+    /// of every stream that is due: one whose application has taken every item that
+    /// arrived, that has not ended, whose received items reach exactly an older grant
+    /// than the latest (so the server may be waiting for a CREDIT that was lost), and
+    /// that stayed silent for the re-send interval. CREDIT is a total, so a repeat is
+    /// harmless; repeats back off (doubling) and stop after `max_credit_resends` until
+    /// an item arrives.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, call_id)) = self.deadlines.first() {
             if deadline > now {
@@ -402,11 +460,23 @@ impl<T> Calls<T> {
             }
             self.finish(now, call_id, Err(RpcError::Timeout));
         }
+        while let Some(&(at, call_id)) = self.resends.first() {
+            if at > now {
+                break;
+            }
+            self.resends.pop_first();
+            self.resend_credit(now, call_id);
+        }
     }
 
-    /// The earliest pending deadline.
+    /// The earliest pending deadline or credit re-send.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _)| *at)
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        let resend = self.resends.first().map(|(at, _)| *at);
+        match (deadline, resend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next result or stream item.
@@ -429,6 +499,9 @@ impl<T> Calls<T> {
                         continue;
                     };
                     stream.credit_queued = false;
+                    if stream.open_grants.back() != Some(&stream.granted) {
+                        stream.open_grants.push_back(stream.granted);
+                    }
                     self.stats.credits += 1;
                     let credit = Credit {
                         call_id,
@@ -540,6 +613,16 @@ impl<T> Calls<T> {
         } else {
             stream.buffered.insert(seq, item.into_body());
         }
+        stream.received = stream.received.max(seq + 1);
+        while stream
+            .open_grants
+            .front()
+            .is_some_and(|grant| *grant < stream.received)
+        {
+            stream.open_grants.pop_front();
+        }
+        stream.resends = 0;
+        self.arm_resend(now, call_id);
         self.maybe_complete(now, call_id);
         FrameVerdict::Accepted
     }
@@ -561,6 +644,7 @@ impl<T> Calls<T> {
             return self.violation(now, call_id, Violation::ItemCount);
         }
         stream.end = Some((items, end.status(), end.message().to_owned()));
+        self.arm_resend(now, call_id);
         self.maybe_complete(now, call_id);
         FrameVerdict::Accepted
     }
@@ -611,7 +695,57 @@ impl<T> Calls<T> {
         if let Some(deadline) = call.deadline {
             self.deadlines.remove(&(deadline, call_id));
         }
+        if let Some(at) = call.stream.as_ref().and_then(|s| s.resend_at) {
+            self.resends.remove(&(at, call_id));
+        }
         Some(call)
+    }
+
+    /// After activity on a stream at `now`: schedules a repeat of its grant one back-off
+    /// interval later if the stream may be stalled on a lost CREDIT (and the repeats are
+    /// not used up), and drops any repeat scheduled before.
+    fn arm_resend(&mut self, now: Instant, call_id: CallId) {
+        let Some(stream) = self.calls.get_mut(&call_id).and_then(|c| c.stream.as_mut()) else {
+            return;
+        };
+        if let Some(at) = stream.resend_at.take() {
+            self.resends.remove(&(at, call_id));
+        }
+        if !stream.may_stall() || stream.resends >= self.config.max_credit_resends {
+            return;
+        }
+        let backoff = self
+            .config
+            .credit_resend_after
+            .saturating_mul(1 << stream.resends.min(16));
+        if let Some(at) = now.checked_add(backoff) {
+            stream.resend_at = Some(at);
+            self.resends.insert((at, call_id));
+        }
+    }
+
+    /// A stream's re-send time came: queues a CREDIT with its current grant if it still
+    /// may be stalled, and schedules the next repeat.
+    fn resend_credit(&mut self, now: Instant, call_id: CallId) {
+        let cap = self.transmit_cap();
+        let Some(stream) = self.calls.get_mut(&call_id).and_then(|c| c.stream.as_mut()) else {
+            return;
+        };
+        stream.resend_at = None;
+        if !stream.may_stall() {
+            return;
+        }
+        if !stream.credit_queued {
+            if self.transmit.len() >= cap {
+                self.stats.transmit_dropped += 1;
+            } else {
+                stream.credit_queued = true;
+                self.transmit.push_back(Outgoing::Credit(call_id));
+                self.stats.credits_resent += 1;
+            }
+        }
+        stream.resends += 1;
+        self.arm_resend(now, call_id);
     }
 
     fn transmit_cap(&self) -> usize {

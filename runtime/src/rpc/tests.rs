@@ -460,10 +460,18 @@ fn resuming_a_draining_service_keeps_it() {
 /// order (each direction reordered within a batch) and the application consuming at a
 /// random pace. Checks that the server never exceeds the credit it was given, and that
 /// the caller delivers every item exactly once, in order, then the end.
-fn streaming_run(seed: u64, items: u64, window: u32) {
+///
+/// With `lose_credits`, each CREDIT is lost with probability 1/3 and the clock moves on by
+/// up to 200 ms a round (calling `handle_timeout`): the caller's re-sent grants must keep
+/// the stream going. Returns the caller's counters.
+fn streaming_run(seed: u64, items: u64, window: u32, lose_credits: bool) -> CallsStats {
     let t0 = t0();
+    let mut now = t0;
     let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let mut calls = Calls::new(CallsConfig::default());
+    let mut calls = Calls::new(CallsConfig {
+        max_credit_resends: 10,
+        ..CallsConfig::default()
+    });
     let mut dispatch = server();
     let service = echo();
     let spec = CallSpec::streaming(&service, Bytes::new(), Some(window));
@@ -505,7 +513,7 @@ fn streaming_run(seed: u64, items: u64, window: u32) {
         shuffle(&mut to_caller, &mut r);
         let keep = r.gen_range(0..=to_caller.len());
         for frame in to_caller.drain(keep..) {
-            let verdict = calls.handle_frame(t0, SERVER, frame);
+            let verdict = calls.handle_frame(now, SERVER, frame);
             assert!(
                 matches!(verdict, FrameVerdict::Accepted),
                 "seed {seed}: {verdict:?}"
@@ -529,9 +537,16 @@ fn streaming_run(seed: u64, items: u64, window: u32) {
         // The application consumes some of what it holds.
         let n = r.gen_range(0..=undelivered_to_app);
         undelivered_to_app -= n;
-        calls.consumed(id, n);
+        calls.consumed(now, id, n);
+        if lose_credits {
+            now += Duration::from_millis(r.gen_range(0..=200));
+            calls.handle_timeout(now);
+        }
         while let Some((to, frame)) = calls.poll_transmit() {
             assert_eq!(to, SERVER);
+            if lose_credits && r.gen_ratio(1, 3) {
+                continue;
+            }
             to_server.push(wire(frame));
         }
         shuffle(&mut to_server, &mut r);
@@ -548,6 +563,8 @@ fn streaming_run(seed: u64, items: u64, window: u32) {
     assert!(finished_ok, "seed {seed}: stream did not finish");
     assert_eq!(delivered.len() as u64, items);
     assert!(calls.is_empty() && dispatch.is_idle());
+    assert_eq!(calls.poll_timeout(), None, "no re-send left scheduled");
+    calls.stats()
 }
 
 fn shuffle<T>(v: &mut [T], r: &mut ChaCha8Rng) {
@@ -560,9 +577,179 @@ fn shuffle<T>(v: &mut [T], r: &mut ChaCha8Rng) {
 #[test]
 fn streaming_credit_is_never_exceeded_and_items_arrive_in_order() {
     for seed in 0..40 {
-        streaming_run(seed, 100, 1 + (seed as u32 % 9));
+        let stats = streaming_run(seed, 100, 1 + (seed as u32 % 9), false);
+        assert_eq!(stats.credits_resent, 0, "seed {seed}: no time passed");
     }
-    streaming_run(99, 0, 4);
+    streaming_run(99, 0, 4, false);
+}
+
+#[test]
+fn streams_survive_lost_credits() {
+    let mut resent = 0;
+    for seed in 0..40 {
+        resent += streaming_run(seed, 100, 1 + (seed as u32 % 9), true).credits_resent;
+    }
+    assert!(resent > 0, "some stall was repaired by a re-sent grant");
+}
+
+/// A window-4 stream whose first 4 items arrived and were consumed, with both CREDITs this
+/// produced (grants 6 and 8) lost: the server is out of credit and the caller has nothing
+/// to deliver. Everything happens at `t0`.
+fn stalled_stream(t0: Instant) -> (Calls<()>, Dispatch<u32>, CallId, CallKey) {
+    let mut calls = Calls::new(CallsConfig::default());
+    let mut dispatch = server();
+    let service = echo();
+    let spec = CallSpec::streaming(&service, Bytes::new(), Some(4));
+    let (id, frame) = start(&mut calls, t0, spec, ());
+    let Admission::Dispatch(incoming) = dispatch.handle_request(t0, CALLER, request_of(frame), 0)
+    else {
+        panic!("admitted");
+    };
+    let key = incoming.key;
+    for _ in 0..4 {
+        let frame = dispatch.send_item(key, &Bytes::new()).expect("credit");
+        assert_eq!(
+            calls.handle_frame(t0, SERVER, wire(frame)),
+            FrameVerdict::Accepted
+        );
+    }
+    for grant in [6, 8] {
+        calls.consumed(t0, id, 2);
+        let credit = RpcFrame::Credit(Credit { call_id: id, grant });
+        assert_eq!(calls.poll_transmit(), Some((SERVER, credit)), "lost");
+    }
+    assert_eq!(
+        dispatch.send_item(key, &Bytes::new()),
+        Err(ItemError::NoCredit)
+    );
+    (calls, dispatch, id, key)
+}
+
+#[test]
+fn a_lost_credit_is_resent_after_a_silence_and_the_stream_completes() {
+    let t0 = t0();
+    let (mut calls, mut dispatch, id, key) = stalled_stream(t0);
+    let after = CallsConfig::default().credit_resend_after;
+    assert_eq!(calls.poll_timeout(), Some(t0 + after));
+    calls.handle_timeout(t0 + after - Duration::from_millis(1));
+    assert_eq!(calls.poll_transmit(), None, "not silent long enough");
+    calls.handle_timeout(t0 + after);
+    let Some((SERVER, RpcFrame::Credit(credit))) = calls.poll_transmit() else {
+        panic!("the grant is repeated");
+    };
+    assert_eq!(credit.grant, 8, "the current total");
+    assert_eq!(calls.stats().credits_resent, 1);
+    assert_eq!(dispatch.handle_credit(CALLER, credit), Some(4));
+    // The stream runs to its end (10 items) with no further re-send.
+    let now = t0 + after;
+    let mut sent = 4;
+    while sent < 10 {
+        while sent < 10 {
+            let Ok(frame) = dispatch.send_item(key, &Bytes::new()) else {
+                break;
+            };
+            assert_eq!(
+                calls.handle_frame(now, SERVER, wire(frame)),
+                FrameVerdict::Accepted
+            );
+            sent += 1;
+        }
+        let mut delivered = 0;
+        while let Some(CallEvent::Item { .. }) = calls.poll_event() {
+            delivered += 1;
+        }
+        calls.consumed(now, id, delivered);
+        while let Some((_, frame)) = calls.poll_transmit() {
+            let RpcFrame::Credit(credit) = wire(frame) else {
+                panic!("only credit flows back");
+            };
+            dispatch.handle_credit(CALLER, credit);
+        }
+    }
+    let end = dispatch
+        .finish(now, key, Ok(Bytes::new()))
+        .expect("in flight");
+    calls.handle_frame(now, SERVER, wire(end.frame.expect("end")));
+    assert_eq!(finished(&mut calls).result, Ok(Bytes::new()));
+    assert_eq!(calls.poll_timeout(), None);
+    assert_eq!(calls.stats().credits_resent, 1);
+}
+
+#[test]
+fn credit_resends_back_off_and_stop() {
+    let t0 = t0();
+    let (mut calls, _dispatch, _id, _key) = stalled_stream(t0);
+    let config = CallsConfig::default();
+    let mut at = t0;
+    for k in 0..config.max_credit_resends {
+        at += config.credit_resend_after * (1 << k);
+        assert_eq!(calls.poll_timeout(), Some(at), "re-send {k}");
+        calls.handle_timeout(at);
+        assert!(matches!(
+            calls.poll_transmit(),
+            Some((SERVER, RpcFrame::Credit(_)))
+        ));
+    }
+    assert_eq!(calls.poll_timeout(), None, "bounded");
+    assert_eq!(
+        calls.stats().credits_resent,
+        u64::from(config.max_credit_resends)
+    );
+}
+
+#[test]
+fn an_item_after_a_resend_stops_the_repeats() {
+    let t0 = t0();
+    let (mut calls, mut dispatch, id, key) = stalled_stream(t0);
+    let after = CallsConfig::default().credit_resend_after;
+    calls.handle_timeout(t0 + after);
+    let Some((_, RpcFrame::Credit(credit))) = calls.poll_transmit() else {
+        panic!("re-sent");
+    };
+    dispatch.handle_credit(CALLER, credit);
+    let now = t0 + after * 2;
+    let frame = dispatch.send_item(key, &Bytes::new()).expect("credit");
+    calls.handle_frame(now, SERVER, wire(frame));
+    assert_eq!(calls.poll_timeout(), None, "items are flowing");
+    while calls.poll_event().is_some() {}
+    calls.consumed(now, id, 1);
+    // Item 4 of grant 8 arrived: the server still has credit, nothing to repeat.
+    assert_eq!(calls.poll_timeout(), None);
+}
+
+#[test]
+fn healthy_streams_repeat_no_credit() {
+    let t0 = t0();
+    let mut calls = Calls::new(CallsConfig::default());
+    let service = echo();
+    let spec = CallSpec::streaming(&service, Bytes::new(), Some(4));
+    let (id, _) = start(&mut calls, t0, spec, ());
+    // A slow producer within its first window: nothing was ever granted beyond it.
+    calls.handle_frame(t0, SERVER, item(id, 0));
+    calls.consumed(t0, id, 1);
+    assert_eq!(calls.poll_timeout(), None);
+    // A slow consumer: items wait for the application, the caller is the bottleneck.
+    for seq in 1..4 {
+        calls.handle_frame(t0, SERVER, item(id, seq));
+    }
+    calls.consumed(t0, id, 1);
+    assert!(matches!(
+        calls.poll_transmit(),
+        Some((_, RpcFrame::Credit(_)))
+    ));
+    assert_eq!(calls.poll_timeout(), None);
+    // The server provably got grant 6 (item 4 arrived) and is merely slow to send item 5.
+    calls.consumed(t0, id, 2);
+    calls.handle_frame(t0, SERVER, item(id, 4));
+    calls.consumed(t0, id, 1);
+    assert_eq!(calls.poll_timeout(), None);
+    // An ended stream waits for nothing.
+    let end = netrun_messages::rpc::StreamEnd::new(id, Status::OK, 5, Bytes::new()).expect("ok");
+    calls.handle_frame(t0, SERVER, RpcFrame::StreamEnd(end));
+    assert_eq!(finished(&mut calls).result, Ok(Bytes::new()));
+    calls.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(calls.poll_transmit(), None);
+    assert_eq!(calls.stats().credits_resent, 0);
 }
 
 #[test]
@@ -712,10 +899,10 @@ fn credit_is_coalesced_and_never_stalls() {
         calls.handle_frame(t0, SERVER, item(id, seq));
     }
     // Consuming one item does not move the grant by half a window yet.
-    calls.consumed(id, 1);
+    calls.consumed(t0, id, 1);
     assert_eq!(calls.poll_transmit(), None);
-    calls.consumed(id, 1);
-    calls.consumed(id, 1);
+    calls.consumed(t0, id, 1);
+    calls.consumed(t0, id, 1);
     // One CREDIT carries the latest total.
     assert_eq!(
         calls.poll_transmit(),
@@ -730,13 +917,13 @@ fn credit_is_coalesced_and_never_stalls() {
     assert_eq!(calls.poll_transmit(), None);
     // Consuming more than was delivered is capped at what was delivered (4 items): the
     // grant could move to 8 only, less than half a window past 7.
-    calls.consumed(id, 100);
+    calls.consumed(t0, id, 100);
     assert_eq!(calls.poll_transmit(), None);
     for seq in 4..7 {
         calls.handle_frame(t0, SERVER, item(id, seq));
     }
     // Every granted item consumed: the grant moves by a whole window.
-    calls.consumed(id, 3);
+    calls.consumed(t0, id, 3);
     assert_eq!(
         calls.poll_transmit(),
         Some((
