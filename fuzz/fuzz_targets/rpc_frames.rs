@@ -77,11 +77,13 @@ fuzz_target!(|data: &[u8]| {
         }
         other => {
             let _ = calls.handle_frame(now, peer, other);
-            calls.consumed(call_id, 1);
+            calls.consumed(now, call_id, 1);
             while calls.poll_event().is_some() {}
             while calls.poll_transmit().is_some() {}
         }
     }
+    calls.handle_timeout(now);
+    while calls.poll_transmit().is_some() {}
     dispatch.handle_timeout(now);
     while dispatch.poll_event().is_some() {}
 });
