@@ -18,7 +18,7 @@
 //! the waves that created the paths.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use netrun_messages::NodeId;
 use netrun_messages::discovery::PingwaveWithdraw;
@@ -124,7 +124,7 @@ impl Paths {
     }
 
     /// Removes paths not refreshed within `ttl` of `now`.
-    pub(crate) fn expire(&mut self, now: Instant, ttl: std::time::Duration) {
+    pub(crate) fn expire(&mut self, now: Instant, ttl: Duration) {
         let stale = |p: &Path| now.saturating_duration_since(p.heard_at) >= ttl;
         let affected: Vec<NodeId> = self
             .origins
