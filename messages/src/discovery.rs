@@ -27,6 +27,8 @@ pub const DISCOVERY_VERSION: u8 = 1;
 pub const PINGWAVE_LEN: usize = 32;
 /// Encoded size of a [`PingwaveEcho`].
 pub const PINGWAVE_ECHO_LEN: usize = 24;
+/// Encoded size of a [`PingwaveWithdraw`].
+pub const PINGWAVE_WITHDRAW_LEN: usize = 24;
 /// Most addresses one peer entry carries: a node rarely has more than a v4, a v6 and two
 /// mapped addresses, and the bound keeps an entry under 100 bytes.
 pub const MAX_ADDRS_PER_PEER: usize = 4;
@@ -41,6 +43,7 @@ pub const MAX_DHT_VALUE_LEN: usize = 1024;
 
 const KIND_WAVE: u8 = 1;
 const KIND_ECHO: u8 = 2;
+const KIND_WITHDRAW: u8 = 3;
 const PEER_LIST_KIND: u8 = 1;
 const PEER_LIST_CONTEXT: &[u8] = b"netrun peer list v1\0";
 const PEER_LIST_FIXED: usize = 4 + 8 + 32 + 8;
@@ -81,13 +84,29 @@ pub struct PingwaveEcho {
     pub sent_at_micros: u64,
 }
 
-/// Either pingwave message, as decoded from a `PINGWAVE` envelope body.
+/// A neighbour's notice that it can no longer be used to reach `origin`.
+///
+/// Sent over the session to direct neighbours only. The receiver drops the route to
+/// `origin` it learned through the sender, and only if the last wave of `origin` that came
+/// through the sender is not fresher than `seq`, so a delayed notice cannot remove a route
+/// the sender has re-learned since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PingwaveWithdraw {
+    /// The destination the sender no longer reaches (or reaches through the receiver).
+    pub origin: NodeId,
+    /// The freshest wave sequence of `origin` the sender had seen.
+    pub seq: u64,
+}
+
+/// Any pingwave message, as decoded from a `PINGWAVE` envelope body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PingwaveMessage {
     /// A probe.
     Wave(Pingwave),
     /// An echo of a probe.
     Echo(PingwaveEcho),
+    /// A route withdrawal.
+    Withdraw(PingwaveWithdraw),
 }
 
 impl Pingwave {
@@ -118,16 +137,29 @@ impl PingwaveEcho {
     }
 }
 
+impl PingwaveWithdraw {
+    /// Encodes the fixed 24-byte layout.
+    pub fn encode(&self) -> [u8; PINGWAVE_WITHDRAW_LEN] {
+        let mut out = [0u8; PINGWAVE_WITHDRAW_LEN];
+        out[0] = DISCOVERY_VERSION;
+        out[1] = KIND_WITHDRAW;
+        out[8..16].copy_from_slice(&self.origin.0.to_le_bytes());
+        out[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        out
+    }
+}
+
 impl PingwaveMessage {
-    /// Encodes either message.
+    /// Encodes any of the messages.
     pub fn to_vec(&self) -> Vec<u8> {
         match self {
             Self::Wave(w) => w.encode().to_vec(),
             Self::Echo(e) => e.encode().to_vec(),
+            Self::Withdraw(w) => w.encode().to_vec(),
         }
     }
 
-    /// Decodes a pingwave or an echo; the length must match the kind exactly.
+    /// Decodes a pingwave, an echo or a withdrawal; the length must match the kind exactly.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         r.version(DISCOVERY_VERSION, "pingwave")?;
@@ -155,6 +187,15 @@ impl PingwaveMessage {
                 };
                 r.finish()?;
                 Ok(Self::Echo(echo))
+            }
+            KIND_WITHDRAW => {
+                r.reserved::<6>("pingwave withdraw")?;
+                let withdraw = PingwaveWithdraw {
+                    origin: NodeId(r.u64()?),
+                    seq: r.u64()?,
+                };
+                r.finish()?;
+                Ok(Self::Withdraw(withdraw))
             }
             _ => Err(DecodeError::Invalid("pingwave kind")),
         }
@@ -643,6 +684,10 @@ mod tests {
             prop_assert_eq!(PingwaveMessage::decode(&w.to_vec()).expect("decodes"), w);
             let e = PingwaveMessage::Echo(PingwaveEcho { seq, sent_at_micros: sent });
             prop_assert_eq!(PingwaveMessage::decode(&e.to_vec()).expect("decodes"), e);
+            let x = PingwaveMessage::Withdraw(PingwaveWithdraw { origin: NodeId(origin), seq });
+            let bytes = x.to_vec();
+            prop_assert_eq!(bytes.len(), PINGWAVE_WITHDRAW_LEN);
+            prop_assert_eq!(PingwaveMessage::decode(&bytes).expect("decodes"), x);
         }
 
         #[test]

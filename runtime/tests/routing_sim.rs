@@ -1,5 +1,6 @@
 //! Deterministic simulation of routing: pingwaves build routes, relays forward by rewriting
-//! only the routing header, a dead relay is routed around, loops and TTL are bounded.
+//! only the routing header, a dead relay is routed around, withdrawals carry a failure to
+//! nodes that are not adjacent to it, loops and TTL are bounded.
 //!
 //! Virtual clock in 50 ms ticks; every link delivers the next tick; messages between nodes
 //! go through the real wire codecs. Each node runs the pingwave core, the routing table,
@@ -15,7 +16,7 @@ use netrun_messages::discovery::PingwaveMessage;
 use netrun_messages::header::{HEADER_LEN, Header, PacketKind};
 use netrun_messages::routing::RoutingHeader;
 use netrun_runtime::liveness::{Liveness, LivenessConfig, LivenessEvent};
-use netrun_runtime::pingwave::{PingwaveConfig, Pingwaves};
+use netrun_runtime::pingwave::{PingwaveConfig, Pingwaves, Target};
 use netrun_runtime::routing::{
     Decision, DropReason, RecentlySeen, Route, RouteSource, RoutingConfig, RoutingTable,
     forward_decision,
@@ -50,8 +51,12 @@ struct Sim {
     now: Instant,
     nodes: Vec<Node>,
     in_flight: Vec<(usize, usize, Msg)>,
-    /// Pingwave and echo messages carried, for the flood-cost figure.
+    /// Pingwave, echo and withdrawal messages carried, for the flood-cost figure.
     control_messages: u64,
+    /// Whether nodes send the withdrawals their cores owe (off: routes only expire).
+    withdrawals: bool,
+    /// Withdrawals sent.
+    withdrawals_sent: u64,
 }
 
 fn id_of(i: usize) -> NodeId {
@@ -103,6 +108,8 @@ impl Sim {
             nodes,
             in_flight: Vec::new(),
             control_messages: 0,
+            withdrawals: true,
+            withdrawals_sent: 0,
         }
     }
 
@@ -154,7 +161,34 @@ impl Sim {
             }
             self.receive(from, to, msg);
         }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].alive {
+                self.send_withdrawals(i);
+            }
+        }
         downs
+    }
+
+    /// Sends what node `i`'s pingwave core owes its neighbours (delivered next tick).
+    fn send_withdrawals(&mut self, i: usize) {
+        while let Some((target, withdraw)) = self.nodes[i].pingwaves.poll_withdraw() {
+            if !self.withdrawals {
+                continue;
+            }
+            let body = PingwaveMessage::Withdraw(withdraw).to_vec();
+            let to: Vec<usize> = match target {
+                Target::Neighbours => self.nodes[i].neighbours.clone(),
+                Target::Neighbour(n) => vec![(n.0 - 0xA0) as usize],
+            };
+            for j in to {
+                assert!(
+                    self.nodes[i].neighbours.contains(&j),
+                    "withdrawal-to-a-neighbour"
+                );
+                self.withdrawals_sent += 1;
+                self.send(i, j, Msg::Pingwave(body.clone()));
+            }
+        }
     }
 
     fn receive(&mut self, from: usize, to: usize, msg: Msg) {
@@ -188,6 +222,11 @@ impl Sim {
                 }
                 PingwaveMessage::Echo(echo) => {
                     node.pingwaves.handle_echo(now, from_id, &echo);
+                }
+                PingwaveMessage::Withdraw(withdraw) => {
+                    if let Some(dst) = node.pingwaves.handle_withdraw(from_id, &withdraw) {
+                        node.table.handle_withdraw(dst, from_id);
+                    }
                 }
             },
             Msg::Packet(mut packet) => {
@@ -466,14 +505,16 @@ fn pingwave_flood_is_bounded_by_radius() {
     assert!(sim.control_messages > 0);
 }
 
-#[test]
-fn a_failure_two_hops_away_is_routed_around_when_the_route_expires() {
-    // Ring of nine: A reaches E clockwise through B, C, D (4 hops) or counter-clockwise
-    // through the other four nodes (5 hops). C dies. B and D declare it down; A has no
-    // verdict about C, so its route through B stops being refreshed and expires, and the
-    // kept candidate through the other side takes over.
+/// Ring of nine, C dies: how long after C's death A's route to E leaves B, and how long
+/// after B's verdict about C. A reaches E clockwise through B, C, D (4 hops) or
+/// counter-clockwise through the other four nodes (5 hops). With `closed`, C's sessions
+/// end cleanly as it dies (B and D get a `Down` at once) instead of B and D waiting for
+/// their failure detectors. Also returns E's delivered packet count from A since the
+/// failure.
+fn ring_of_nine_reroute(withdrawals: bool, closed: bool) -> (Duration, Duration, usize) {
     let edges: Vec<(usize, usize)> = (0..9).map(|i| (i, (i + 1) % 9)).collect();
     let mut sim = Sim::new(9, &edges, 6);
+    sim.withdrawals = withdrawals;
     sim.run(Duration::from_secs(3));
     let via_b = sim.nodes[A]
         .table
@@ -482,29 +523,123 @@ fn a_failure_two_hops_away_is_routed_around_when_the_route_expires() {
     assert_eq!(via_b, Some((id_of(B), 4)));
     sim.nodes[C].alive = false;
     let killed_at = sim.now;
+    let mut declared = None;
+    if closed {
+        for n in [B, D] {
+            sim.nodes[n].table.handle_peer_down(id_of(C));
+            sim.nodes[n].pingwaves.handle_peer_down(id_of(C));
+            sim.nodes[n].liveness.remove(&C);
+        }
+        declared = Some(killed_at);
+    }
     let mut counter = 1000;
     let mut switched = None;
     while sim.now < killed_at + Duration::from_secs(6) {
         counter += 1;
         sim.originate(A, packet(A, E, PacketKind::Data, counter, 16));
-        sim.step();
+        let downs = sim.step();
+        if declared.is_none() && downs.contains(&(B, C)) {
+            declared = Some(sim.now);
+        }
         let hop = sim.nodes[A].table.lookup(id_of(E)).map(|r| r.next_hop);
         if switched.is_none() && hop == Some(id_of(8)) {
-            switched = Some(sim.now - killed_at);
+            switched = Some(sim.now);
         }
     }
+    let declared = declared.expect("B declared C down");
     let switched = switched.expect("A switched to the other side");
-    // A needs no verdict about C: its route through B expires at most route_ttl (1.5 s)
-    // after the last wave C relayed, plus a wave interval of slack.
-    assert!(
-        switched <= Duration::from_millis(2100),
-        "reroute took {switched:?}"
-    );
     let resumed = sim.nodes[E]
         .delivered
         .iter()
         .filter(|p| Header::parse(p).is_ok_and(|(h, _)| h.counter > 1000))
         .count();
+    (
+        switched - killed_at,
+        switched.saturating_duration_since(declared),
+        resumed,
+    )
+}
+
+#[test]
+fn a_failure_two_hops_away_is_routed_around_when_the_route_expires() {
+    // Without withdrawals A has no verdict about C: its route through B stops being
+    // refreshed and expires at most route_ttl (1.5 s) after the last wave C relayed, plus a
+    // wave interval of slack.
+    let (switched, _, resumed) = ring_of_nine_reroute(false, false);
+    assert!(
+        switched <= Duration::from_millis(2100),
+        "reroute took {switched:?}"
+    );
     assert!(resumed > 60, "traffic-resumes-on-the-other-side: {resumed}");
-    eprintln!("ring of 9: A rerouted {switched:?} after C died (route_ttl 1.5 s)");
+    eprintln!("ring of 9, expiry only: A rerouted {switched:?} after C died (route_ttl 1.5 s)");
+}
+
+#[test]
+fn a_withdrawal_moves_a_node_two_hops_from_the_failure_within_a_round() {
+    let (expiry, _, _) = ring_of_nine_reroute(false, false);
+    let (switched, after_verdict, resumed) = ring_of_nine_reroute(true, false);
+    // B's verdict makes it withdraw toward A (its new next hop to E); A drops its route
+    // through B on the next tick, long before that route would have expired.
+    assert!(
+        after_verdict <= TICK,
+        "one-round-after-the-verdict: {after_verdict:?}"
+    );
+    assert!(
+        switched < expiry,
+        "faster-than-expiry: {switched:?} vs {expiry:?}"
+    );
+    assert!(resumed > 60, "traffic-resumes-on-the-other-side: {resumed}");
+    eprintln!(
+        "ring of 9: A rerouted {switched:?} after C died with withdrawals \
+         ({after_verdict:?} after B's verdict), {expiry:?} with expiry only"
+    );
+}
+
+#[test]
+fn a_closed_session_two_hops_away_moves_traffic_at_once() {
+    // C's sessions end as it dies: B and D reroute at once, and their withdrawals reach A
+    // (and E) on the next tick. Without withdrawals A still waits for its route to expire.
+    let (expiry, _, _) = ring_of_nine_reroute(false, true);
+    let (switched, _, resumed) = ring_of_nine_reroute(true, true);
+    assert!(
+        switched <= TICK * 2,
+        "one-round-after-the-failure: {switched:?}"
+    );
+    assert!(
+        expiry >= Duration::from_millis(1000),
+        "expiry-is-slow-without-withdrawals: {expiry:?}"
+    );
+    assert!(
+        resumed > 100,
+        "traffic-resumes-on-the-other-side: {resumed}"
+    );
+    eprintln!(
+        "ring of 9, sessions closed: A rerouted {switched:?} with withdrawals, {expiry:?} without"
+    );
+}
+
+#[test]
+fn an_unreachable_destination_is_withdrawn_along_a_line_and_the_cascade_ends() {
+    let mut sim = Sim::new(5, &[(A, B), (B, C), (C, D), (D, E)], 4);
+    sim.run(Duration::from_secs(2));
+    assert!(sim.nodes[A].table.lookup(id_of(E)).is_some());
+    sim.nodes[E].alive = false;
+    sim.nodes[D].table.handle_peer_down(id_of(E));
+    sim.nodes[D].pingwaves.handle_peer_down(id_of(E));
+    sim.nodes[D].liveness.remove(&E);
+    let before = sim.withdrawals_sent;
+    // One hop per tick: A, three hops from D, has heard within four ticks.
+    for _ in 0..4 {
+        sim.step();
+    }
+    for n in [A, B, C, D] {
+        assert!(
+            sim.nodes[n].table.candidates(id_of(E)).is_empty(),
+            "withdrawn-everywhere: node {n}"
+        );
+    }
+    // D tells C and E; C, B and A each tell both their neighbours: no withdrawal echoes
+    // back and forth, because only an accepted one (a path removed) owes another.
+    sim.run(Duration::from_millis(400));
+    assert_eq!(sim.withdrawals_sent - before, 2 + 2 + 2 + 1, "cascade-ends");
 }

@@ -1,13 +1,13 @@
 //! Multi-hop routing over real UDP on 127.0.0.1: routes learned from pingwaves, relays that
-//! forward without holding keys, routed Noise sessions, reroute around a dead relay, and
-//! the relay's drop counters.
+//! forward without holding keys, routed Noise sessions, reroute around a dead relay (at
+//! once for a node two hops away, through withdrawals), and the relay's drop counters.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use netrun::config::SessionTiming;
+use netrun::config::{PingwaveSettings, SessionTiming};
 use netrun::{BlockingPolicy, EntityId, Identity, Node, NodeId, RouteSource, StreamConfig};
 use netrun_messages::header::{Header, PacketKind, TAG_LEN};
 use netrun_tests::{Relay, builder, eventually_async, fast_pingwave, has_up_peer, next_datagram};
@@ -29,10 +29,18 @@ fn timing() -> SessionTiming {
 }
 
 async fn start(timing: SessionTiming, peers: &[(SocketAddr, EntityId)]) -> Node {
+    start_with(timing, fast_pingwave(), peers).await
+}
+
+async fn start_with(
+    timing: SessionTiming,
+    pingwave: PingwaveSettings,
+    peers: &[(SocketAddr, EntityId)],
+) -> Node {
     let mut builder = builder()
         .identity(Identity::generate())
         .session_timing(timing)
-        .pingwave(fast_pingwave());
+        .pingwave(pingwave);
     for &(addr, key) in peers {
         builder = builder.peer(addr, key);
     }
@@ -42,6 +50,15 @@ async fn start(timing: SessionTiming, peers: &[(SocketAddr, EntityId)]) -> Node 
 /// Nodes connected in a line (each one's static peer is the one before it), closed into a
 /// ring when `ring` is set.
 async fn chain(n: usize, timing: SessionTiming, ring: bool) -> Vec<Node> {
+    chain_with(n, timing, fast_pingwave(), ring).await
+}
+
+async fn chain_with(
+    n: usize,
+    timing: SessionTiming,
+    pingwave: PingwaveSettings,
+    ring: bool,
+) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     for i in 0..n {
         let mut peers = Vec::new();
@@ -51,7 +68,7 @@ async fn chain(n: usize, timing: SessionTiming, ring: bool) -> Vec<Node> {
         if ring && i == n - 1 {
             peers.push((nodes[0].local_addr(), nodes[0].public_key()));
         }
-        nodes.push(start(timing, &peers).await);
+        nodes.push(start_with(timing, pingwave, &peers).await);
     }
     nodes
 }
@@ -252,8 +269,9 @@ async fn killing_a_relay_in_a_ring_reroutes_a_live_routed_session() {
 
     c.shutdown().await;
 
-    // Traffic resumes once both ends' routes through the dead relay are gone: A's expires
-    // (nothing refreshes it), E's is withdrawn when E's failure detector suspects C.
+    // Traffic resumes once both ends' routes through the dead relay are gone: E's when its
+    // failure detector suspects C; A's when B's withdrawal arrives or it expires, whichever
+    // comes first (routes live 300 ms here, less than the 500 ms to suspicion).
     eventually_async(WAIT, "A–E datagrams flow the long way", || async {
         next_hop(a, e.node_id()).await == Some((d.node_id(), 4))
             && next_hop(e, a.node_id()).await == Some((g.node_id(), 4))
@@ -293,6 +311,71 @@ async fn killing_a_relay_in_a_ring_reroutes_a_live_routed_session() {
         "the same routed session survived the reroute"
     );
     for node in [a, b, e, g, f, d] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_two_hops_from_a_dead_relay_reroutes_before_its_route_expires() {
+    // Ring A–B–C–E–G–F–D–A with slow waves: routes live 3 s (three 1 s intervals) while a
+    // silent neighbour is suspected after 500 ms. When C dies, B suspects it and, having no
+    // other path to E within the radius, withdraws E toward A; A moves to D long before its
+    // route through B would have expired.
+    let slow = PingwaveSettings {
+        enabled: true,
+        interval: Duration::from_secs(1),
+        radius: 4,
+    };
+    let nodes = chain_with(7, timing(), slow, true).await;
+    let [a, b, c, e, d] = [&nodes[0], &nodes[1], &nodes[2], &nodes[3], &nodes[6]];
+    eventually_async(
+        WAIT,
+        "A routes to E through B, with a fresh route",
+        || async {
+            let route = a
+                .routes()
+                .await
+                .into_iter()
+                .find(|r| r.destination == e.node_id());
+            route.is_some_and(|r| {
+                (r.next_hop, r.metric) == (b.node_id(), 3)
+                    && r.expires_in > Duration::from_millis(2500)
+            })
+        },
+    )
+    .await;
+    let route = a
+        .routes()
+        .await
+        .into_iter()
+        .find(|r| r.destination == e.node_id())
+        .expect("A routes to E");
+    let killed_at = tokio::time::Instant::now();
+    let expires_at = killed_at + route.expires_in;
+    c.shutdown().await;
+    eventually_async(WAIT, "A routes to E through D", || async {
+        next_hop(a, e.node_id()).await == Some((d.node_id(), 4))
+    })
+    .await;
+    let switched_at = tokio::time::Instant::now();
+    eprintln!(
+        "A rerouted {:?} after C died; its route through B had {:?} left",
+        switched_at - killed_at,
+        route.expires_in
+    );
+    assert!(
+        switched_at < expires_at,
+        "A moved {:?} after the kill, the old route would have expired after {:?}",
+        switched_at - killed_at,
+        route.expires_in
+    );
+    // The counters are published once per wave interval.
+    eventually_async(WAIT, "A counted the withdrawal it accepted", || async {
+        a.pingwave_status()
+            .is_some_and(|s| s.withdrawals_accepted >= 1)
+    })
+    .await;
+    for node in nodes.iter().filter(|n| n.node_id() != c.node_id()) {
         node.shutdown().await;
     }
 }

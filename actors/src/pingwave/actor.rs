@@ -7,7 +7,8 @@ use std::time::Duration;
 use netrun_messages::NodeId;
 use netrun_messages::discovery::PingwaveMessage;
 use netrun_messages::envelope::Subprotocol;
-use netrun_runtime::pingwave::Pingwaves;
+use netrun_runtime::pingwave::{Pingwaves, Target};
+use netrun_runtime::routing::Route;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
@@ -99,6 +100,7 @@ impl PingwaveActor {
             PingwaveMsg::Inbound(batch, _credit) => state.on_inbound(batch).await,
             PingwaveMsg::Peer(PeerEvent::Suspected { node } | PeerEvent::Down { node }) => {
                 state.core.handle_peer_down(node);
+                state.send_withdrawals().await;
             }
             PingwaveMsg::Peer(_) => {}
             PingwaveMsg::Tick => {
@@ -126,6 +128,7 @@ impl PingwaveState {
     async fn on_tick(&mut self) {
         let now = Instant::now().into_std();
         self.core.handle_timeout(now);
+        self.send_withdrawals().await;
         if let Some(wave) = self.core.poll_wave(now) {
             self.status.waves_started += 1;
             let body = PingwaveMessage::Wave(wave).to_vec();
@@ -174,10 +177,43 @@ impl PingwaveState {
                 PingwaveMessage::Echo(echo) => {
                     self.core.handle_echo(now, from, &echo);
                 }
+                PingwaveMessage::Withdraw(withdraw) => {
+                    if let Some(destination) = self.core.handle_withdraw(from, &withdraw) {
+                        self.status.withdrawals_accepted += 1;
+                        // In arrival order: a wave after the withdrawal restores the route.
+                        self.offer(std::mem::take(&mut routes));
+                        if !self.router.withdraw(vec![(destination, from)]) {
+                            debug!("no router running; withdrawal dropped");
+                        }
+                    }
+                }
             }
         }
+        self.offer(routes);
+        self.send_withdrawals().await;
+    }
+
+    fn offer(&self, routes: Vec<(NodeId, Route)>) {
         if !routes.is_empty() && !self.router.offer(routes) {
             debug!("no router running; pingwave routes dropped");
+        }
+    }
+
+    /// Sends every withdrawal the core owes: to all direct neighbours, or to one.
+    async fn send_withdrawals(&mut self) {
+        let mut neighbours = None;
+        while let Some((target, withdraw)) = self.core.poll_withdraw() {
+            let all = neighbours.get_or_insert_with(|| self.neighbours());
+            let to: Vec<NodeId> = match target {
+                Target::Neighbours => all.clone(),
+                Target::Neighbour(node) if all.contains(&node) => vec![node],
+                Target::Neighbour(_) => Vec::new(),
+            };
+            let body = PingwaveMessage::Withdraw(withdraw).to_vec();
+            for peer in to {
+                self.status.withdrawals_sent += 1;
+                self.send(peer, &body).await;
+            }
         }
     }
 

@@ -8,7 +8,10 @@
 //!          ├─ forward ──▶ every other direct neighbour (hop radius)
 //!          └─ route   ──▶ router: origin via N, metric = hops (RouterHandle::offer)
 //!      Echo from N ──▶ core.handle_echo ──▶ link RTT on the edge to N
+//!      Withdraw from N ──▶ core.handle_withdraw ──▶ router: drop origin via N
+//!                                                  (RouterHandle::withdraw)
 //!  PeerEvent Suspected/Down ──▶ core.handle_peer_down (paths through N forgotten)
+//!  after each of these ──▶ core.poll_withdraw ──▶ Withdraw to every neighbour, or to one
 //! ```
 //!
 //! Only direct sessions are neighbours: waves are never sent over, nor accepted from, a
@@ -102,10 +105,15 @@ pub struct SeenNode {
 pub struct PingwaveStatus {
     /// Waves this node started.
     pub waves_started: u64,
-    /// Wave and echo messages sent (started, relayed, echoed; one per neighbour).
+    /// Wave, echo and withdrawal messages sent (started, relayed, echoed, withdrawn; one
+    /// per neighbour).
     pub sent: u64,
-    /// Wave and echo messages received.
+    /// Wave, echo and withdrawal messages received.
     pub received: u64,
+    /// Withdrawals sent (one per neighbour).
+    pub withdrawals_sent: u64,
+    /// Withdrawals received that removed a route through their sender.
+    pub withdrawals_accepted: u64,
     /// Messages that did not decode.
     pub malformed: u64,
     /// Messages from a peer that is not a direct neighbour (ignored).

@@ -89,6 +89,13 @@ impl Actor for RouterActor {
                     state.offer(now, destination, route);
                 }
             }
+            RouterMsg::Withdraw(routes) => {
+                for (destination, next_hop) in routes {
+                    if state.table.handle_withdraw(destination, next_hop) {
+                        debug!(%destination, %next_hop, "route withdrawn by the next hop");
+                    }
+                }
+            }
             RouterMsg::Hint {
                 destination,
                 next_hop,
@@ -318,6 +325,13 @@ mod tests {
         )]);
         settle(&handle).await;
         assert_eq!(wire.routes().lookup(NodeId(9)), Some(NodeId(4)));
+
+        // Hop 4 withdraws its route to 9: the route through 2 is back at once; a
+        // withdrawal of a discovery hint changes nothing.
+        assert!(handle.withdraw(vec![(NodeId(9), NodeId(4)), (NodeId(7), NodeId(2))]));
+        settle(&handle).await;
+        assert_eq!(wire.routes().lookup(NodeId(9)), Some(NodeId(2)));
+        assert_eq!(wire.routes().lookup(NodeId(7)), Some(NodeId(2)));
 
         // No session backs next hops 2 and 4: a resync withdraws every route through them.
         router

@@ -4,7 +4,8 @@
 //!  PeerEvent (Wire::subscribe) ─┐  Up/Recovered of a direct session → route, metric 1
 //!                               │  Suspected/Down → handle_peer_down (reroute)
 //!  pingwave routes (Offer) ─────┼─▶ RoutingTable ──▶ RoutingSnapshot ──▶ Wire::routes()
-//!  discovery hints (Hint) ──────┤      expiry timer from poll_timeout      read per packet by
+//!  withdrawals (Withdraw) ──────┤                                          read per packet by
+//!  discovery hints (Hint) ──────┤      expiry timer from poll_timeout
 //!  resync tick / lagged events ─┘                                          the receive loop and
 //!                                                                          routed sends
 //! ```
@@ -63,6 +64,9 @@ pub enum RouterMsg {
     Resync,
     /// Routes learned from pingwaves: `(destination, route)`.
     Offer(Vec<(NodeId, Route)>),
+    /// Neighbours withdrew routes: `(destination, next hop)`; the pingwave candidate to the
+    /// destination through that next hop goes.
+    Withdraw(Vec<(NodeId, NodeId)>),
     /// A discovery backend suggests reaching `destination` through `next_hop`.
     Hint {
         /// The node to reach.
@@ -96,6 +100,12 @@ impl RouterHandle {
     /// routes are dropped; the next waves offer them again).
     pub fn offer(&self, routes: Vec<(NodeId, Route)>) -> bool {
         self.send(RouterMsg::Offer(routes))
+    }
+
+    /// Drops the pingwave routes `(destination, next hop)` that neighbours withdrew.
+    /// Returns `false` if no router is running (the routes then expire as usual).
+    pub fn withdraw(&self, routes: Vec<(NodeId, NodeId)>) -> bool {
+        self.send(RouterMsg::Withdraw(routes))
     }
 
     /// Suggests a path to `destination` through the neighbour `next_hop` for `ttl` (a

@@ -9,20 +9,28 @@
 //!      ├─ forward──▶ every neighbour but `from` while ttl > 1: ttl - 1, hops + 1, path RTT + link RTT
 //!      └─ route  ──▶ RoutingTable::handle_route(origin via from, metric = hops + 1)
 //!  handle_echo(now, from, echo) ──▶ link RTT sample for the edge to `from`
+//!  handle_withdraw(now, from, w) ──▶ drop the route to `w.origin` through `from`
+//!  handle_peer_down / handle_timeout / handle_withdraw ──▶ poll_withdraw(): withdrawals owed
 //! ```
 //!
 //! Every wave that is not stale, spoofed or self-originated yields a route candidate, so
 //! the routing table learns every neighbour a destination can be reached through, not only
 //! the one the graph records; that is what lets it reroute without a new probe.
+//!
+//! Withdrawals carry a failure beyond the nodes adjacent to it: when a node loses its last
+//! path to an origin, or its best path moves to another neighbour, it tells its neighbours
+//! at once instead of letting their routes through it expire (see `paths`).
 
 mod graph;
+mod paths;
 
 use std::time::{Duration, Instant};
 
 use netrun_messages::NodeId;
-use netrun_messages::discovery::{Pingwave, PingwaveEcho};
+use netrun_messages::discovery::{Pingwave, PingwaveEcho, PingwaveWithdraw};
 
 pub use graph::{Acceptance, ProximityGraph, ProximityNode};
+pub use paths::Target;
 
 use crate::routing::{Route, RouteSource};
 
@@ -76,6 +84,7 @@ pub struct Pingwaves {
     seq: u64,
     next_wave_at: Instant,
     graph: ProximityGraph,
+    paths: paths::Paths,
 }
 
 impl Pingwaves {
@@ -88,6 +97,7 @@ impl Pingwaves {
             seq: 0,
             next_wave_at: now,
             graph: ProximityGraph::new(local, config.max_nodes),
+            paths: paths::Paths::new(config.max_nodes),
         }
     }
 
@@ -142,15 +152,19 @@ impl Pingwaves {
             path_rtt_micros: path_micros,
             ..*wave
         });
-        let route = acceptance.is_path().then_some((
-            wave.origin,
-            Route {
-                next_hop: from,
-                metric: u32::from(wave.hops) + 1,
-                expires_at: now + self.config.route_ttl,
-                source: RouteSource::Pingwave,
-            },
-        ));
+        let route = acceptance.is_path().then(|| {
+            let hops = wave.hops.saturating_add(1);
+            self.paths.heard(now, wave.origin, from, wave.seq, hops);
+            (
+                wave.origin,
+                Route {
+                    next_hop: from,
+                    metric: u32::from(hops),
+                    expires_at: now + self.config.route_ttl,
+                    source: RouteSource::Pingwave,
+                },
+            )
+        });
         WaveOutcome {
             acceptance,
             echo,
@@ -181,14 +195,40 @@ impl Pingwaves {
         Some(rtt)
     }
 
-    /// Forgets origins not heard from within `route_ttl`.
+    /// Takes a withdrawal from neighbour `from`. Returns the destination whose route
+    /// through `from` the routing table should drop
+    /// ([`RoutingTable::handle_withdraw`](crate::routing::RoutingTable::handle_withdraw)),
+    /// or `None` when no path to it through `from` is known or a wave fresher than the
+    /// withdrawal came through `from` since. Losing that path may owe withdrawals in turn
+    /// ([`poll_withdraw`](Self::poll_withdraw)).
+    pub fn handle_withdraw(&mut self, from: NodeId, withdraw: &PingwaveWithdraw) -> Option<NodeId> {
+        if withdraw.origin == self.local || from == self.local {
+            return None;
+        }
+        self.paths
+            .withdrawn(from, withdraw)
+            .then_some(withdraw.origin)
+    }
+
+    /// Forgets origins not heard from within `route_ttl`, and paths through a neighbour
+    /// not refreshed within it (which may owe withdrawals). Returns how many origins the
+    /// proximity graph forgot.
     pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        self.paths.expire(now, self.config.route_ttl);
         self.graph.expire(now, self.config.route_ttl)
     }
 
-    /// The failure detector declared `neighbour` down.
+    /// The failure detector declared `neighbour` down (or suspects it): every path through
+    /// it is forgotten, which may owe withdrawals.
     pub fn handle_peer_down(&mut self, neighbour: NodeId) {
         self.graph.remove_neighbour(neighbour);
+        self.paths.remove_neighbour(neighbour);
+    }
+
+    /// The next withdrawal owed to neighbours: send it to [`Target`] as
+    /// `PingwaveMessage::Withdraw`. Call until `None` after every `handle_*`.
+    pub fn poll_withdraw(&mut self) -> Option<(Target, PingwaveWithdraw)> {
+        self.paths.poll()
     }
 
     /// The proximity graph.
@@ -277,6 +317,56 @@ mod tests {
         let mut last = wave(6, 1, 2);
         last.ttl = 1;
         assert!(p.handle_wave(now, NodeId(4), None, &last).forward.is_none());
+    }
+
+    fn drain(p: &mut Pingwaves) -> Vec<(Target, u64, u64)> {
+        std::iter::from_fn(|| p.poll_withdraw())
+            .map(|(to, w)| (to, w.origin.0, w.seq))
+            .collect()
+    }
+
+    #[test]
+    fn losing_paths_owes_withdrawals_and_stale_withdrawals_are_ignored() {
+        let now = t0();
+        let mut p = Pingwaves::new(NodeId(1), PingwaveConfig::default(), now);
+        // Origin 9: through 2 (2 hops, best) and through 3 (4 hops). Origin 8: only through 2.
+        p.handle_wave(now, NodeId(2), None, &wave(9, 5, 1));
+        p.handle_wave(now, NodeId(3), None, &wave(9, 5, 3));
+        p.handle_wave(now, NodeId(2), None, &wave(8, 7, 1));
+        assert!(drain(&mut p).is_empty(), "waves owe nothing");
+
+        p.handle_peer_down(NodeId(2));
+        let mut owed = drain(&mut p);
+        owed.sort_by_key(|o| o.1);
+        assert_eq!(
+            owed,
+            vec![
+                (Target::Neighbours, 8, 7),
+                (Target::Neighbour(NodeId(3)), 9, 5),
+            ],
+            "lost → everyone; moved → the new next hop (poison reverse)"
+        );
+
+        // A withdrawal from 3 no fresher than the last wave through it is stale.
+        let old = PingwaveWithdraw {
+            origin: NodeId(9),
+            seq: 4,
+        };
+        assert_eq!(p.handle_withdraw(NodeId(3), &old), None);
+        assert_eq!(
+            p.handle_withdraw(NodeId(4), &PingwaveWithdraw { seq: 9, ..old }),
+            None
+        );
+        let fresh = PingwaveWithdraw { seq: 5, ..old };
+        assert_eq!(p.handle_withdraw(NodeId(3), &fresh), Some(NodeId(9)));
+        assert_eq!(drain(&mut p), vec![(Target::Neighbours, 9, 5)]);
+        assert_eq!(p.handle_withdraw(NodeId(3), &fresh), None, "already gone");
+        assert!(drain(&mut p).is_empty());
+
+        // Paths not refreshed within route_ttl expire and owe their withdrawal too.
+        p.handle_wave(now, NodeId(3), None, &wave(7, 1, 2));
+        p.handle_timeout(now + PingwaveConfig::default().route_ttl);
+        assert_eq!(drain(&mut p), vec![(Target::Neighbours, 7, 1)]);
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //!  pingwaves ┼─▶ RoutingTable ── on ─┤      read by the transport's receive loop per packet
 //!  discovery ┘   change rebuilds     └─▶ lookup(dst) for local sends
 //!  failure detector ─▶ handle_peer_down(next hop) ─▶ reroute to the next-best candidate
+//!  withdrawal from a neighbour ─▶ handle_withdraw(dst, neighbour) ─▶ same, for one dst
 //! ```
 //!
 //! - [`RoutingTable`] keeps up to a few candidate routes per destination (one per next hop)
 //!   and installs the best; the installed route changes only for a strictly better one, or
-//!   when it expires or its next hop goes down.
+//!   when it expires, its next hop goes down or its next hop withdraws it.
 //! - [`RoutingSnapshot`] is the read-only `destination → next hop` map the table publishes;
 //!   cloning it is one reference-count increment.
 //! - [`forward_decision`] is the per-packet relay step: parse the routing header, drop

@@ -210,6 +210,32 @@ impl RoutingTable {
         self.withdraw(|c| c.next_hop != next_hop)
     }
 
+    /// Neighbour `next_hop` withdrew its route to `dst`: the pingwave candidate through it
+    /// goes and `dst` falls back to its best remaining candidate. Direct and discovery
+    /// candidates are not touched (a withdrawal speaks only for what waves taught), and
+    /// nothing is ever installed by a withdrawal. Returns whether the installed next hop
+    /// changed.
+    pub fn handle_withdraw(&mut self, dst: NodeId, next_hop: NodeId) -> bool {
+        let Some(entry) = self.entries.get_mut(&dst) else {
+            return false;
+        };
+        let Some(i) = entry
+            .candidates
+            .iter()
+            .position(|c| c.next_hop == next_hop && c.source == RouteSource::Pingwave)
+        else {
+            return false;
+        };
+        let gone = entry.candidates.swap_remove(i);
+        self.expiries.remove(&(gone.expires_at, dst, gone.next_hop));
+        let changed = entry.reselect();
+        if entry.candidates.is_empty() {
+            self.entries.remove(&dst);
+        }
+        self.dirty |= changed;
+        changed
+    }
+
     /// Drops expired candidates and reselects. Returns the destinations whose installed
     /// route changed, ascending. Visits only the candidates that expired.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<NodeId> {
@@ -335,7 +361,7 @@ mod tests {
         #[test]
         fn installed_is_always_a_best_candidate_and_snapshot_agrees(
             ops in proptest::collection::vec(
-                (0u8..4, 1u64..6, 2u64..8, 1u32..6, 0u64..40, 1u64..20),
+                (0u8..5, 1u64..6, 2u64..8, 1u32..6, 0u64..40, 1u64..20),
                 1..80,
             )
         ) {
@@ -343,13 +369,24 @@ mod tests {
             let mut t = RoutingTable::new(NodeId(1), RoutingConfig { max_candidates: 3, max_destinations: 8 });
             for (op, dst, hop, metric, at, ttl) in ops {
                 let now = t0 + Duration::from_secs(at);
-                let source = if op == 0 { RouteSource::Direct } else { RouteSource::Discovery };
+                let source = match (op, metric % 2) {
+                    (0, _) => RouteSource::Direct,
+                    (_, 0) => RouteSource::Discovery,
+                    _ => RouteSource::Pingwave,
+                };
                 match op {
                     0 | 1 => { t.handle_route(now, NodeId(dst), Route {
                         next_hop: NodeId(hop), metric, expires_at: now + Duration::from_secs(ttl),
                         source,
                     }); }
                     2 => { t.handle_peer_down(NodeId(hop)); }
+                    3 => {
+                        let had = t.candidates(NodeId(dst)).iter()
+                            .any(|c| c.next_hop == NodeId(hop) && c.source == RouteSource::Pingwave);
+                        let others = t.candidates(NodeId(dst)).len() - usize::from(had);
+                        t.handle_withdraw(NodeId(dst), NodeId(hop));
+                        prop_assert_eq!(t.candidates(NodeId(dst)).len(), others, "only the withdrawn probe route goes");
+                    }
                     _ => { t.handle_timeout(now); }
                 }
                 let snap = t.snapshot();
@@ -476,6 +513,34 @@ mod tests {
         assert_eq!(t.routes().count(), 1);
         assert!(t.handle_timeout(now + Duration::from_secs(2)).is_empty());
         assert_eq!(t.snapshot().lookup(NodeId(2)), Some(NodeId(2)));
+    }
+
+    #[test]
+    fn a_withdrawal_drops_only_the_probe_route_through_the_sender() {
+        let now = t0();
+        let mut t = RoutingTable::new(NodeId(1), RoutingConfig::default());
+        t.handle_route(now, NodeId(9), route(2, 2, now));
+        t.handle_route(now, NodeId(9), route(3, 4, now));
+        let direct = Route {
+            source: RouteSource::Direct,
+            ..route(2, 1, now)
+        };
+        t.handle_route(now, NodeId(2), direct);
+        assert!(
+            !t.handle_withdraw(NodeId(9), NodeId(4)),
+            "no route through 4"
+        );
+        assert!(
+            !t.handle_withdraw(NodeId(2), NodeId(2)),
+            "a direct route stays"
+        );
+        assert_eq!(t.lookup(NodeId(2)), Some(&direct));
+        assert!(t.handle_withdraw(NodeId(9), NodeId(2)));
+        assert_eq!(t.snapshot().lookup(NodeId(9)), Some(NodeId(3)));
+        assert!(t.handle_withdraw(NodeId(9), NodeId(3)));
+        assert!(t.snapshot().lookup(NodeId(9)).is_none());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(30)));
     }
 
     #[test]
