@@ -17,7 +17,7 @@
 //! only by waves, so a burst of withdrawals ends, and across the mesh they are bounded by
 //! the waves that created the paths.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use netrun_messages::NodeId;
@@ -63,11 +63,12 @@ impl Origin {
 }
 
 /// Per-origin paths, bounded by `max_origins` and [`MAX_PATHS_PER_ORIGIN`], and the queue
-/// of withdrawals owed.
+/// of withdrawals owed (ordered by origin, so the same events owe the same withdrawals in
+/// the same order).
 #[derive(Debug)]
 pub(crate) struct Paths {
     max_origins: usize,
-    origins: HashMap<NodeId, Origin>,
+    origins: BTreeMap<NodeId, Origin>,
     pending: VecDeque<(Target, PingwaveWithdraw)>,
 }
 
@@ -75,7 +76,7 @@ impl Paths {
     pub(crate) fn new(max_origins: usize) -> Self {
         Self {
             max_origins,
-            origins: HashMap::new(),
+            origins: BTreeMap::new(),
             pending: VecDeque::new(),
         }
     }
