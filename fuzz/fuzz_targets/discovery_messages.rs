@@ -1,4 +1,5 @@
-//! Every discovery decoder (pingwave, peer entry, signed peer list, DHT message): never
+//! Every discovery decoder (pingwave, peer entry, signed peer list, DHT message; the DHT
+//! contact record has its own target, `signed_contact`): never
 //! panic, and whatever decodes re-encodes to the same bytes and decodes to the same value.
 #![no_main]
 

@@ -47,6 +47,13 @@ const KIND_WITHDRAW: u8 = 3;
 const PEER_LIST_KIND: u8 = 1;
 const PEER_LIST_CONTEXT: &[u8] = b"netrun peer list v1\0";
 const PEER_LIST_FIXED: usize = 4 + 8 + 32 + 8;
+const CONTACT_KIND: u8 = 2;
+const CONTACT_CONTEXT: &[u8] = b"netrun contact v1\0";
+/// Version, kind, `issued_at_ms` and signature: everything of a contact record but its entry.
+const CONTACT_FIXED: usize = 2 + 8 + 64;
+/// Largest encoded [`SignedContact`]: a peer entry with [`MAX_ADDRS_PER_PEER`] IPv6
+/// addresses plus the fixed part; well under [`MAX_DHT_VALUE_LEN`].
+pub const MAX_SIGNED_CONTACT_LEN: usize = CONTACT_FIXED + 33 + MAX_ADDRS_PER_PEER * 19;
 
 // ---------------------------------------------------------------------------------------
 // Pingwave
@@ -397,6 +404,119 @@ impl SignedPeerList {
     }
 }
 
+/// A node's DHT contact record: its peer entry and wall-clock issue time, signed by the key
+/// the entry names.
+///
+/// Stored under `{mesh}:node:{node id}`. The signature binds the addresses to the key, so a
+/// member storing a record under another node's key cannot choose the addresses; the issue
+/// time orders records, so an older one cannot replace a newer one where it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedContact {
+    /// The node's key and addresses; the node id derives from the key.
+    pub entry: PeerEntry,
+    /// The node's wall clock when it signed, in milliseconds since the Unix epoch.
+    pub issued_at_ms: u64,
+    /// ed25519 signature by `entry.public_key` over the domain-separated encoding of
+    /// everything above.
+    pub signature: Signature,
+}
+
+/// Why a contact record could not be built or was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ContactError {
+    /// The entry has more than [`MAX_ADDRS_PER_PEER`] addresses.
+    #[error("contact has {0} addresses, more than allowed")]
+    TooManyAddrs(usize),
+    /// The entry's key is not the signing identity's key.
+    #[error("contact entry does not carry the signer's key")]
+    KeyMismatch,
+    /// The signature does not verify under the entry's key.
+    #[error("contact signature: {0}")]
+    Signature(#[from] SignatureError),
+}
+
+impl SignedContact {
+    /// Signs `entry` as `identity` at wall-clock time `issued_at_ms`; the entry must carry
+    /// the identity's key.
+    pub fn sign(
+        identity: &Identity,
+        issued_at_ms: u64,
+        entry: PeerEntry,
+    ) -> Result<Self, ContactError> {
+        if entry.addrs.len() > MAX_ADDRS_PER_PEER {
+            return Err(ContactError::TooManyAddrs(entry.addrs.len()));
+        }
+        if entry.public_key != identity.entity_id() {
+            return Err(ContactError::KeyMismatch);
+        }
+        let mut record = Self {
+            entry,
+            issued_at_ms,
+            signature: Signature([0; 64]),
+        };
+        let mut msg = CONTACT_CONTEXT.to_vec();
+        record.encode_unsigned(&mut msg);
+        record.signature = identity.sign(&msg);
+        Ok(record)
+    }
+
+    /// The node id the record is for (derived from the entry's key).
+    pub fn node_id(&self) -> NodeId {
+        self.entry.node_id()
+    }
+
+    /// Checks the signature against the contents under the entry's key.
+    pub fn verify(&self) -> Result<(), ContactError> {
+        let mut msg = CONTACT_CONTEXT.to_vec();
+        self.encode_unsigned(&mut msg);
+        self.entry.public_key.verify(&msg, &self.signature)?;
+        Ok(())
+    }
+
+    /// Encodes the record with its signature.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CONTACT_FIXED + self.entry.encoded_len());
+        self.encode_unsigned(&mut out);
+        out.extend_from_slice(&self.signature.0);
+        out
+    }
+
+    /// Version, kind, entry, issue time: the bytes the signature covers (after the context).
+    fn encode_unsigned(&self, out: &mut Vec<u8>) {
+        out.push(DISCOVERY_VERSION);
+        out.push(CONTACT_KIND);
+        self.entry.encode_into(out);
+        out.extend_from_slice(&self.issued_at_ms.to_le_bytes());
+    }
+
+    /// Decodes a record (the signature is not checked here; call [`verify`](Self::verify)).
+    /// Bounded: at most [`MAX_SIGNED_CONTACT_LEN`] bytes are read, and trailing bytes are an
+    /// error.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        if buf.len() > MAX_SIGNED_CONTACT_LEN {
+            return Err(DecodeError::TooLong {
+                what: "contact record",
+                len: buf.len(),
+                max: MAX_SIGNED_CONTACT_LEN,
+            });
+        }
+        let mut r = Reader::new(buf);
+        r.version(DISCOVERY_VERSION, "contact record")?;
+        if r.u8()? != CONTACT_KIND {
+            return Err(DecodeError::Invalid("contact record kind"));
+        }
+        let entry = PeerEntry::read(&mut r)?;
+        let issued_at_ms = r.u64()?;
+        let signature = Signature(r.array::<64>()?);
+        r.finish()?;
+        Ok(Self {
+            entry,
+            issued_at_ms,
+            signature,
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // DHT
 
@@ -712,7 +832,79 @@ mod tests {
             let _ = SignedPeerList::decode(&bytes);
             let _ = DhtMessage::decode(&bytes);
             let _ = PeerEntry::decode_prefix(&bytes);
+            let _ = SignedContact::decode(&bytes).map(|c| c.verify());
         }
+
+        #[test]
+        fn contact_round_trip(seed: [u8; 32], at: u64, entry in entry()) {
+            let id = Identity::from_seed(seed);
+            let entry = PeerEntry { public_key: id.entity_id(), ..entry };
+            let record = SignedContact::sign(&id, at, entry).expect("in bounds");
+            let bytes = record.to_vec();
+            prop_assert!(bytes.len() <= MAX_SIGNED_CONTACT_LEN);
+            let decoded = SignedContact::decode(&bytes).expect("decodes");
+            prop_assert_eq!(&decoded, &record);
+            prop_assert!(decoded.verify().is_ok());
+        }
+    }
+
+    #[test]
+    fn contacts_are_signed_only_for_their_own_key_and_decoded_strictly() {
+        let id = Identity::from_seed([9; 32]);
+        let other = Identity::from_seed([10; 32]);
+        let entry = PeerEntry {
+            public_key: id.entity_id(),
+            addrs: vec![SocketAddr::from(([10, 0, 0, 1], 7000))],
+        };
+        let foreign = PeerEntry {
+            public_key: other.entity_id(),
+            ..entry.clone()
+        };
+        assert_eq!(
+            SignedContact::sign(&id, 1, foreign),
+            Err(ContactError::KeyMismatch)
+        );
+        let too_many = PeerEntry {
+            addrs: vec![SocketAddr::from(([10, 0, 0, 1], 7000)); MAX_ADDRS_PER_PEER + 1],
+            ..entry.clone()
+        };
+        assert_eq!(
+            SignedContact::sign(&id, 1, too_many),
+            Err(ContactError::TooManyAddrs(MAX_ADDRS_PER_PEER + 1))
+        );
+        let record = SignedContact::sign(&id, 5, entry).expect("signs");
+        let bytes = record.to_vec();
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            SignedContact::decode(&longer),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+        assert!(SignedContact::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(matches!(
+            SignedContact::decode(&[0; MAX_SIGNED_CONTACT_LEN + 1]),
+            Err(DecodeError::TooLong { .. })
+        ));
+        // A signed peer list is not a contact record, and vice versa.
+        let list = SignedPeerList::sign(&id, 5, Vec::new()).expect("signs");
+        assert!(SignedContact::decode(&list.to_vec()).is_err());
+        assert!(SignedPeerList::decode(&bytes).is_err());
+        // Any one flipped byte of the signed part or the signature is caught.
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            let rejected = !SignedContact::decode(&bad).is_ok_and(|c| c.verify().is_ok());
+            assert!(rejected, "flipped byte {i} accepted");
+        }
+        // The issue time is covered by the signature.
+        let replayed = SignedContact {
+            issued_at_ms: 6,
+            ..record
+        };
+        assert_eq!(
+            replayed.verify(),
+            Err(ContactError::Signature(SignatureError::Invalid))
+        );
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! Deterministic simulation of the Kademlia core: hundreds of nodes join through one
 //! bootstrap node, every node can be found, lookup hops grow like log n, storage is bounded
-//! and expires, and keys of one mesh are invisible to another.
+//! and expires, keys of one mesh are invisible to another, and members forging contact
+//! records do not stop others resolving the real node.
 //!
 //! Every message goes through the wire codec. Delivery is in order with a 1 ms virtual
-//! step per round; a node marked dead never answers, so its requests time out.
+//! step per round; a node marked dead never answers, so its requests time out, and a node
+//! marked a liar answers every FIND_VALUE of one key with a chosen value.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use netrun_messages::discovery::{DhtBody, DhtId, DhtMessage, PeerEntry};
+use netrun_messages::discovery::{DhtBody, DhtId, DhtMessage, PeerEntry, SignedContact};
 use netrun_messages::{EntityId, Identity, NodeId};
 use netrun_runtime::dht::{
     Dht, DhtConfig, DhtEvent, LookupId, LookupOutcome, NamespacedKey, StoreConfig, StoreError,
-    contact_record,
+    contact_record, xor_distance,
 };
 
 const MESH: &str = "mesh-a";
@@ -23,10 +25,16 @@ fn origin() -> Instant {
     Instant::now()
 }
 
+fn identity(i: usize) -> Identity {
+    Identity::from_seed(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes())
+}
+
+/// The wall clock nodes sign their contact records with (an input, like every time).
+const ISSUED_AT_MS: u64 = 1_700_000_000_000;
+
 fn entry(i: usize) -> PeerEntry {
-    let seed = *blake3::hash(&(i as u64).to_le_bytes()).as_bytes();
     PeerEntry {
-        public_key: Identity::from_seed(seed).entity_id(),
+        public_key: identity(i).entity_id(),
         addrs: vec![
             format!("10.{}.{}.{}:7000", i >> 16, (i >> 8) & 0xff, i & 0xff)
                 .parse()
@@ -43,6 +51,11 @@ struct Net {
     queue: VecDeque<(usize, usize, Vec<u8>)>,
     dirty: BTreeSet<usize>,
     dead: HashSet<usize>,
+    /// Nodes that answer every FIND_VALUE of `lie.0` with the value `lie.1`.
+    liars: HashSet<usize>,
+    lie: (DhtId, Vec<u8>),
+    /// FIND_VALUE requests of the lied-about key sent to a liar: (requester, liar, id).
+    asked_liars: HashSet<(usize, usize, u64)>,
     messages: u64,
     /// Every message sent, in order (sender, recipient, bytes).
     trace: blake3::Hasher,
@@ -59,6 +72,9 @@ impl Net {
             queue: VecDeque::new(),
             dirty: BTreeSet::new(),
             dead: HashSet::new(),
+            liars: HashSet::new(),
+            lie: (DhtId::default(), Vec::new()),
+            asked_liars: HashSet::new(),
             messages: 0,
             trace: blake3::Hasher::new(),
         };
@@ -72,7 +88,9 @@ impl Net {
         let mut config = config;
         config.seed = *blake3::hash(&[i as u8, 0xd7]).as_bytes();
         self.index.insert(e.node_id(), i);
-        self.nodes.push(Dht::new(config, e.clone(), self.now));
+        let mut node = Dht::new(config, e.clone(), self.now);
+        node.set_mesh_prefix(MESH).expect("valid prefix");
+        self.nodes.push(node);
         self.entries.push(e);
         i
     }
@@ -110,13 +128,29 @@ impl Net {
                 if self.dead.contains(&to) {
                     continue;
                 }
-                let msg = DhtMessage::decode(&bytes).expect("valid dht message");
+                let mut msg = DhtMessage::decode(&bytes).expect("valid dht message");
+                self.lie_if_liar(from, to, &mut msg);
                 let from_entry = self.entries[from].clone();
                 self.nodes[to].handle_message(self.now, from_entry, msg);
                 self.dirty.insert(to);
             }
         }
         panic!("network-quiesces");
+    }
+
+    /// Remembers FIND_VALUEs of the lied-about key sent to a liar, and replaces the liar's
+    /// answers to them with the lie.
+    fn lie_if_liar(&mut self, from: usize, to: usize, msg: &mut DhtMessage) {
+        if self.liars.contains(&to)
+            && matches!(msg.body, DhtBody::FindValue { key } if key == self.lie.0)
+        {
+            self.asked_liars.insert((from, to, msg.request_id));
+        }
+        if self.asked_liars.remove(&(to, from, msg.request_id)) {
+            msg.body = DhtBody::Value {
+                value: self.lie.1.clone(),
+            };
+        }
     }
 
     fn run(&mut self, i: usize, start: impl FnOnce(&mut Dht, Instant) -> LookupId) -> DhtEvent {
@@ -143,10 +177,7 @@ impl Net {
         self.nodes[i].add_contact(now, boot);
         let own = self.nodes[i].local().id;
         self.run(i, |d, now| d.find_node(now, own).expect("room"));
-        self.run(i, |d, now| {
-            d.publish_contact(now, MESH, Duration::from_secs(3600))
-                .expect("room")
-        });
+        self.publish(i);
     }
 
     fn build(n: usize) -> Self {
@@ -156,11 +187,17 @@ impl Net {
             net.join(i);
         }
         // The bootstrap node had nobody to publish to when it started.
-        net.run(0, |d, now| {
-            d.publish_contact(now, MESH, Duration::from_secs(3600))
+        net.publish(0);
+        net
+    }
+
+    /// Node `i` publishes its signed contact record.
+    fn publish(&mut self, i: usize) {
+        let id = identity(i);
+        self.run(i, |d, now| {
+            d.publish_contact(now, MESH, &id, ISSUED_AT_MS, Duration::from_secs(3600))
                 .expect("room")
         });
-        net
     }
 
     /// `find_node` of `target`'s DHT id from `from`; returns the hops, and whether the
@@ -216,13 +253,12 @@ fn nodes_join_through_one_bootstrap_and_every_node_is_found() {
                 ..
             } => {
                 assert_eq!(
-                    contact_record(node, &v),
+                    contact_record(node, &v).ok(),
                     Some(net.entries[target].clone()),
                     "record-resolves"
                 );
-                assert_eq!(
-                    contact_record(net.entries[(target + 1) % n].node_id(), &v),
-                    None,
+                assert!(
+                    contact_record(net.entries[(target + 1) % n].node_id(), &v).is_err(),
                     "record-bound-to-id"
                 );
             }
@@ -438,4 +474,75 @@ fn idle_buckets_are_refreshed() {
         0,
         "not-refreshed-again-until-idle"
     );
+}
+
+#[test]
+fn forged_contact_records_do_not_stop_resolution() {
+    let n = 80;
+    let mut net = Net::build(n);
+    let target = 17;
+    let node = net.entries[target].node_id();
+    let key = NamespacedKey::node_record(MESH, node).expect("key").id();
+    // The three nodes closest to the record's key (other than the target) turn malicious:
+    // they STORE a record with the target's key and their own addresses everywhere, and
+    // answer every FIND_VALUE of the key with it.
+    let mut by_distance: Vec<usize> = (0..n).filter(|&i| i != target).collect();
+    by_distance
+        .sort_by_key(|&i| xor_distance(&DhtId::of_public_key(&net.entries[i].public_key), &key));
+    let liars: Vec<usize> = by_distance[..3].to_vec();
+    let mut forged = SignedContact::sign(
+        &identity(target),
+        ISSUED_AT_MS + 1,
+        net.entries[target].clone(),
+    )
+    .expect("signs");
+    forged.entry.addrs = net.entries[liars[0]].addrs.clone();
+    let forged = forged.to_vec();
+    net.liars.extend(liars.iter().copied());
+    net.lie = (key, forged.clone());
+    for &liar in &liars {
+        for to in 0..n {
+            if to != liar {
+                let store = DhtMessage {
+                    request_id: 9_000 + to as u64,
+                    body: DhtBody::Store {
+                        key,
+                        ttl_secs: 3600,
+                        value: forged.clone(),
+                    },
+                };
+                net.queue.push_back((liar, to, store.to_vec()));
+            }
+        }
+    }
+    net.pump();
+    let refused: u64 = (0..n).map(|i| net.nodes[i].counters().refused_stores).sum();
+    assert_eq!(refused, 3 * (n as u64 - 1), "forged-stores-refused");
+    assert!(
+        (0..n).all(|i| net.nodes[i].records().get(net.now, &key) != Some(&forged[..])),
+        "no-node-holds-the-forgery"
+    );
+
+    let mut met_a_liar = 0;
+    for from in (0..n).step_by(7) {
+        if from == target || liars.contains(&from) {
+            continue;
+        }
+        let before = net.nodes[from].counters().rejected_values;
+        match net.run(from, |d, now| d.resolve(now, MESH, node).expect("room")) {
+            DhtEvent::LookupDone {
+                outcome: LookupOutcome::Value(v),
+                ..
+            } => assert_eq!(
+                contact_record(node, &v).ok(),
+                Some(net.entries[target].clone()),
+                "resolves-the-real-record: {from}"
+            ),
+            other => panic!("resolve-succeeds despite liars: {from}: {other:?}"),
+        }
+        if net.nodes[from].counters().rejected_values > before {
+            met_a_liar += 1;
+        }
+    }
+    assert!(met_a_liar > 0, "some resolver met a liar and asked on");
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  PeerEvent::Up{peer} ─▶ add_contact ─▶ (first contact) join: FIND_NODE(own id)
-//!        ─▶ done ─▶ publish_contact ({mesh}:node:{id}) ─▶ again every republish_interval
+//!        ─▶ done ─▶ publish_contact ({mesh}:node:{id}, signed with the node's identity at its
+//!                   wall clock) ─▶ again every republish_interval
 //!  DHT envelope ─▶ decode ─▶ Dht::handle_message(now, sender's session entry, msg)
 //!  Resolve{node} ─▶ session peer? answer : Dht::resolve ─▶ LookupDone ─▶ contact_record
 //!        ─▶ reply + Found{source: Dht} ─▶ coordinator
@@ -29,6 +30,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand_core::{OsRng, RngCore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
+
+use crate::clock::unix_millis;
 
 use super::{
     BackendStatus, DiscoveredPeer, DiscoveryEvent, DiscoveryHandle, DiscoverySource, PeerContact,
@@ -193,8 +196,12 @@ impl Actor for KademliaActor {
             Some(|| KademliaMsg::Resync),
         );
         let tick = myself.send_interval(TICK, || KademliaMsg::Tick);
+        let mut dht = Dht::new(config, local, now);
+        if let Err(e) = dht.set_mesh_prefix(&args.settings.mesh_prefix) {
+            warn!(error = %e, "the mesh prefix cannot form keys: contact records will be refused");
+        }
         let mut state = KademliaState {
-            dht: Dht::new(config, local, now),
+            dht,
             args,
             _tasks: Tasks::new([pump, events, tick]),
             purposes: HashMap::new(),
@@ -312,10 +319,13 @@ impl KademliaState {
 
     fn publish(&mut self, now: StdInstant) {
         let settings = &self.args.settings;
-        match self
-            .dht
-            .publish_contact(now, &settings.mesh_prefix, settings.record_ttl)
-        {
+        match self.dht.publish_contact(
+            now,
+            &settings.mesh_prefix,
+            &self.args.identity,
+            unix_millis(),
+            settings.record_ttl,
+        ) {
             Ok(id) => {
                 self.purposes.insert(id, Purpose::Publish);
             }
@@ -396,7 +406,13 @@ impl KademliaState {
 
     fn on_resolved(&mut self, node: NodeId, outcome: LookupOutcome) {
         let entry = match outcome {
-            LookupOutcome::Value(value) => contact_record(node, &value),
+            LookupOutcome::Value(value) => match contact_record(node, &value) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    debug!(peer = %node, error = %e, "contact record rejected");
+                    None
+                }
+            },
             LookupOutcome::Nodes(_) => None,
         };
         let contact = entry.as_ref().map(contact_of);
@@ -486,13 +502,15 @@ impl KademliaState {
                 found: c.found,
                 errors: c.malformed + c.send_errors,
                 detail: format!(
-                    "{} contacts, {} records, {} lookups; published {}×; resolved {} unresolved {}; held for sessions {} (dropped {})",
+                    "{} contacts, {} records, {} lookups; published {}×; resolved {} unresolved {}; contact records rejected {} (lookups) refused {} (stores); held for sessions {} (dropped {})",
                     self.dht.table().len(),
                     self.dht.records().len(),
                     self.dht.lookups_running(),
                     self.published,
                     c.resolved,
                     c.unresolved,
+                    self.dht.counters().rejected_values,
+                    self.dht.counters().refused_stores,
                     self.pending.values().map(VecDeque::len).sum::<usize>(),
                     c.held_dropped,
                 ),

@@ -20,11 +20,14 @@ use serde_json::json;
 const MESH: &str = "bench";
 const SAMPLES: usize = 500;
 
+fn identity(i: usize) -> Identity {
+    Identity::from_seed(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes())
+}
+
 fn entry(i: usize) -> PeerEntry {
-    let seed = *blake3::hash(&(i as u64).to_le_bytes()).as_bytes();
     let octets = (i as u32).to_be_bytes();
     PeerEntry {
-        public_key: Identity::from_seed(seed).entity_id(),
+        public_key: identity(i).entity_id(),
         addrs: vec![std::net::SocketAddr::from((
             [10, octets[1], octets[2], octets[3]],
             7000,
@@ -53,7 +56,7 @@ impl Net {
         }
     }
 
-    fn add(&mut self) -> usize {
+    fn add(&mut self) -> anyhow::Result<usize> {
         let i = self.nodes.len();
         let e = entry(i);
         let config = DhtConfig {
@@ -61,9 +64,11 @@ impl Net {
             ..DhtConfig::default()
         };
         self.index.insert(e.node_id(), i);
-        self.nodes.push(Dht::new(config, e.clone(), self.now));
+        let mut node = Dht::new(config, e.clone(), self.now);
+        node.set_mesh_prefix(MESH)?;
+        self.nodes.push(node);
         self.entries.push(e);
-        i
+        Ok(i)
     }
 
     /// Delivers messages round by round until nothing is in flight.
@@ -114,16 +119,17 @@ impl Net {
 
     fn build(n: usize) -> anyhow::Result<(Self, u64)> {
         let mut net = Self::new();
-        net.add();
+        net.add()?;
         for _ in 1..n {
-            let i = net.add();
+            let i = net.add()?;
             let boot = net.entries[0].clone();
             let now = net.now;
             net.nodes[i].add_contact(now, boot);
             let own = net.nodes[i].local().id;
             net.run(i, |d, now| Ok(d.find_node(now, own)?))?;
+            let id = identity(i);
             net.run(i, |d, now| {
-                Ok(d.publish_contact(now, MESH, Duration::from_secs(3600))?)
+                Ok(d.publish_contact(now, MESH, &id, 0, Duration::from_secs(3600))?)
             })?;
         }
         let per_join = net.messages / (n.max(2) as u64 - 1);

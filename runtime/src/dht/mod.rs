@@ -12,12 +12,15 @@
 //!
 //! Node DHT ids are BLAKE3 of the node's public key; record keys are BLAKE3 of a
 //! [`NamespacedKey`] `{mesh_prefix}:{key_type}:{key}`, so two meshes never share a key.
-//! Every node publishes its contact record under `{mesh_prefix}:node:{node id}`;
-//! [`Dht::resolve`] finds it, and [`contact_record`] checks that the record's key derives
-//! the node id asked for. Messages arrive over authenticated sessions, so `from` is a proven
-//! identity; what responses *say* about other nodes is only a hint.
+//! Every node publishes its signed contact record under `{mesh_prefix}:node:{node id}`;
+//! [`Dht::resolve`] finds it, taking a value only if [`contact_record`] accepts it (its key
+//! derives the node id asked for and its signature verifies) and asking further nodes past
+//! any value it rejects. Storing nodes hold contact records to [`admit_store`]. Messages
+//! arrive over authenticated sessions, so `from` is a proven identity; what responses *say*
+//! about other nodes is only a hint.
 
 mod buckets;
+mod contact;
 mod key;
 mod lookup;
 mod store;
@@ -25,11 +28,14 @@ mod store;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use netrun_messages::NodeId;
-use netrun_messages::discovery::{DhtBody, DhtId, DhtMessage, MAX_DHT_CONTACTS, PeerEntry};
+use netrun_messages::discovery::{
+    ContactError, DhtBody, DhtId, DhtMessage, MAX_DHT_CONTACTS, PeerEntry, SignedContact,
+};
+use netrun_messages::{Identity, NodeId};
 use thiserror::Error;
 
 pub use buckets::{Contact, InsertOutcome, KBuckets};
+pub use contact::{ContactRecordError, ContactStoreError, admit_store, contact_record};
 pub use key::{
     Distance, KeyError, MAX_KEY_LEN, NamespacedKey, bucket_index, id_in_bucket, xor_distance,
 };
@@ -139,12 +145,33 @@ pub enum DhtError {
     /// The value is too large for a record.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node's contact record could not be signed.
+    #[error(transparent)]
+    Contact(#[from] ContactError),
+}
+
+/// Values this node turned away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DhtCounters {
+    /// STOREs (received, or this node's own copy) refused by [`admit_store`].
+    pub refused_stores: u64,
+    /// Values a resolve lookup was given that [`contact_record`] rejected; the lookup went
+    /// on asking other nodes.
+    pub rejected_values: u64,
 }
 
 #[derive(Debug)]
 enum Purpose {
-    Find { value: bool },
-    Store { value: Vec<u8>, ttl: Duration },
+    /// FIND_NODE (`value` false) or FIND_VALUE; `contact_of` makes a FIND_VALUE a resolve,
+    /// which takes only a value [`contact_record`] accepts for that node.
+    Find {
+        value: bool,
+        contact_of: Option<NodeId>,
+    },
+    Store {
+        value: Vec<u8>,
+        ttl: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -165,6 +192,9 @@ struct Pending {
 pub struct Dht {
     config: DhtConfig,
     local: Contact,
+    /// The key namespace contact records are checked against when stored.
+    mesh_prefix: Option<String>,
+    counters: DhtCounters,
     table: KBuckets,
     store: RecordStore,
     lookups: HashMap<LookupId, Running>,
@@ -190,6 +220,8 @@ impl Dht {
             store: RecordStore::new(config.store),
             config,
             local,
+            mesh_prefix: None,
+            counters: DhtCounters::default(),
             lookups: HashMap::new(),
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
@@ -209,12 +241,26 @@ impl Dht {
 
     /// Starts an iterative FIND_NODE for `target`.
     pub fn find_node(&mut self, now: Instant, target: DhtId) -> Result<LookupId, DhtError> {
-        self.start(now, target, Purpose::Find { value: false })
+        self.start(
+            now,
+            target,
+            Purpose::Find {
+                value: false,
+                contact_of: None,
+            },
+        )
     }
 
     /// Starts an iterative FIND_VALUE for `key` (answered at once from the local store).
     pub fn find_value(&mut self, now: Instant, key: DhtId) -> Result<LookupId, DhtError> {
-        self.start(now, key, Purpose::Find { value: true })
+        self.start(
+            now,
+            key,
+            Purpose::Find {
+                value: true,
+                contact_of: None,
+            },
+        )
     }
 
     /// Stores `value` under `key` on the `k` nodes closest to it.
@@ -231,20 +277,33 @@ impl Dht {
         self.start(now, key, Purpose::Store { value, ttl })
     }
 
-    /// Publishes this node's contact record under `{mesh_prefix}:node:{node id}`.
+    /// Sets the key namespace this node stores under. A STORE of a signed contact record is
+    /// taken only if its key is `{mesh_prefix}:node:{record's node id}`, so until this is
+    /// set every contact record offered to this node is refused.
+    pub fn set_mesh_prefix(&mut self, mesh_prefix: &str) -> Result<(), KeyError> {
+        NamespacedKey::node_record(mesh_prefix, self.local.node_id())?;
+        self.mesh_prefix = Some(mesh_prefix.to_owned());
+        Ok(())
+    }
+
+    /// Publishes this node's contact record, signed by `identity` (this node's key) at
+    /// wall-clock time `issued_at_ms`, under `{mesh_prefix}:node:{node id}`. A later
+    /// `issued_at_ms` replaces the record where it is stored; an earlier one is refused.
     pub fn publish_contact(
         &mut self,
         now: Instant,
         mesh_prefix: &str,
+        identity: &Identity,
+        issued_at_ms: u64,
         ttl: Duration,
     ) -> Result<LookupId, DhtError> {
         let key = NamespacedKey::node_record(mesh_prefix, self.local.node_id())?;
-        let mut value = Vec::with_capacity(self.local.entry.encoded_len());
-        self.local.entry.encode_into(&mut value);
-        self.store(now, key.id(), value, ttl)
+        let record = SignedContact::sign(identity, issued_at_ms, self.local.entry.clone())?;
+        self.store(now, key.id(), record.to_vec(), ttl)
     }
 
-    /// Looks up the contact record of `node`; check the value with [`contact_record`].
+    /// Looks up the contact record of `node`. The lookup ends with a value only if
+    /// [`contact_record`] accepts it; a rejected value is counted and the lookup asks on.
     pub fn resolve(
         &mut self,
         now: Instant,
@@ -252,7 +311,44 @@ impl Dht {
         node: NodeId,
     ) -> Result<LookupId, DhtError> {
         let key = NamespacedKey::node_record(mesh_prefix, node)?;
-        self.find_value(now, key.id())
+        self.start(
+            now,
+            key.id(),
+            Purpose::Find {
+                value: true,
+                contact_of: Some(node),
+            },
+        )
+    }
+
+    /// Takes `value` under `key` into this node's store if [`admit_store`] allows it.
+    fn put_checked(
+        &mut self,
+        now: Instant,
+        key: DhtId,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let held = self.store.get(now, &key);
+        if let Err(e) = admit_store(self.mesh_prefix.as_deref(), &key, &value, held) {
+            self.counters.refused_stores += 1;
+            return Err(e.into());
+        }
+        self.store.put(now, key, value, ttl)
+    }
+
+    /// Whether a lookup takes `value`: any value, or for a resolve of `contact_of` only one
+    /// [`contact_record`] accepts. Counts a rejection.
+    fn value_accepted(
+        counters: &mut DhtCounters,
+        contact_of: Option<NodeId>,
+        value: &[u8],
+    ) -> bool {
+        let accepted = contact_of.is_none_or(|node| contact_record(node, value).is_ok());
+        if !accepted {
+            counters.rejected_values += 1;
+        }
+        accepted
     }
 
     fn start(
@@ -261,7 +357,10 @@ impl Dht {
         target: DhtId,
         purpose: Purpose,
     ) -> Result<LookupId, DhtError> {
-        let value = matches!(purpose, Purpose::Find { value: true });
+        let (value, contact_of) = match purpose {
+            Purpose::Find { value, contact_of } => (value, contact_of),
+            Purpose::Store { .. } => (false, None),
+        };
         if self.lookups.len() >= self.config.max_lookups {
             return Err(DhtError::TooManyLookups);
         }
@@ -279,7 +378,10 @@ impl Dht {
             self.config.alpha,
             self.config.request_timeout,
         );
-        if value && let Some(v) = self.store.get(now, &target) {
+        if value
+            && let Some(v) = self.store.get(now, &target)
+            && Self::value_accepted(&mut self.counters, contact_of, v)
+        {
             lookup.on_value(&self.local.id, v.to_vec());
         }
         self.lookups.insert(id, Running { lookup, purpose });
@@ -316,7 +418,19 @@ impl Dht {
                     let contacts = contacts.into_iter().map(Contact::new).collect();
                     run.lookup.on_nodes(&from_id, contacts);
                 }
-                DhtBody::Value { value } => run.lookup.on_value(&from_id, value),
+                DhtBody::Value { value } => {
+                    let contact_of = match run.purpose {
+                        Purpose::Find { contact_of, .. } => contact_of,
+                        Purpose::Store { .. } => None,
+                    };
+                    if Self::value_accepted(&mut self.counters, contact_of, &value) {
+                        run.lookup.on_value(&from_id, value);
+                    } else {
+                        // A node that answered with a rejected value named no closer
+                        // contacts: it counts as answered, and the lookup asks on.
+                        run.lookup.on_nodes(&from_id, Vec::new());
+                    }
+                }
                 _ => run.lookup.on_failure(&from_id),
             }
             self.drive(now, lid);
@@ -338,7 +452,7 @@ impl Dht {
                 value,
             } => {
                 let ttl = Duration::from_secs(u64::from(*ttl_secs));
-                let stored = self.store.put(now, *key, value.clone(), ttl).is_ok();
+                let stored = self.put_checked(now, *key, value.clone(), ttl).is_ok();
                 reply(DhtBody::StoreAck { stored })
             }
             _ => return,
@@ -503,6 +617,11 @@ impl Dht {
         &self.local
     }
 
+    /// Values this node turned away.
+    pub fn counters(&self) -> DhtCounters {
+        self.counters
+    }
+
     /// Lookups running.
     pub fn lookups_running(&self) -> usize {
         self.lookups.len()
@@ -512,7 +631,7 @@ impl Dht {
         let Some(run) = self.lookups.get_mut(&id) else {
             return;
         };
-        let value = matches!(run.purpose, Purpose::Find { value: true });
+        let value = matches!(run.purpose, Purpose::Find { value: true, .. });
         let target = run.lookup.target();
         let queries = run.lookup.next_queries(now);
         let done = run.lookup.is_done();
@@ -560,7 +679,7 @@ impl Dht {
                     || closest.last().is_some_and(|far| {
                         xor_distance(&self.local.id, &target) < xor_distance(&far.id, &target)
                     });
-                if local_is_close && self.store.put(now, target, value.clone(), ttl).is_ok() {
+                if local_is_close && self.put_checked(now, target, value.clone(), ttl).is_ok() {
                     replicas += 1;
                 }
                 for c in closest {
@@ -582,19 +701,192 @@ impl Dht {
     }
 }
 
-/// Decodes a contact record found under `{mesh}:node:{node}` and checks that its key
-/// derives `node`. The result is a hint to connect to, not an identity.
-pub fn contact_record(node: NodeId, value: &[u8]) -> Option<PeerEntry> {
-    let (entry, used) = PeerEntry::decode_prefix(value).ok()?;
-    (used == value.len() && entry.node_id() == node).then_some(entry)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_clock::t0;
 
     use crate::test_clock::peer_entry as entry;
+
+    const MESH: &str = "0123456789abcdef";
+
+    fn record(seed: u8, at: u64) -> Vec<u8> {
+        let id = Identity::from_seed([seed; 32]);
+        SignedContact::sign(&id, at, entry(seed))
+            .expect("signs")
+            .to_vec()
+    }
+
+    fn store_request(key: DhtId, value: Vec<u8>) -> DhtMessage {
+        DhtMessage {
+            request_id: 1,
+            body: DhtBody::Store {
+                key,
+                ttl_secs: 600,
+                value,
+            },
+        }
+    }
+
+    /// Sends a STORE from `from` to `dht` and returns the STORE_ACK's `stored` (a sender
+    /// new to the table may also be handed records; those are skipped).
+    fn offer(dht: &mut Dht, now: Instant, from: u8, key: DhtId, value: Vec<u8>) -> bool {
+        dht.handle_message(now, entry(from), store_request(key, value));
+        std::iter::from_fn(|| dht.poll_transmit())
+            .find_map(|o| match o.message.body {
+                DhtBody::StoreAck { stored } => Some(stored),
+                _ => None,
+            })
+            .expect("a STORE is acknowledged")
+    }
+
+    #[test]
+    fn a_storing_node_refuses_forged_misplaced_replayed_and_overwriting_values() {
+        let now = t0();
+        let mut dht = Dht::new(DhtConfig::default(), entry(1), now);
+        dht.set_mesh_prefix(MESH).expect("valid prefix");
+        let key = NamespacedKey::node_record(MESH, entry(2).node_id())
+            .expect("key")
+            .id();
+        let other_key = NamespacedKey::node_record(MESH, entry(3).node_id())
+            .expect("key")
+            .id();
+
+        // Garbage under a key nobody has published is not judged.
+        assert!(offer(&mut dht, now, 3, key, b"garbage".to_vec()));
+        // The owner's signed record replaces it.
+        assert!(offer(&mut dht, now, 2, key, record(2, 20)));
+        // A member forging the owner's record with its own addresses.
+        let id2 = Identity::from_seed([2; 32]);
+        let mut forged = SignedContact::sign(&id2, 30, entry(2)).expect("signs");
+        forged.entry.addrs = entry(3).addrs;
+        assert!(!offer(&mut dht, now, 3, key, forged.to_vec()));
+        // The owner's valid record under another node's key.
+        assert!(!offer(&mut dht, now, 3, other_key, record(2, 20)));
+        // A replay of the owner's older record.
+        assert!(!offer(&mut dht, now, 3, key, record(2, 10)));
+        // Garbage over the signed record.
+        assert!(!offer(&mut dht, now, 3, key, b"garbage".to_vec()));
+        assert_eq!(dht.counters().refused_stores, 4);
+        assert_eq!(dht.records().get(now, &key), Some(&record(2, 20)[..]));
+        // The owner's newer record replaces its older one.
+        assert!(offer(&mut dht, now, 2, key, record(2, 40)));
+        assert_eq!(dht.records().get(now, &key), Some(&record(2, 40)[..]));
+
+        // Without a mesh prefix a contact record's key cannot be checked: refused.
+        let mut unset = Dht::new(DhtConfig::default(), entry(1), now);
+        assert!(!offer(&mut unset, now, 2, key, record(2, 20)));
+    }
+
+    #[test]
+    fn a_resolve_asks_on_past_a_rejected_value() {
+        let now = t0();
+        let target = entry(9).node_id();
+        let key = NamespacedKey::node_record(MESH, target).expect("key").id();
+        for (second_answer, resolved) in [
+            (
+                DhtBody::Value {
+                    value: record(9, 5),
+                },
+                true,
+            ),
+            (
+                DhtBody::Nodes {
+                    contacts: Vec::new(),
+                },
+                false,
+            ),
+        ] {
+            let mut dht = Dht::new(DhtConfig::default(), entry(1), now);
+            dht.add_contact(now, entry(2));
+            dht.add_contact(now, entry(3));
+            let lookup = dht.resolve(now, MESH, target).expect("starts");
+            let sent: Vec<Outgoing> = std::iter::from_fn(|| dht.poll_transmit()).collect();
+            assert_eq!(sent.len(), 2);
+            assert!(
+                sent.iter()
+                    .all(|o| o.message.body == DhtBody::FindValue { key })
+            );
+            // The first node answers with a record for another node, then with garbage
+            // (the second answer to one request is ignored).
+            dht.handle_message(
+                now,
+                sent[0].to.clone(),
+                DhtMessage {
+                    request_id: sent[0].message.request_id,
+                    body: DhtBody::Value {
+                        value: record(4, 5),
+                    },
+                },
+            );
+            assert_eq!(dht.poll_event(), None, "the lookup goes on");
+            assert_eq!(dht.counters().rejected_values, 1);
+            dht.handle_message(
+                now,
+                sent[1].to.clone(),
+                DhtMessage {
+                    request_id: sent[1].message.request_id,
+                    body: second_answer,
+                },
+            );
+            match dht.poll_event() {
+                Some(DhtEvent::LookupDone { id, outcome, .. }) => {
+                    assert_eq!(id, lookup);
+                    match outcome {
+                        LookupOutcome::Value(v) => {
+                            assert!(resolved);
+                            assert_eq!(contact_record(target, &v).expect("valid"), entry(9));
+                        }
+                        LookupOutcome::Nodes(_) => assert!(!resolved),
+                    }
+                }
+                other => panic!("expected the lookup to end, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_resolve_skips_an_invalid_local_copy() {
+        let now = t0();
+        let target = entry(9).node_id();
+        let key = NamespacedKey::node_record(MESH, target).expect("key").id();
+        let mut dht = Dht::new(DhtConfig::default(), entry(1), now);
+        dht.store
+            .put(now, key, b"garbage".to_vec(), Duration::from_secs(60))
+            .expect("fits");
+        dht.add_contact(now, entry(2));
+        dht.resolve(now, MESH, target).expect("starts");
+        assert_eq!(dht.counters().rejected_values, 1);
+        assert!(
+            dht.poll_event().is_none(),
+            "the local garbage did not end it"
+        );
+        assert!(dht.poll_transmit().is_some(), "the contact is asked");
+    }
+
+    #[test]
+    fn publish_contact_signs_with_this_nodes_key_only() {
+        let now = t0();
+        let mut dht = Dht::new(DhtConfig::default(), entry(1), now);
+        dht.set_mesh_prefix(MESH).expect("valid prefix");
+        let wrong = Identity::from_seed([2; 32]);
+        assert_eq!(
+            dht.publish_contact(now, MESH, &wrong, 5, Duration::from_secs(60)),
+            Err(DhtError::Contact(ContactError::KeyMismatch))
+        );
+        let own = Identity::from_seed([1; 32]);
+        dht.publish_contact(now, MESH, &own, 5, Duration::from_secs(60))
+            .expect("starts");
+        // No contacts: this node keeps the only copy, and it verifies.
+        let key = NamespacedKey::node_record(MESH, entry(1).node_id())
+            .expect("key")
+            .id();
+        let held = dht.records().get(now, &key).expect("kept locally");
+        assert_eq!(
+            contact_record(entry(1).node_id(), held).expect("valid"),
+            entry(1)
+        );
+    }
 
     #[test]
     fn request_deadlines_follow_answers_and_timeouts() {

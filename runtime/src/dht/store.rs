@@ -44,6 +44,9 @@ pub enum StoreError {
     /// A zero lifetime.
     #[error("record lifetime is zero")]
     ZeroTtl,
+    /// The contact record rules refused the value (see [`admit_store`](super::admit_store)).
+    #[error("value refused: {0}")]
+    Refused(#[from] super::contact::ContactStoreError),
 }
 
 #[derive(Debug, Clone)]
