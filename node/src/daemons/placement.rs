@@ -118,13 +118,8 @@ impl PlacementCandidates for IndexCandidates {
                 let Some(capabilities) = index.capabilities_of(id) else {
                     continue;
                 };
-                let saturation = announced_load(&capabilities);
-                candidates.push(PlacementCandidate {
-                    node: id,
-                    capabilities,
-                    rtt: peers.iter().find(|p| p.node == id).and_then(|p| p.rtt),
-                    saturation,
-                });
+                let load = announced_load(&capabilities);
+                candidates.push(peer_candidate(&peers, id, capabilities, load));
             }
             // Session peers whose announcement has not arrived yet (a session that just
             // came up) are asked directly.
@@ -160,15 +155,28 @@ async fn up_peers(node: &Node) -> Vec<crate::PeerInfo> {
         .collect()
 }
 
-/// The daemon load a node announces, 0.0..=1.0 (0 if it announces none or garbage).
-fn announced_load(capabilities: &CapabilitySet) -> f32 {
+/// The daemon load a node announces, per mille (0 if it announces none or garbage).
+fn announced_load(capabilities: &CapabilitySet) -> u16 {
     capabilities
         .metadata
         .get(LOAD_METADATA_KEY)
         .and_then(|v| v.parse::<u16>().ok())
-        .map_or(0.0, |permille| {
-            f32::from(permille.min(MAX_LOAD_PERMILLE)) / 1000.0
-        })
+        .unwrap_or(0)
+}
+
+/// Another node as a candidate: the RTT of its session if it has one, its load.
+fn peer_candidate(
+    peers: &[crate::PeerInfo],
+    node: NodeId,
+    capabilities: CapabilitySet,
+    load_permille: u16,
+) -> PlacementCandidate {
+    PlacementCandidate {
+        node,
+        capabilities,
+        rtt: peers.iter().find(|p| p.node == node).and_then(|p| p.rtt),
+        saturation: f32::from(load_permille.min(MAX_LOAD_PERMILLE)) / 1000.0,
+    }
 }
 
 /// Asks every session peer for its capabilities and load (one `DAEMON` query each); peers
@@ -212,12 +220,12 @@ async fn ask_peers(node: &Node, peers: &[crate::PeerInfo]) -> Vec<PlacementCandi
     let mut candidates = Vec::with_capacity(answers.len());
     for (peer, answer) in answers {
         match answer {
-            Ok(reply) => candidates.push(PlacementCandidate {
-                node: peer,
-                capabilities: reply.capabilities,
-                rtt: peers.iter().find(|p| p.node == peer).and_then(|p| p.rtt),
-                saturation: f32::from(reply.load_permille) / 1000.0,
-            }),
+            Ok(reply) => candidates.push(peer_candidate(
+                peers,
+                peer,
+                reply.capabilities,
+                reply.load_permille,
+            )),
             Err(error) => debug!(%peer, %error, "no capability answer; not a candidate"),
         }
     }
