@@ -140,13 +140,15 @@ impl DaemonControlState {
             DaemonControlMessage::Spawn(request) => {
                 let request_id = request.request_id;
                 let run = self.service.spawn(peer, request);
-                let busy = DaemonControlMessage::SpawnReply(SpawnReply {
-                    request_id,
-                    result: SpawnResult::Refused(SpawnRefusal::failed(
-                        "too many remote daemon requests in flight",
-                    )),
-                });
-                self.serve_request(peer, request_id, Some(busy), async move {
+                let busy = move || {
+                    Some(DaemonControlMessage::SpawnReply(SpawnReply {
+                        request_id,
+                        result: SpawnResult::Refused(SpawnRefusal::failed(
+                            "too many remote daemon requests in flight",
+                        )),
+                    }))
+                };
+                self.serve_request(peer, request_id, busy, async move {
                     let result = run.await;
                     DaemonControlMessage::SpawnReply(SpawnReply { request_id, result })
                 })
@@ -156,7 +158,7 @@ impl DaemonControlState {
                 let request_id = request.request_id;
                 let run = self.service.stop(peer, request.origin);
                 // Busy: no answer; the requester re-sends within its timeout.
-                self.serve_request(peer, request_id, None, async move {
+                self.serve_request(peer, request_id, || None, async move {
                     let result = run.await;
                     DaemonControlMessage::StopReply(StopReply { request_id, result })
                 })
@@ -181,12 +183,12 @@ impl DaemonControlState {
 
     /// Carries out a spawn or stop request once: in its own task, answering a repeat
     /// from the remembered reply (or not at all while the first is in flight). When too
-    /// many are in flight, `busy` is the answer.
+    /// many are in flight, `busy` builds the answer (if there is one).
     async fn serve_request(
         &mut self,
         peer: NodeId,
         request_id: u64,
-        busy: Option<DaemonControlMessage>,
+        busy: impl FnOnce() -> Option<DaemonControlMessage>,
         run: impl Future<Output = DaemonControlMessage> + Send + 'static,
     ) {
         let key = (peer, request_id);
@@ -194,7 +196,7 @@ impl DaemonControlState {
             Some(Disposition::InFlight) => {}
             Some(Disposition::Answered(reply)) => send(&self.wire, peer, &reply).await,
             None => {
-                if let Some(busy) = busy {
+                if let Some(busy) = busy() {
                     send(&self.wire, peer, &busy).await;
                 }
             }
